@@ -1,0 +1,15 @@
+// Elementwise ops of the LLaMA block.
+//   silu_mul: out[i] = silu(gate[i]) * up[i],  silu(x) = x / (1 + e^-x)   (SwiGLU MLP)
+//   add:      x[i] += y[i]                                                 (residual)
+#pragma once
+
+#include <cstdint>
+
+namespace dsmath::cpu {
+
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
+void silu_mul_reference(const float* gate, const float* up, int64_t n, float* out);
+
+void add(float* x, const float* y, int64_t n);
+
+}  // namespace dsmath::cpu
