@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Configures and builds dsmath into ${DSMATH_BUILD_DIR:-build} (Release, ccache when present).
+# Extra arguments go to cmake's configure step, e.g. -DDSMATH_CUDA=OFF.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${DSMATH_BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release "$@"
+cmake --build "$BUILD_DIR" -j "$(nproc)"
