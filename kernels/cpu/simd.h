@@ -1,0 +1,59 @@
+// Internal to the CPU kernels: run-time ISA selection and the few AVX2 helpers several
+// kernels share. Nothing here is compiled with -mavx2; AVX2 code lives in functions marked
+// DSMATH_AVX2 and runs only after cpu_has_avx2() said yes, so one binary serves any x86-64
+// machine (and other architectures through the portable paths).
+#pragma once
+
+#include <cstdint>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DSMATH_HAVE_X86_SIMD 1
+#include <immintrin.h>
+#define DSMATH_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define DSMATH_HAVE_X86_SIMD 0
+#endif
+
+namespace dsmath::cpu::detail {
+
+// AVX2 + FMA + F16C, checked once. DSMATH_KERNELS_PORTABLE=1 in the environment forces
+// the portable paths (for comparing them on one machine).
+bool cpu_has_avx2();
+
+#if DSMATH_HAVE_X86_SIMD
+// Sum of the 8 lanes in a fixed order, so every caller rounds the same way.
+DSMATH_AVX2 inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+DSMATH_AVX2 inline float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8)
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+#endif
+
+// Portable dot product: 8 independent partial sums, which the compiler can vectorize
+// without -ffast-math (a single running sum would force serial adds).
+inline float dot_portable(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+}  // namespace dsmath::cpu::detail

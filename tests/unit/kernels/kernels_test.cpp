@@ -1,0 +1,381 @@
+// CPU kernels: each optimized op against its plain reference on random inputs (odd sizes,
+// every weight dtype, MHA and GQA, prefill with a past), plus hand-computed cases that pin
+// the math itself (RoPE's rotate_half pairing, RMSNorm, silu, log_softmax).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/core/dtype.h"
+#include "common/core/error.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/softmax.h"
+
+namespace dsmath::cpu {
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& f : v) f = dist(rng);
+  return v;
+}
+
+// A tensor stored in `t` (bytes) built from f32 values.
+std::vector<unsigned char> store(const std::vector<float>& v, DType t) {
+  std::vector<unsigned char> out(v.size() * dtype_size(t));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::F32) {
+      std::memcpy(&out[4 * i], &v[i], 4);
+    } else {
+      const uint16_t h = t == DType::BF16 ? f32_to_bf16(v[i]) : f32_to_f16(v[i]);
+      std::memcpy(&out[2 * i], &h, 2);
+    }
+  }
+  return out;
+}
+
+using LinearFn = void (*)(const float*, int64_t, const WeightView&, float*);
+
+struct LinearCase {
+  DType dtype;
+  int64_t m, n, k;
+};
+
+std::string name_of(const LinearCase& c) {
+  return cat(dtype_name(c.dtype), "_m", c.m, "_n", c.n, "_k", c.k);
+}
+
+// Checks fn against linear_reference. The bound is relative to sum_k |x w| (the size of
+// the terms being summed), the natural scale of f32 summation error.
+void check_linear(LinearFn fn, const LinearCase& c, uint32_t seed) {
+  SCOPED_TRACE(name_of(c));
+  const auto x = random_floats(size_t(c.m * c.k), seed);
+  const auto wf = random_floats(size_t(c.n * c.k), seed + 1);
+  const auto wb = store(wf, c.dtype);
+  const WeightView w{wb.data(), c.dtype, c.n, c.k};
+  std::vector<float> y(size_t(c.m * c.n), NAN), ref(size_t(c.m * c.n));
+  fn(x.data(), c.m, w, y.data());
+  linear_reference(x.data(), c.m, w, ref.data());
+  for (int64_t t = 0; t < c.m; ++t) {
+    for (int64_t n = 0; n < c.n; ++n) {
+      double l1 = 0;
+      for (int64_t k = 0; k < c.k; ++k)
+        l1 += std::fabs(double(x[size_t(t * c.k + k)]) *
+                        load_as_f32(wb.data(), c.dtype, size_t(n * c.k + k)));
+      const size_t i = size_t(t * c.n + n);
+      ASSERT_NEAR(y[i], ref[i], 1e-5 * l1 + 1e-30) << "token " << t << " row " << n;
+    }
+  }
+}
+
+const DType kDTypes[] = {DType::F32, DType::F16, DType::BF16};
+
+TEST(Linear, MatchesReferenceAllDTypesAndOddShapes) {
+  uint32_t seed = 1;
+  for (DType t : kDTypes)
+    for (int64_t m : {1, 2, 3, 4, 5, 17})
+      for (int64_t n : {1, 3, 4, 5, 64, 67})
+        for (int64_t k : {1, 7, 8, 9, 64, 257}) {
+          check_linear(linear, {t, m, n, k}, seed);
+          check_linear(linear_portable, {t, m, n, k}, seed);
+          ++seed;
+        }
+}
+
+TEST(Linear, MatchesReferenceAtModelWidth) {
+  for (DType t : kDTypes) {
+    check_linear(linear, {t, 1, 96, 4096}, 11);
+    check_linear(linear, {t, 16, 40, 11008}, 12);
+    check_linear(linear_portable, {t, 3, 40, 4096}, 13);
+  }
+}
+
+// Unequal row ranges per thread (the last one takes the remainder) and more threads than
+// row blocks.
+TEST(Linear, MatchesReferenceWithUnevenThreadSplits) {
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 3, 7}) {
+    omp_set_num_threads(threads);
+    for (DType t : kDTypes) {
+      check_linear(linear, {t, 5, 1027, 33}, 21);
+      check_linear(linear, {t, 2, 6, 16}, 22);
+      check_linear(linear_portable, {t, 5, 1027, 33}, 23);
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
+// A token's output must not depend on the other tokens in the batch (seeded sampling is
+// reproducible whatever else the engine batches with it): bitwise equal to m = 1.
+TEST(Linear, BatchInvariant) {
+  for (LinearFn fn : {linear, linear_portable}) {
+    for (DType t : kDTypes) {
+      const int64_t m = 17, n = 37, k = 203;
+      const auto x = random_floats(size_t(m * k), 31);
+      const auto wb = store(random_floats(size_t(n * k), 32), t);
+      const WeightView w{wb.data(), t, n, k};
+      std::vector<float> batch(size_t(m * n)), one(static_cast<size_t>(n));
+      fn(x.data(), m, w, batch.data());
+      for (int64_t i = 0; i < m; ++i) {
+        fn(x.data() + i * k, 1, w, one.data());
+        ASSERT_EQ(0, std::memcmp(one.data(), batch.data() + i * n, size_t(n) * 4))
+            << dtype_name(t) << " token " << i;
+      }
+    }
+  }
+}
+
+TEST(Linear, HandComputed) {
+  // W = [[1, 2], [3, -4], [0.5, 0.25]] in bf16 (all exact), x = [[1, 1], [2, -1]].
+  const auto wb = store({1, 2, 3, -4, 0.5f, 0.25f}, DType::BF16);
+  const float x[] = {1, 1, 2, -1};
+  float y[6];
+  linear(x, 2, {wb.data(), DType::BF16, 3, 2}, y);
+  const float expect[] = {3, -1, 0.75f, 0, 10, 0.75f};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(y[i], expect[i]) << i;
+}
+
+TEST(RmsNorm, MatchesReference) {
+  for (DType t : kDTypes)
+    for (int64_t rows : {1, 3, 17})
+      for (int64_t dim : {1, 7, 64, 4096}) {
+        SCOPED_TRACE(cat(dtype_name(t), " rows ", rows, " dim ", dim));
+        const auto x = random_floats(size_t(rows * dim), uint32_t(rows * dim), 3.0f);
+        const auto gamma = store(random_floats(size_t(dim), 5, 2.0f), t);
+        std::vector<float> y(x.size()), ref(x.size());
+        rms_norm(x.data(), rows, dim, gamma.data(), t, 1e-6f, y.data());
+        rms_norm_reference(x.data(), rows, dim, gamma.data(), t, 1e-6f, ref.data());
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 1e-5 * std::fabs(ref[i]) + 1e-30) << i;
+      }
+}
+
+TEST(RmsNorm, HandComputed) {
+  // mean(3^2, 4^2) = 12.5, rms = sqrt(12.5 + eps): y = x / rms * gamma.
+  const float x[] = {3, 4};
+  const float gamma[] = {1, 2};
+  const float eps = 0.5f;  // large, so a missing or misplaced eps shows
+  float y[2];
+  rms_norm(x, 1, 2, gamma, DType::F32, eps, y);
+  EXPECT_NEAR(y[0], 3 / std::sqrt(13.0), 1e-6);
+  EXPECT_NEAR(y[1], 2 * 4 / std::sqrt(13.0), 1e-6);
+}
+
+TEST(Rope, InvFreqLikeHF) {
+  // HF LlamaRotaryEmbedding for dim 128, base 10000: inv_freq[j] = 10000^(-2j/128).
+  RopeTable table(128, 10000.0);
+  ASSERT_EQ(table.inv_freq.size(), 64u);
+  for (size_t j = 0; j < 64; ++j)
+    EXPECT_NEAR(table.inv_freq[j], std::pow(10000.0, -2.0 * double(j) / 128), 2e-7 * 1.0) << j;
+  EXPECT_EQ(table.inv_freq[0], 1.0f);
+  EXPECT_FLOAT_EQ(table.inv_freq[32], 0.01f);
+}
+
+// head_dim 4, base 100: inv_freq = [1, 0.1]. rotate_half pairs (0, 2) and (1, 3); the
+// interleaved layout would pair (0, 1) and (2, 3) and give different numbers.
+TEST(Rope, HandComputedRotateHalfLayout) {
+  RopeTable table(4, 100.0);
+  const int32_t pos = 3;
+  const double a0 = 3.0, a1 = 0.3;
+  const double expect[] = {1 * std::cos(a0) - 3 * std::sin(a0), 2 * std::cos(a1) - 4 * std::sin(a1),
+                           3 * std::cos(a0) + 1 * std::sin(a0),
+                           4 * std::cos(a1) + 2 * std::sin(a1)};
+  const double interleaved0 = 1 * std::cos(a0) - 2 * std::sin(a0);
+  for (auto fn : {apply_rope, apply_rope_reference}) {
+    float x[] = {1, 2, 3, 4};
+    fn(x, 1, 1, &pos, table);
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(x[i], expect[i], 1e-6) << i;
+    EXPECT_GT(std::fabs(x[0] - interleaved0), 0.1);
+  }
+}
+
+TEST(Rope, LinearScalingDividesPositions) {
+  RopeTable plain(8, 10000.0), scaled(8, 10000.0, 2.0);
+  auto x = random_floats(8, 3), y = x;
+  const int32_t p4 = 4, p8 = 8;
+  apply_rope(x.data(), 1, 1, &p4, plain);
+  apply_rope(y.data(), 1, 1, &p8, scaled);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(x[size_t(i)], y[size_t(i)]) << i;
+}
+
+TEST(Rope, PositionZeroIsIdentity) {
+  RopeTable table(16, 10000.0);
+  auto x = random_floats(2 * 3 * 16, 4);
+  const auto before = x;
+  const int32_t pos[] = {0, 0};
+  apply_rope(x.data(), 2, 3, pos, table);
+  EXPECT_EQ(x, before);
+}
+
+TEST(Rope, MatchesReference) {
+  for (int64_t d : {2, 64, 128})
+    for (int64_t tokens : {1, 3, 17})
+      for (int64_t heads : {1, 5}) {
+        RopeTable table(d, 10000.0);
+        std::vector<int32_t> pos(static_cast<size_t>(tokens));
+        for (int64_t t = 0; t < tokens; ++t) pos[size_t(t)] = int32_t(t * 37 + 5);
+        auto x = random_floats(size_t(tokens * heads * d), uint32_t(d + tokens + heads));
+        auto ref = x;
+        apply_rope(x.data(), tokens, heads, pos.data(), table);
+        apply_rope_reference(ref.data(), tokens, heads, pos.data(), table);
+        for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], ref[i], 1e-6) << i;
+      }
+}
+
+TEST(Rope, RejectsOddHeadDimAndNegativePosition) {
+  EXPECT_THROW(RopeTable(7, 10000.0), Error);
+  RopeTable table(4, 10000.0);
+  float x[4] = {};
+  const int32_t pos = -1;
+  EXPECT_THROW(apply_rope(x, 1, 1, &pos, table), Error);
+}
+
+struct AttnCase {
+  int64_t q_len, kv_len, n_heads, n_kv_heads, head_dim, pad;
+};
+
+void check_attention(const AttnCase& c, uint32_t seed) {
+  SCOPED_TRACE(cat("q_len ", c.q_len, " kv_len ", c.kv_len, " heads ", c.n_heads, "/", c.n_kv_heads,
+                   " d ", c.head_dim, " pad ", c.pad));
+  const int64_t stride = c.n_kv_heads * c.head_dim + c.pad;
+  const AttentionShape s{c.q_len, c.kv_len, c.n_heads, c.n_kv_heads, c.head_dim, stride};
+  // Scores of a few units: a peaked softmax, so the max shift matters.
+  const auto q = random_floats(size_t(c.q_len * c.n_heads * c.head_dim), seed, 2.0f);
+  const auto k = random_floats(size_t(c.kv_len * stride), seed + 1, 2.0f);
+  const auto v = random_floats(size_t(c.kv_len * stride), seed + 2);
+  std::vector<float> out(q.size(), NAN), ref(q.size());
+  causal_attention(q.data(), k.data(), v.data(), s, out.data());
+  causal_attention_reference(q.data(), k.data(), v.data(), s, ref.data());
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << i;
+}
+
+TEST(Attention, MatchesReferenceMhaAndGqa) {
+  uint32_t seed = 100;
+  for (auto [heads, kv_heads] : {std::pair<int64_t, int64_t>{4, 4}, {8, 2}, {6, 1}})
+    for (int64_t d : {8, 13, 128})
+      for (auto [q_len, kv_len] :
+           {std::pair<int64_t, int64_t>{1, 1}, {1, 7}, {3, 3}, {5, 70}, {17, 17}, {2, 200}})
+        for (int64_t pad : {0, 5})
+          check_attention({q_len, kv_len, heads, kv_heads, d, pad}, ++seed);
+}
+
+TEST(Attention, SingleKeyReturnsItsValue) {
+  const float q[] = {1, -2, 3, 0.5f}, k[] = {0.3f, 0.1f, -1, 2}, v[] = {5, 6, 7, 8};
+  float out[4];
+  causal_attention(q, k, v, {1, 1, 1, 1, 4, 4}, out);
+  for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(out[i], v[i]);
+}
+
+// Query i of a prefill sees exactly the keys up to its own position: the same as a decode
+// step over the shorter cache, whatever the later keys hold.
+TEST(Attention, CausalMaskMatchesShorterCache) {
+  const int64_t q_len = 4, past = 9, heads = 4, kv_heads = 2, d = 16, stride = kv_heads * d;
+  const int64_t kv_len = past + q_len;
+  const auto q = random_floats(size_t(q_len * heads * d), 7);
+  const auto k = random_floats(size_t(kv_len * stride), 8);
+  const auto v = random_floats(size_t(kv_len * stride), 9);
+  std::vector<float> full(q.size()), one(size_t(heads * d));
+  causal_attention(q.data(), k.data(), v.data(), {q_len, kv_len, heads, kv_heads, d, stride},
+                   full.data());
+  for (int64_t i = 0; i < q_len; ++i) {
+    causal_attention(q.data() + i * heads * d, k.data(), v.data(),
+                     {1, past + i + 1, heads, kv_heads, d, stride}, one.data());
+    for (int64_t j = 0; j < heads * d; ++j)
+      ASSERT_FLOAT_EQ(one[size_t(j)], full[size_t(i * heads * d + j)]) << i << " " << j;
+  }
+}
+
+TEST(Attention, RejectsBadShapes) {
+  float buf[64] = {};
+  EXPECT_THROW(causal_attention(buf, buf, buf, {2, 1, 1, 1, 4, 4}, buf), Error);  // kv < q
+  EXPECT_THROW(causal_attention(buf, buf, buf, {1, 1, 3, 2, 4, 8}, buf), Error);  // 3 % 2
+  EXPECT_THROW(causal_attention(buf, buf, buf, {1, 1, 2, 2, 4, 7}, buf), Error);  // stride
+}
+
+TEST(Activation, SiluMulMatchesReferenceAndHandValues) {
+  for (int64_t n : {1, 7, 11008, 40000}) {
+    const auto g = random_floats(size_t(n), uint32_t(n), 8.0f), u = random_floats(size_t(n), 2);
+    std::vector<float> out(static_cast<size_t>(n)), ref(static_cast<size_t>(n));
+    silu_mul(g.data(), u.data(), n, out.data());
+    silu_mul_reference(g.data(), u.data(), n, ref.data());
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-6 * std::fabs(ref[i]));
+  }
+  const float g[] = {1, 0, -2}, u[] = {2, 5, 1};
+  float out[3];
+  silu_mul(g, u, 3, out);
+  EXPECT_NEAR(out[0], 2 / (1 + std::exp(-1.0)), 1e-6);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_NEAR(out[2], -2 / (1 + std::exp(2.0)), 1e-6);
+}
+
+TEST(Activation, Add) {
+  for (int64_t n : {3, 50000}) {
+    auto x = random_floats(size_t(n), 1);
+    const auto y = random_floats(size_t(n), 2), before = x;
+    add(x.data(), y.data(), n);
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x[i], before[i] + y[i]);
+  }
+}
+
+TEST(Embedding, LooksUpRowsInEveryDType) {
+  const int64_t rows = 5, dim = 3;
+  const auto table = random_floats(size_t(rows * dim), 4);
+  for (DType t : kDTypes) {
+    const auto bytes = store(table, t);
+    const int32_t ids[] = {4, 0, 4, 2};
+    std::vector<float> out(4 * dim);
+    embedding_lookup({bytes.data(), t, rows, dim}, ids, 4, out.data());
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < dim; ++j)
+        EXPECT_EQ(out[size_t(i * dim + j)], load_as_f32(bytes.data(), t, size_t(ids[i] * dim + j)));
+  }
+}
+
+TEST(Embedding, OutOfRangeIdIsAClearError) {
+  const std::vector<float> table(6, 1.0f);
+  const WeightView w{table.data(), DType::F32, 3, 2};
+  std::vector<float> out(4, -7.0f);
+  for (int32_t bad : {3, -1, 102400}) {
+    const int32_t ids[] = {0, bad};
+    try {
+      embedding_lookup(w, ids, 2, out.data());
+      ADD_FAILURE() << "no error for id " << bad;
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(std::to_string(bad)), std::string::npos) << msg;
+      EXPECT_NE(msg.find("3 rows"), std::string::npos) << msg;
+    }
+    EXPECT_EQ(out[0], -7.0f) << "nothing written before the ids are validated";
+  }
+}
+
+TEST(Softmax, ArgmaxTakesFirstOfTies) {
+  const float x[] = {1, 5, -2, 5, 3};
+  EXPECT_EQ(argmax(x, 5), 1);
+  const float nan_row[] = {1, NAN};
+  EXPECT_THROW(argmax(nan_row, 2), Error);
+}
+
+TEST(Softmax, LogSoftmaxHandComputed) {
+  const float x[] = {1000, 1001, 999};  // huge logits: only a max shift keeps exp finite
+  float out[3];
+  log_softmax(x, 3, out);
+  const double z = std::log(std::exp(-1.0) + 1 + std::exp(-2.0));
+  EXPECT_NEAR(out[0], -1 - z, 1e-5);
+  EXPECT_NEAR(out[1], -z, 1e-5);
+  EXPECT_NEAR(out[2], -2 - z, 1e-5);
+}
+
+}  // namespace
+}  // namespace dsmath::cpu
