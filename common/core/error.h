@@ -30,7 +30,7 @@ template <typename... Args>
 }  // namespace dsmath
 
 // DSMATH_CHECK(cond, "message parts", ...): throws dsmath::Error when cond is false.
-#define DSMATH_CHECK(cond, ...)                     \
-  do {                                              \
-    if (!(cond)) ::dsmath::fail(__VA_ARGS__);       \
+#define DSMATH_CHECK(cond, ...)               \
+  do {                                        \
+    if (!(cond)) ::dsmath::fail(__VA_ARGS__); \
   } while (0)

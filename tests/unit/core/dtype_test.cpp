@@ -21,7 +21,7 @@ TEST(DType, F16MatchesIeeeHalf) {
   EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
   EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
-  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);  // overflow -> inf
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);                   // overflow -> inf
   EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
   for (int h = 0; h < 0x7c00; h += 7) {
     EXPECT_EQ(f32_to_f16(f16_to_f32(uint16_t(h))), h) << h;

@@ -1,0 +1,144 @@
+#include "worker/engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "common/core/error.h"
+#include "worker/engine/rng.h"
+
+namespace dsmath {
+namespace {
+
+std::vector<float> log_probs(std::vector<double> p) {
+  std::vector<float> z;
+  for (double v : p) z.push_back(float(std::log(v)));
+  return z;
+}
+
+std::map<int32_t, int> histogram(const std::vector<float>& logits, const SamplingParams& p, int n) {
+  std::map<int32_t, int> h;
+  for (int step = 0; step < n; ++step) ++h[sample_token(logits, p, {}, 0, 0, uint64_t(step)).token];
+  return h;
+}
+
+TEST(Philox, UniformAndKeyedByAllThreeInputs) {
+  double sum = 0;
+  for (uint64_t i = 0; i < 10000; ++i) {
+    const double u = philox_uniform(7, 0, i);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+  }
+  EXPECT_NEAR(sum / 10000, 0.5, 0.01);
+  EXPECT_EQ(philox_uniform(1, 2, 3), philox_uniform(1, 2, 3));
+  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(2, 2, 3));
+  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(1, 3, 3));
+  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(1, 2, 4));
+}
+
+TEST(Sampler, GreedyPicksFirstArgmax) {
+  SamplingParams p;
+  p.temperature = 0;
+  EXPECT_EQ(sample_token(std::vector<float>{1, 3, 2, 3}, p, {}, 0, 0, 0).token, 1);
+}
+
+TEST(Sampler, FollowsTheDistribution) {
+  SamplingParams p;
+  p.seed = 11;
+  const auto h = histogram(log_probs({0.5, 0.3, 0.2}), p, 20000);
+  EXPECT_NEAR(h.at(0) / 20000.0, 0.5, 0.015);
+  EXPECT_NEAR(h.at(1) / 20000.0, 0.3, 0.015);
+  EXPECT_NEAR(h.at(2) / 20000.0, 0.2, 0.015);
+}
+
+TEST(Sampler, TemperatureSharpens) {
+  SamplingParams p;
+  p.temperature = 0.5;  // p^2 renormalized: 0.25/0.38, 0.09/0.38, 0.04/0.38
+  const auto h = histogram(log_probs({0.5, 0.3, 0.2}), p, 20000);
+  EXPECT_NEAR(h.at(0) / 20000.0, 0.25 / 0.38, 0.015);
+  EXPECT_NEAR(h.at(2) / 20000.0, 0.04 / 0.38, 0.015);
+}
+
+TEST(Sampler, TopKTopPMinPRestrictTheCandidates) {
+  const auto z = log_probs({0.1, 0.45, 0.3, 0.15});
+  SamplingParams k;
+  k.top_k = 2;
+  auto h = histogram(z, k, 4000);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_TRUE(h.count(1) && h.count(2));
+
+  SamplingParams top_p;
+  top_p.top_p = 0.7;  // 0.45 + 0.3 reaches 0.7
+  h = histogram(z, top_p, 4000);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_NEAR(h.at(1) / 4000.0, 0.6, 0.03);
+
+  SamplingParams min_p;
+  min_p.min_p = 0.3;  // keep p >= 0.135: tokens 1, 2, 3
+  h = histogram(z, min_p, 4000);
+  EXPECT_EQ(h.size(), 3u);
+  EXPECT_FALSE(h.count(0));
+}
+
+TEST(Sampler, SameKeySameToken) {
+  SamplingParams p;
+  p.seed = 5;
+  const auto z = log_probs({0.25, 0.25, 0.25, 0.25});
+  for (uint64_t step = 0; step < 50; ++step)
+    EXPECT_EQ(sample_token(z, p, {}, 0, 3, step).token, sample_token(z, p, {}, 0, 3, step).token);
+  int differ = 0;
+  for (uint64_t step = 0; step < 50; ++step)
+    differ += sample_token(z, p, {}, 0, 3, step).token != sample_token(z, p, {}, 0, 4, step).token;
+  EXPECT_GT(differ, 20);  // another sample index is another stream
+}
+
+TEST(Sampler, LogprobIsUnderTheRawModel) {
+  SamplingParams p;
+  p.temperature = 0.3;
+  p.top_k = 1;
+  p.repetition_penalty = 1.5;
+  p.top_logprobs = 2;
+  const auto z = log_probs({0.5, 0.3, 0.2});
+  const std::vector<int32_t> history{2};
+  const SampledToken t = sample_token(z, p, history, 0, 0, 0);
+  EXPECT_EQ(t.token, 0);
+  EXPECT_NEAR(t.logprob, std::log(0.5), 1e-6);
+  ASSERT_EQ(t.top.size(), 2u);
+  EXPECT_EQ(t.top[1].token, 1);
+  EXPECT_NEAR(t.top[1].logprob, std::log(0.3), 1e-6);
+}
+
+TEST(Sampler, PenaltiesChangeTheChoice) {
+  SamplingParams p;
+  p.temperature = 0;
+  const std::vector<float> z{2.0f, 1.9f, -1.0f};
+  const std::vector<int32_t> history{7, 0};  // prompt token 7, generated token 0
+  p.repetition_penalty = 1.2;                // 2.0 / 1.2 < 1.9
+  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 1);
+  p.repetition_penalty = 1.0;
+  p.presence_penalty = 0.5;
+  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 1);
+  p.presence_penalty = 0.0;
+  p.frequency_penalty = 0.05;  // one occurrence: 2.0 - 0.05 > 1.9
+  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 0);
+  EXPECT_EQ(sample_token(z, p, history, 2, 0, 0).token, 0);  // token 0 is in the prompt part
+}
+
+TEST(Sampler, ValidateNamesTheField) {
+  SamplingParams p;
+  p.top_p = 0;
+  try {
+    p.validate();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("top_p"), std::string::npos);
+  }
+  p = {};
+  p.temperature = -1;
+  EXPECT_THROW(p.validate(), Error);
+}
+
+}  // namespace
+}  // namespace dsmath

@@ -1,0 +1,173 @@
+// dsmath-worker: runs a model replica.
+//   dsmath-worker generate --model DIR --prompt TEXT [sampling flags] [--format text|json]
+//   dsmath-worker generate --model DIR --prompts-file FILE.jsonl      (one batched run)
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/checkpoint/checkpoint.h"
+#include "common/core/error.h"
+#include "common/tokenizer/tokenizer.h"
+#include "worker/engine/generator.h"
+#include "worker/prompt.h"
+
+namespace dsmath {
+namespace {
+
+struct GenerateOptions {
+  std::string model_dir;
+  std::string prompt;
+  std::string prompts_file;
+  bool chat = false;
+  std::string cot;  // "", "en", "zh"
+  SamplingParams sampling;
+  bool logprobs = false;
+  std::string format = "text";
+  int threads = 0;
+};
+
+// --prompts-file: one JSON value per line, a string or an object with "prompt".
+std::vector<std::string> read_prompts_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("--prompts-file: cannot open ", path);
+  std::vector<std::string> prompts;
+  std::string line;
+  for (int lineno = 1; std::getline(in, line); ++lineno) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ":", lineno, ": invalid JSON: ", e.what());
+    }
+    if (j.is_string()) {
+      prompts.push_back(j.get<std::string>());
+    } else if (j.is_object() && j.contains("prompt") && j["prompt"].is_string()) {
+      prompts.push_back(j["prompt"].get<std::string>());
+    } else {
+      fail(path, ":", lineno, ": expected a JSON string or an object with a string \"prompt\"");
+    }
+  }
+  DSMATH_CHECK(!prompts.empty(), "--prompts-file: ", path, " holds no prompts");
+  return prompts;
+}
+
+nlohmann::json to_json(const GenerationResult& r, bool with_logprobs) {
+  nlohmann::json j = {{"text", r.text},
+                      {"token_ids", r.token_ids},
+                      {"finish_reason", r.finish_reason},
+                      {"prompt_tokens", r.prompt_tokens},
+                      {"completion_tokens", r.completion_tokens}};
+  if (with_logprobs) j["logprobs"] = r.logprobs;
+  if (!r.top_logprobs.empty()) {
+    nlohmann::json tops = nlohmann::json::array();
+    for (const auto& step : r.top_logprobs) {
+      nlohmann::json alts = nlohmann::json::array();
+      for (const TokenLogprob& t : step)
+        alts.push_back({{"token_id", t.token}, {"logprob", t.logprob}});
+      tops.push_back(alts);
+    }
+    j["top_logprobs"] = tops;
+  }
+  return j;
+}
+
+int run_generate(const GenerateOptions& o) {
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
+               "generate: give exactly one of --prompt and --prompts-file");
+  const Checkpoint checkpoint = Checkpoint::open(o.model_dir);
+  const Tokenizer tokenizer = Tokenizer::load(o.model_dir);
+  LlamaModel model(checkpoint);
+
+  PromptFormat format;
+  format.chat = o.chat;
+  format.cot = o.cot.empty()   ? CotLanguage::kNone
+               : o.cot == "zh" ? CotLanguage::kChinese
+                               : CotLanguage::kEnglish;
+  std::vector<std::string> prompts = o.prompts_file.empty() ? std::vector<std::string>{o.prompt}
+                                                            : read_prompts_file(o.prompts_file);
+  std::vector<GenerationRequest> requests;
+  for (const std::string& p : prompts) {
+    requests.push_back({build_prompt(tokenizer, p, format), o.sampling, 0});
+  }
+
+  Generator generator(model, tokenizer, eos_token_ids(checkpoint, tokenizer));
+  const std::vector<GenerationResult> results = generator.generate(requests);
+  for (const GenerationResult& r : results) {
+    if (o.format == "json") {
+      std::cout << to_json(r, o.logprobs).dump() << "\n";
+    } else {
+      std::cout << r.text << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dsmath
+
+int main(int argc, char** argv) {
+  using namespace dsmath;
+  CLI::App app{"dsmath-worker: runs DeepSeekMath / LLaMA checkpoints"};
+  app.require_subcommand(1);
+
+  GenerateOptions g;
+  SamplingParams& s = g.sampling;
+  CLI::App* gen = app.add_subcommand("generate", "Generate a completion for one or more prompts");
+  gen->add_option("--model", g.model_dir, "Checkpoint directory (Hugging Face layout)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  gen->add_option("--prompt", g.prompt, "Prompt text");
+  gen->add_option(
+      "--prompts-file", g.prompts_file,
+      "JSONL file: one prompt per line (JSON string or {\"prompt\": ...}); one batched run");
+  gen->add_flag("--chat", g.chat, "Wrap the prompt in the DeepSeekMath chat format");
+  gen->add_option("--cot", g.cot, "Append the chain-of-thought instruction (en or zh)")
+      ->expected(0, 1)
+      ->default_str("en")
+      ->check(CLI::IsMember({"en", "zh"}));
+  gen->add_option("--max-new-tokens", s.max_new_tokens, "Most tokens to generate")
+      ->capture_default_str();
+  gen->add_option("--temperature", s.temperature, "0 = greedy")->capture_default_str();
+  gen->add_option("--top-k", s.top_k, "Keep the k most likely tokens (0 = off)");
+  gen->add_option("--top-p", s.top_p, "Nucleus sampling mass (1 = off)");
+  gen->add_option("--min-p", s.min_p, "Drop tokens below min_p x the top probability");
+  gen->add_option("--repetition-penalty", s.repetition_penalty, "HF repetition penalty (1 = off)");
+  gen->add_option("--presence-penalty", s.presence_penalty, "OpenAI presence penalty");
+  gen->add_option("--frequency-penalty", s.frequency_penalty, "OpenAI frequency penalty");
+  gen->add_option("--seed", s.seed, "Random seed");
+  gen->add_option("--stop", s.stop, "Stop string (repeatable); not included in the output");
+  gen->add_option("--stop-token-id", s.stop_token_ids, "Extra stop token id (repeatable)");
+  gen->add_flag("--ignore-eos", s.ignore_eos, "Keep generating past EOS");
+  gen->add_flag("--logprobs", g.logprobs, "Report each generated token's log-probability");
+  gen->add_option("--top-logprobs", s.top_logprobs,
+                  "Also report the N most likely tokens per step");
+  gen->add_option("--format", g.format, "Output format")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  gen->add_option("--threads", g.threads, "CPU threads (default: all cores)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    // A bare --cot means English.
+    if (gen->count("--cot") && g.cot.empty()) g.cot = "en";
+    if (*gen) return run_generate(g);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "dsmath-worker: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dsmath-worker: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
