@@ -29,7 +29,7 @@ struct TensorInfo {
   std::vector<int64_t> shape;
   const std::byte* data = nullptr;  // contiguous, row-major, inside a MappedFile
   size_t nbytes = 0;
-  std::filesystem::path file;       // the file it lives in, for error messages
+  std::filesystem::path file;  // the file it lives in, for error messages
 
   int64_t numel() const {
     int64_t n = 1;

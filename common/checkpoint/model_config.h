@@ -23,8 +23,8 @@ struct ModelConfig {
   int64_t head_dim = 0;             // = hidden_size / num_attention_heads when absent
   int64_t max_position_embeddings = 4096;
   double rms_norm_eps = 1e-6;
-  double rope_theta = 10000.0;         // written as int or float in config.json
-  double rope_scaling_factor = 1.0;    // rope_scaling {"type": "linear", "factor": f}, else 1
+  double rope_theta = 10000.0;       // written as int or float in config.json
+  double rope_scaling_factor = 1.0;  // rope_scaling {"type": "linear", "factor": f}, else 1
   bool tie_word_embeddings = false;
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;  // eos_token_id may be an int or a list

@@ -1,0 +1,21 @@
+// safetensors: an 8-byte little-endian header length N, N bytes of JSON
+//   {"name": {"dtype": "BF16", "shape": [..], "data_offsets": [begin, end]}, ...,
+//    "__metadata__": {...}}
+// then the data; offsets are relative to the end of the header.
+#pragma once
+
+#include <vector>
+
+#include "common/checkpoint/checkpoint.h"
+#include "common/core/mapped_file.h"
+
+namespace dsmath {
+
+// Validates the header against the mapped file (dtype known, shape x dtype = byte count,
+// offsets inside the data, no overlaps) and returns tensors pointing into the map.
+std::vector<TensorInfo> read_safetensors(const MappedFile& file);
+
+// The dtype strings of the format ("BF16", "F16", "F32").
+const char* safetensors_dtype_name(DType t);
+
+}  // namespace dsmath
