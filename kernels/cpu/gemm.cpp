@@ -1,12 +1,13 @@
 // y[m, n] = sum_k x[m, k] * W[n, k], W in its stored dtype, f32 arithmetic (see gemm.h).
 //
-// Layout of the work: OpenMP splits W's rows into contiguous chunks, one stream per core.
-// Within a chunk, a micro-kernel computes an R x T block (R weight rows x T tokens) with
-// one 8-lane accumulator per (row, token): each weight vector is loaded and converted once
-// and used for T tokens, so a batch of 16 decode tokens reads W from memory once rather
-// than 16 times. Every (row, token) sum is accumulated in the same k order and reduced the
-// same way whatever R, T and m are, so a token's output does not depend on what else is
-// in the batch (batch-invariant, which keeps seeded sampling reproducible).
+// Layout of the work: OpenMP hands out groups of 24 weight rows. Within a group, a
+// micro-kernel computes an R x T block (R weight rows x T tokens) with one SIMD accumulator
+// per (row, token): each weight vector is loaded and converted once and used for T tokens,
+// and the group stays in L2 while every token block passes over it, so a batch of 16
+// decode tokens reads W from memory once rather than 16 times. Every (row, token) sum is
+// accumulated in the same k order and reduced the same way whatever R, T and m are, so a token's
+// output does not depend on what else is in the batch (batch-invariant, which keeps seeded sampling
+// reproducible).
 #include "kernels/cpu/gemm.h"
 
 #include <omp.h>
@@ -23,19 +24,35 @@ namespace dsmath::cpu {
 
 namespace detail {
 
-bool cpu_has_avx2() {
-  static const bool has = [] {
-    const char* force = std::getenv("DSMATH_KERNELS_PORTABLE");
-    if (force && force[0] && std::strcmp(force, "0") != 0) return false;
+namespace {
+Isa hardware_isa_uncached() {
 #if DSMATH_HAVE_X86_SIMD
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+  __builtin_cpu_init();
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")))
+    return Isa::Portable;
+  return __builtin_cpu_supports("avx512f") ? Isa::Avx512 : Isa::Avx2;
 #else
-    return false;
+  return Isa::Portable;
 #endif
+}
+}  // namespace
+
+Isa hardware_isa() {
+  static const Isa isa = hardware_isa_uncached();
+  return isa;
+}
+
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = hardware_isa();
+    if (const char* cap = std::getenv("DSMATH_KERNELS_ISA")) {
+      if (std::strcmp(cap, "portable") == 0) best = Isa::Portable;
+      if (std::strcmp(cap, "avx2") == 0 && best > Isa::Avx2) best = Isa::Avx2;
+    }
+    return best;
   }();
-  return has;
+  return isa;
 }
 
 }  // namespace detail
@@ -139,81 +156,176 @@ DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, const unsigned char* 
 }
 
 // 16 ymm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
-template <DType DT>
-DSMATH_AVX2 void tokens_block(const float* x, int64_t tokens, int64_t k_dim,
+struct Avx2Blocks {
+  static constexpr int64_t kTokens = 4;
+  template <DType DT>
+  DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
                               float* y, int64_t ldy) {
-  switch (tokens) {
-    case 1:
-      rows_block<DT, 4, 1>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
-      break;
-    case 2:
-      rows_block<DT, 4, 2>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
-      break;
-    case 3:
-      rows_block<DT, 3, 3>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
-      break;
-    default:
-      rows_block<DT, 2, 4>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
-      break;
+    switch (tokens) {
+      case 1:
+        return rows_block<DT, 4, 1>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 2:
+        return rows_block<DT, 4, 2>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 3:
+        return rows_block<DT, 3, 3>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      default:
+        return rows_block<DT, 2, 4>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+    }
+  }
+};
+
+template <DType DT>
+DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
+  if constexpr (DT == DType::F32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + k);
+  } else if constexpr (DT == DType::BF16) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * k));
+    return _mm512_cvtph_ps(h);
   }
 }
 
-template <DType DT>
-void linear_avx2(const float* x, int64_t m, const WeightView& w, float* y) {
+// The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail.
+template <DType DT, int R, int T>
+DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, const unsigned char* w, size_t row_bytes,
+                            float* y, int64_t ldy) {
+  __m512 acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= k_dim; k += 16) {
+    __m512 wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
+    for (int t = 0; t < T; ++t) {
+      __m512 xv = _mm512_loadu_ps(x + t * k_dim + k);
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int t = 0; t < T; ++t) {
+      float s = _mm512_reduce_add_ps(acc[r][t]);
+      for (int64_t kk = k; kk < k_dim; ++kk)
+        s += load1<DT>(w + r * row_bytes, kk) * x[t * k_dim + kk];
+      y[t * ldy + r] = s;
+    }
+  }
+}
+
+template <DType DT, int R, int T>
+DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, const unsigned char* base,
+                                 size_t row_bytes, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R)
+    micro512<DT, R, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
+  for (; n < n1; ++n) micro512<DT, 1, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
+}
+
+// 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
+struct Avx512Blocks {
+  static constexpr int64_t kTokens = 6;
+  template <DType DT>
+  DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim,
+                                const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
+                                float* y, int64_t ldy) {
+    switch (tokens) {
+      case 1:
+        return rows_block512<DT, 8, 1>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 2:
+        return rows_block512<DT, 8, 2>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 3:
+        return rows_block512<DT, 6, 3>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 4:
+        return rows_block512<DT, 6, 4>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      case 5:
+        return rows_block512<DT, 4, 5>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+      default:
+        return rows_block512<DT, 4, 6>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+    }
+  }
+};
+
+// Groups of kRowGroup rows are handed out dynamically: cores that share a machine with
+// other work (or run at different clocks) still finish together. 24 is a multiple of every
+// row block above, so only the last group has a ragged end.
+template <class Blocks, DType DT>
+void linear_blocked(const float* x, int64_t m, const WeightView& w, float* y) {
+  constexpr int64_t kRowGroup = 24;
   const int64_t n_out = w.rows, k_dim = w.cols;
   const size_t row_bytes = size_t(k_dim) * dtype_size(DT);
   const auto* base = static_cast<const unsigned char*>(w.data);
-  constexpr int64_t kTokenBlock = 4;
-#pragma omp parallel
-  {
-    // Contiguous row ranges per thread, rounded to 4 rows so row blocks stay whole.
-    const int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();
-    const int64_t per = (n_out / 4 + nth - 1) / nth * 4;
-    const int64_t n0 = std::min(n_out, tid * per);
-    const int64_t n1 = tid == nth - 1 ? n_out : std::min(n_out, n0 + per);
-    // A small group of rows is swept over all tokens before moving on, so it is read
-    // from memory once and then from L1/L2.
-    constexpr int64_t kRowGroup = 16;
-    for (int64_t g = n0; g < n1; g += kRowGroup) {
-      const int64_t g1 = std::min(n1, g + kRowGroup);
-      for (int64_t t = 0; t < m; t += kTokenBlock)
-        tokens_block<DT>(x + t * k_dim, std::min(kTokenBlock, m - t), k_dim, base, row_bytes, g, g1,
-                         y + t * n_out, n_out);
-    }
+  const int64_t groups = (n_out + kRowGroup - 1) / kRowGroup;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
+    for (int64_t t = 0; t < m; t += Blocks::kTokens)
+      Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, base,
+                               row_bytes, n0, n1, y + t * n_out, n_out);
+  }
+}
+
+template <class Blocks>
+void linear_simd(const float* x, int64_t m, const WeightView& w, float* y) {
+  switch (w.dtype) {
+    case DType::F32:
+      return linear_blocked<Blocks, DType::F32>(x, m, w, y);
+    case DType::F16:
+      return linear_blocked<Blocks, DType::F16>(x, m, w, y);
+    case DType::BF16:
+      return linear_blocked<Blocks, DType::BF16>(x, m, w, y);
   }
 }
 
 #endif  // DSMATH_HAVE_X86_SIMD
 
+detail::Isa isa_of(LinearPath p) {
+  switch (p) {
+    case LinearPath::Avx512:
+      return detail::Isa::Avx512;
+    case LinearPath::Avx2:
+      return detail::Isa::Avx2;
+    case LinearPath::Portable:
+      break;
+  }
+  return detail::Isa::Portable;
+}
+
 }  // namespace
 
-void linear(const float* x, int64_t m, const WeightView& w, float* y) {
+LinearPath linear_best_path() {
+  switch (detail::cpu_isa()) {
+    case detail::Isa::Avx512:
+      return LinearPath::Avx512;
+    case detail::Isa::Avx2:
+      return LinearPath::Avx2;
+    case detail::Isa::Portable:
+      break;
+  }
+  return LinearPath::Portable;
+}
+
+// The hardware decides, not the DSMATH_KERNELS_ISA cap: tests and benchmarks may run a
+// path that linear() itself is told to avoid.
+bool linear_path_supported(LinearPath path) {
+  return detail::hardware_isa() >= isa_of(path);
+}
+
+void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y) {
   check_shapes(w, m);
+  DSMATH_CHECK(linear_path_supported(path), "linear: this CPU lacks the instructions of path ",
+               int(path));
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
-  if (detail::cpu_has_avx2()) {
-    switch (w.dtype) {
-      case DType::F32:
-        return linear_avx2<DType::F32>(x, m, w, y);
-      case DType::F16:
-        return linear_avx2<DType::F16>(x, m, w, y);
-      case DType::BF16:
-        return linear_avx2<DType::BF16>(x, m, w, y);
-    }
-  }
+  if (path == LinearPath::Avx512) return linear_simd<Avx512Blocks>(x, m, w, y);
+  if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, y);
 #endif
   linear_portable_impl(x, m, w, y);
 }
 
-void linear_portable(const float* x, int64_t m, const WeightView& w, float* y) {
-  check_shapes(w, m);
-  if (m == 0 || w.rows == 0) return;
-  linear_portable_impl(x, m, w, y);
-}
-
-bool linear_uses_simd() {
-  return detail::cpu_has_avx2();
+void linear(const float* x, int64_t m, const WeightView& w, float* y) {
+  linear_on_path(linear_best_path(), x, m, w, y);
 }
 
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y) {

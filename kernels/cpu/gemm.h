@@ -14,11 +14,14 @@ void linear(const float* x, int64_t m, const WeightView& w, float* y);
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);
 
-// The fallback linear() takes on CPUs without AVX2/FMA/F16C (or with
-// DSMATH_KERNELS_PORTABLE=1 set), callable directly so tests cover it on any machine.
-void linear_portable(const float* x, int64_t m, const WeightView& w, float* y);
-
-// Whether linear() and the other kernels take their AVX2 paths on this machine.
-bool linear_uses_simd();
+// The code paths linear() chooses between at run time, best first: AVX-512F, AVX2 + FMA +
+// F16C, and portable C++ for any other CPU. Each gives batch-invariant results (a token's
+// output does not depend on the other rows of x) but they round differently from each
+// other. linear_path_supported() says whether this CPU can run one; linear_on_path() runs
+// a given one (tests cover every path the machine supports, benchmarks compare them).
+enum class LinearPath { Portable, Avx2, Avx512 };
+LinearPath linear_best_path();
+bool linear_path_supported(LinearPath path);
+void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y);
 
 }  // namespace dsmath::cpu

@@ -8,17 +8,30 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DSMATH_HAVE_X86_SIMD 1
+// GCC 12 flags the intrinsics' own `__m512i __Y = __Y;` placeholders as uninitialized when
+// they are inlined into target("avx512f") functions (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define DSMATH_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define DSMATH_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #else
 #define DSMATH_HAVE_X86_SIMD 0
 #endif
 
 namespace dsmath::cpu::detail {
 
-// AVX2 + FMA + F16C, checked once. DSMATH_KERNELS_PORTABLE=1 in the environment forces
-// the portable paths (for comparing them on one machine).
-bool cpu_has_avx2();
+// Instruction-set tiers, checked once per process: AVX2 means AVX2 + FMA + F16C, AVX512
+// adds AVX-512F. DSMATH_KERNELS_ISA=portable|avx2 in the environment caps the tier (to
+// compare paths on one machine, or to rule one out when chasing a numerical difference).
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+Isa cpu_isa();
+Isa hardware_isa();  // what the CPU has, ignoring DSMATH_KERNELS_ISA
+inline bool cpu_has_avx2() {
+  return cpu_isa() >= Isa::Avx2;
+}
 
 #if DSMATH_HAVE_X86_SIMD
 // Sum of the 8 lanes in a fixed order, so every caller rounds the same way.

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,7 +46,17 @@ std::vector<unsigned char> store(const std::vector<float>& v, DType t) {
   return out;
 }
 
-using LinearFn = void (*)(const float*, int64_t, const WeightView&, float*);
+// Every linear() code path this CPU can run (the portable one always).
+std::vector<LinearPath> paths() {
+  std::vector<LinearPath> out;
+  for (LinearPath p : {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512})
+    if (linear_path_supported(p)) out.push_back(p);
+  return out;
+}
+
+const char* path_name(LinearPath p) {
+  return p == LinearPath::Avx512 ? "avx512" : p == LinearPath::Avx2 ? "avx2" : "portable";
+}
 
 struct LinearCase {
   DType dtype;
@@ -58,14 +69,14 @@ std::string name_of(const LinearCase& c) {
 
 // Checks fn against linear_reference. The bound is relative to sum_k |x w| (the size of
 // the terms being summed), the natural scale of f32 summation error.
-void check_linear(LinearFn fn, const LinearCase& c, uint32_t seed) {
-  SCOPED_TRACE(name_of(c));
+void check_linear(LinearPath path, const LinearCase& c, uint32_t seed) {
+  SCOPED_TRACE(cat(path_name(path), " ", name_of(c)));
   const auto x = random_floats(size_t(c.m * c.k), seed);
   const auto wf = random_floats(size_t(c.n * c.k), seed + 1);
   const auto wb = store(wf, c.dtype);
   const WeightView w{wb.data(), c.dtype, c.n, c.k};
   std::vector<float> y(size_t(c.m * c.n), NAN), ref(size_t(c.m * c.n));
-  fn(x.data(), c.m, w, y.data());
+  linear_on_path(path, x.data(), c.m, w, y.data());
   linear_reference(x.data(), c.m, w, ref.data());
   for (int64_t t = 0; t < c.m; ++t) {
     for (int64_t n = 0; n < c.n; ++n) {
@@ -81,24 +92,44 @@ void check_linear(LinearFn fn, const LinearCase& c, uint32_t seed) {
 
 const DType kDTypes[] = {DType::F32, DType::F16, DType::BF16};
 
+TEST(Linear, RunsEveryPathTheCpuHas) {
+  ASSERT_TRUE(linear_path_supported(LinearPath::Portable));
+  ASSERT_TRUE(linear_path_supported(linear_best_path()));
+  std::cout << "linear paths on this CPU:";
+  for (LinearPath p : paths()) std::cout << " " << path_name(p);
+  std::cout << "; linear() uses " << path_name(linear_best_path()) << "\n";
+}
+
+// m covers every token-block remainder of the SIMD paths (blocks of 4 and of 6); n and k
+// cover row-block and vector-width remainders.
 TEST(Linear, MatchesReferenceAllDTypesAndOddShapes) {
   uint32_t seed = 1;
-  for (DType t : kDTypes)
-    for (int64_t m : {1, 2, 3, 4, 5, 17})
-      for (int64_t n : {1, 3, 4, 5, 64, 67})
-        for (int64_t k : {1, 7, 8, 9, 64, 257}) {
-          check_linear(linear, {t, m, n, k}, seed);
-          check_linear(linear_portable, {t, m, n, k}, seed);
-          ++seed;
-        }
+  for (LinearPath path : paths())
+    for (DType t : kDTypes)
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 17})
+        for (int64_t n : {1, 3, 5, 8, 25, 67})
+          for (int64_t k : {1, 7, 8, 9, 16, 17, 257}) check_linear(path, {t, m, n, k}, ++seed);
+}
+
+TEST(Linear, LinearUsesTheBestPath) {
+  for (DType t : kDTypes) {
+    const int64_t m = 5, n = 29, k = 133;
+    const auto x = random_floats(size_t(m * k), 41);
+    const auto wb = store(random_floats(size_t(n * k), 42), t);
+    const WeightView w{wb.data(), t, n, k};
+    std::vector<float> a(size_t(m * n)), b(size_t(m * n));
+    linear(x.data(), m, w, a.data());
+    linear_on_path(linear_best_path(), x.data(), m, w, b.data());
+    EXPECT_EQ(a, b) << dtype_name(t);
+  }
 }
 
 TEST(Linear, MatchesReferenceAtModelWidth) {
-  for (DType t : kDTypes) {
-    check_linear(linear, {t, 1, 96, 4096}, 11);
-    check_linear(linear, {t, 16, 40, 11008}, 12);
-    check_linear(linear_portable, {t, 3, 40, 4096}, 13);
-  }
+  for (LinearPath path : paths())
+    for (DType t : kDTypes) {
+      check_linear(path, {t, 1, 96, 4096}, 11);
+      check_linear(path, {t, 16, 40, 11008}, 12);
+    }
 }
 
 // Unequal row ranges per thread (the last one takes the remainder) and more threads than
@@ -107,11 +138,11 @@ TEST(Linear, MatchesReferenceWithUnevenThreadSplits) {
   const int saved = omp_get_max_threads();
   for (int threads : {1, 3, 7}) {
     omp_set_num_threads(threads);
-    for (DType t : kDTypes) {
-      check_linear(linear, {t, 5, 1027, 33}, 21);
-      check_linear(linear, {t, 2, 6, 16}, 22);
-      check_linear(linear_portable, {t, 5, 1027, 33}, 23);
-    }
+    for (LinearPath path : paths())
+      for (DType t : kDTypes) {
+        check_linear(path, {t, 5, 1027, 33}, 21);
+        check_linear(path, {t, 2, 6, 16}, 22);
+      }
   }
   omp_set_num_threads(saved);
 }
@@ -119,18 +150,18 @@ TEST(Linear, MatchesReferenceWithUnevenThreadSplits) {
 // A token's output must not depend on the other tokens in the batch (seeded sampling is
 // reproducible whatever else the engine batches with it): bitwise equal to m = 1.
 TEST(Linear, BatchInvariant) {
-  for (LinearFn fn : {linear, linear_portable}) {
+  for (LinearPath path : paths()) {
     for (DType t : kDTypes) {
       const int64_t m = 17, n = 37, k = 203;
       const auto x = random_floats(size_t(m * k), 31);
       const auto wb = store(random_floats(size_t(n * k), 32), t);
       const WeightView w{wb.data(), t, n, k};
       std::vector<float> batch(size_t(m * n)), one(static_cast<size_t>(n));
-      fn(x.data(), m, w, batch.data());
+      linear_on_path(path, x.data(), m, w, batch.data());
       for (int64_t i = 0; i < m; ++i) {
-        fn(x.data() + i * k, 1, w, one.data());
+        linear_on_path(path, x.data() + i * k, 1, w, one.data());
         ASSERT_EQ(0, std::memcmp(one.data(), batch.data() + i * n, size_t(n) * 4))
-            << dtype_name(t) << " token " << i;
+            << path_name(path) << " " << dtype_name(t) << " token " << i;
       }
     }
   }
