@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "common/checkpoint/safetensors_writer.h"
+#include "common/checkpoint/torch_bin_writer.h"
 #include "common/core/error.h"
 #include "common/core/json_file.h"
 
@@ -295,8 +296,10 @@ int main(int argc, char** argv) {
       std::string file = !indexed ? (bin ? "pytorch_model.bin" : "model.safetensors")
                          : bin    ? shard_name("pytorch_model", "bin", k, groups.size())
                                   : shard_name("model", "safetensors", k, groups.size());
-      if (bin) fail("--format bin: not available in this build yet");
-      write_safetensors(dir / file, part, fill);
+      if (bin)
+        write_torch_bin(dir / file, part, fill);
+      else
+        write_safetensors(dir / file, part, fill);
       for (const auto& t : part) {
         weight_map[t.name] = file;
         total += t.nbytes();

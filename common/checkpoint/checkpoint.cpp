@@ -3,6 +3,7 @@
 #include <set>
 
 #include "common/checkpoint/safetensors.h"
+#include "common/checkpoint/torch_bin.h"
 #include "common/core/error.h"
 #include "common/core/json_file.h"
 
@@ -53,7 +54,8 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   auto add_file = [&](const fs::path& file, const std::set<std::string>* expected) {
     if (!fs::exists(file)) fail("weight file ", file.string(), " is missing");
     auto mapped = std::make_shared<MappedFile>(file);
-    std::vector<TensorInfo> tensors = read_safetensors(*mapped);
+    std::vector<TensorInfo> tensors =
+        file.extension() == ".bin" ? read_torch_bin(*mapped) : read_safetensors(*mapped);
     std::set<std::string> found;
     for (TensorInfo& t : tensors) {
       found.insert(t.name);
@@ -87,10 +89,16 @@ Checkpoint Checkpoint::open(const fs::path& dir) {
   } else if (fs::exists(dir / "model.safetensors")) {
     ck.format_ = "safetensors";
     add_file(dir / "model.safetensors", nullptr);
+  } else if (fs::exists(dir / "pytorch_model.bin.index.json")) {
+    ck.format_ = "bin-sharded";
+    add_sharded(dir / "pytorch_model.bin.index.json");
+  } else if (fs::exists(dir / "pytorch_model.bin")) {
+    ck.format_ = "bin";
+    add_file(dir / "pytorch_model.bin", nullptr);
   } else {
     fail(dir.string(),
-         ": no weights found (expected model.safetensors or "
-         "model.safetensors.index.json)");
+         ": no weights found (expected model.safetensors, "
+         "model.safetensors.index.json, pytorch_model.bin.index.json or pytorch_model.bin)");
   }
   return ck;
 }
