@@ -2,6 +2,8 @@
 // with a running max (see attention.h).
 #include "kernels/cpu/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -33,58 +35,121 @@ float softmax_scale(int64_t head_dim) {
 
 }  // namespace
 
+namespace {
+
+// Attention of query i for heads [h0, h1). Keys are visited in chunks of kChunk, and within
+// a chunk position by position across all the heads, so each K/V row is read as one
+// contiguous run of (h1 - h0) / group head slices (a head-major walk would jump a whole
+// row stride, typically 16 KiB, for every key, defeating the prefetchers). Per chunk:
+// the scores, one rescale of each head's running accumulator by e^(old max - new max),
+// then the exp-weighted values. Each head's arithmetic is the same whatever [h0, h1) is.
+// always_inline: compiled once into an AVX2 wrapper and once into a portable one, so the
+// plain loops below vectorize for whichever CPU runs them.
+constexpr int64_t kChunk = 64;
+
+struct HeadState {
+  std::vector<float> acc, scores, run_max, run_sum;
+};
+
+__attribute__((always_inline)) inline float dot(const float* a, const float* b, int64_t n) {
+  return detail::dot_portable(a, b, n);
+}
+
+__attribute__((always_inline)) inline void attend(const float* q, const float* k, const float* v,
+                                                  const AttentionShape& s, float scale, int64_t i,
+                                                  int64_t h0, int64_t h1, HeadState& st,
+                                                  float* out) {
+  const int64_t d = s.head_dim, group = s.n_heads / s.n_kv_heads, nh = h1 - h0;
+  const int64_t n_keys = s.kv_len - s.q_len + i + 1;
+  float* acc = st.acc.data();
+  float* scores = st.scores.data();  // [nh][kChunk]
+  std::fill(acc, acc + nh * d, 0.0f);
+  std::fill(st.run_max.begin(), st.run_max.begin() + nh, -std::numeric_limits<float>::infinity());
+  std::fill(st.run_sum.begin(), st.run_sum.begin() + nh, 0.0f);
+  const float* qi = q + (i * s.n_heads + h0) * d;
+  for (int64_t t0 = 0; t0 < n_keys; t0 += kChunk) {
+    const int64_t len = std::min(kChunk, n_keys - t0);
+    for (int64_t j = 0; j < len; ++j) {
+      const float* krow = k + (t0 + j) * s.kv_row_stride;
+      for (int64_t h = 0; h < nh; ++h)
+        scores[h * kChunk + j] = dot(qi + h * d, krow + (h0 + h) / group * d, d) * scale;
+    }
+    for (int64_t h = 0; h < nh; ++h) {
+      float* sc = scores + h * kChunk;
+      float chunk_max = sc[0];
+      for (int64_t j = 1; j < len; ++j) chunk_max = std::max(chunk_max, sc[j]);
+      if (chunk_max > st.run_max[size_t(h)]) {
+        const float correction = std::exp(st.run_max[size_t(h)] - chunk_max);  // 0 at first
+        st.run_sum[size_t(h)] *= correction;
+        for (int64_t c = 0; c < d; ++c) acc[h * d + c] *= correction;
+        st.run_max[size_t(h)] = chunk_max;
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < len; ++j) sum += (sc[j] = std::exp(sc[j] - st.run_max[size_t(h)]));
+      st.run_sum[size_t(h)] += sum;
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      const float* vrow = v + (t0 + j) * s.kv_row_stride;
+      for (int64_t h = 0; h < nh; ++h) {
+        const float p = scores[h * kChunk + j];
+        const float* vv = vrow + (h0 + h) / group * d;
+        float* a = acc + h * d;
+        for (int64_t c = 0; c < d; ++c) a[c] += p * vv[c];
+      }
+    }
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    float* o = out + (i * s.n_heads + h0 + h) * d;
+    const float inv = 1.0f / st.run_sum[size_t(h)];
+    for (int64_t c = 0; c < d; ++c) o[c] = acc[h * d + c] * inv;
+  }
+}
+
+#if DSMATH_HAVE_X86_SIMD
+DSMATH_AVX2 void attend_avx2(const float* q, const float* k, const float* v,
+                             const AttentionShape& s, float scale, int64_t i, int64_t h0,
+                             int64_t h1, HeadState& st, float* out) {
+  attend(q, k, v, s, scale, i, h0, h1, st, out);
+}
+#endif
+
+void attend_portable(const float* q, const float* k, const float* v, const AttentionShape& s,
+                     float scale, int64_t i, int64_t h0, int64_t h1, HeadState& st, float* out) {
+  attend(q, k, v, s, scale, i, h0, h1, st, out);
+}
+
+}  // namespace
+
 void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s,
                       float* out) {
   check(s);
-  const int64_t d = s.head_dim, group = s.n_heads / s.n_kv_heads;
-  const float scale = softmax_scale(d);
+  if (s.q_len == 0) return;
+  const float scale = softmax_scale(s.head_dim);
   const bool simd = detail::cpu_has_avx2();
-  // Keys are visited in chunks: scores of a chunk first, then one rescale of the running
-  // accumulator per chunk instead of one per key.
-  constexpr int64_t kChunk = 64;
-#pragma omp parallel if (s.q_len * s.n_heads > 1)
+  // Tasks are (query, run of heads): whole rows of heads when there are enough queries to
+  // keep every core busy (prefill), a few heads each when there are not (decode).
+  const int64_t threads = omp_get_max_threads();
+  const int64_t splits = std::clamp<int64_t>((2 * threads + s.q_len - 1) / s.q_len, 1, s.n_heads);
+  const int64_t per = (s.n_heads + splits - 1) / splits;
+  const int64_t tasks_per_query = (s.n_heads + per - 1) / per;
+#pragma omp parallel if (s.q_len * tasks_per_query > 1)
   {
-    std::vector<float> acc(static_cast<size_t>(d));
-    float scores[kChunk];
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t i = 0; i < s.q_len; ++i) {
-      for (int64_t h = 0; h < s.n_heads; ++h) {
-        const float* qv = q + (i * s.n_heads + h) * d;
-        const int64_t g = h / group;
-        const int64_t n_keys = s.kv_len - s.q_len + i + 1;
-        float run_max = -std::numeric_limits<float>::infinity();
-        float run_sum = 0.0f;
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int64_t t0 = 0; t0 < n_keys; t0 += kChunk) {
-          const int64_t len = std::min(kChunk, n_keys - t0);
-          float chunk_max = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < len; ++j) {
-            const float* kv = k + (t0 + j) * s.kv_row_stride + g * d;
+    HeadState st;
+    st.acc.resize(size_t(per * s.head_dim));
+    st.scores.resize(size_t(per * kChunk));
+    st.run_max.resize(size_t(per));
+    st.run_sum.resize(size_t(per));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < s.q_len * tasks_per_query; ++task) {
+      const int64_t i = task / tasks_per_query;
+      const int64_t h0 = task % tasks_per_query * per, h1 = std::min(s.n_heads, h0 + per);
 #if DSMATH_HAVE_X86_SIMD
-            const float dot = simd ? detail::dot_avx2(qv, kv, d) : detail::dot_portable(qv, kv, d);
-#else
-            const float dot = detail::dot_portable(qv, kv, d);
-#endif
-            scores[j] = dot * scale;
-            chunk_max = std::max(chunk_max, scores[j]);
-          }
-          if (chunk_max > run_max) {
-            const float correction = std::exp(run_max - chunk_max);  // 0 on the first chunk
-            run_sum *= correction;
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] *= correction;
-            run_max = chunk_max;
-          }
-          for (int64_t j = 0; j < len; ++j) {
-            const float p = std::exp(scores[j] - run_max);
-            run_sum += p;
-            const float* vv = v + (t0 + j) * s.kv_row_stride + g * d;
-            for (int64_t c = 0; c < d; ++c) acc[size_t(c)] += p * vv[c];
-          }
-        }
-        float* o = out + (i * s.n_heads + h) * d;
-        const float inv = 1.0f / run_sum;
-        for (int64_t c = 0; c < d; ++c) o[c] = acc[size_t(c)] * inv;
+      if (simd) {
+        attend_avx2(q, k, v, s, scale, i, h0, h1, st, out);
+        continue;
       }
+#endif
+      attend_portable(q, k, v, s, scale, i, h0, h1, st, out);
     }
   }
 }

@@ -301,6 +301,28 @@ TEST(Attention, MatchesReferenceMhaAndGqa) {
           check_attention({q_len, kv_len, heads, kv_heads, d, pad}, ++seed);
 }
 
+// Work is split into (query, run of heads) by thread count; the result must not change
+// with it, bit for bit (a run's output would otherwise depend on the machine it ran on).
+TEST(Attention, SameBitsForAnyThreadCount) {
+  const int saved = omp_get_max_threads();
+  for (auto [q_len, kv_len] : {std::pair<int64_t, int64_t>{1, 150}, {3, 40}}) {
+    const AttentionShape s{q_len, kv_len, 12, 4, 32, 4 * 32};
+    const auto q = random_floats(size_t(q_len * 12 * 32), 51, 2.0f);
+    const auto k = random_floats(size_t(kv_len * 4 * 32), 52, 2.0f);
+    const auto v = random_floats(size_t(kv_len * 4 * 32), 53);
+    std::vector<float> first, out(q.size()), ref(q.size());
+    causal_attention_reference(q.data(), k.data(), v.data(), s, ref.data());
+    for (int threads : {1, 2, 3, 5, 16}) {
+      omp_set_num_threads(threads);
+      causal_attention(q.data(), k.data(), v.data(), s, out.data());
+      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << threads;
+      if (first.empty()) first = out;
+      EXPECT_EQ(out, first) << "threads " << threads << " q_len " << q_len;
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
 TEST(Attention, SingleKeyReturnsItsValue) {
   const float q[] = {1, -2, 3, 0.5f}, k[] = {0.3f, 0.1f, -1, 2}, v[] = {5, 6, 7, 8};
   float out[4];
