@@ -23,13 +23,16 @@ class Tokenizer {
   // add_special_tokens: apply the post-processor / add_bos_token / add_eos_token as HF's
   // LlamaTokenizerFast does. Special-token text inside `text` is always matched.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
-  // May return bytes that are not valid UTF-8 when `ids` ends mid-character.
+  // Exactly HF decode: bytes that do not form valid UTF-8 (ids ending mid-character, stray
+  // byte tokens) become U+FFFD where HF puts them, so the result is always valid UTF-8.
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+  // Like decode, but incomplete or invalid UTF-8 bytes are returned as they are.
+  std::string decode_bytes(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   std::optional<int32_t> bos_id() const;
   std::optional<int32_t> eos_id() const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  std::string id_to_token(int32_t id) const;  // the raw vocabulary string
+  std::string id_to_token(int32_t id) const;  // the raw vocabulary string; throws if unknown
   bool is_special(int32_t id) const;
   int32_t vocab_size() const;  // largest id + 1, added tokens included
 

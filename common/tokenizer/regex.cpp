@@ -1,0 +1,125 @@
+#include "common/tokenizer/regex.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "common/core/error.h"
+#include "common/tokenizer/unicode.h"
+
+namespace dsmath {
+
+struct Regex::Code {
+  pcre2_code* code = nullptr;
+  ~Code() { pcre2_code_free(code); }
+};
+
+namespace {
+
+// JIT matching needs more stack than the 32 KiB default on long inputs; one per thread.
+struct JitContext {
+  pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, 4 * 1024 * 1024, nullptr);
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  JitContext() { pcre2_jit_stack_assign(context, nullptr, stack); }
+  ~JitContext() {
+    pcre2_match_context_free(context);
+    pcre2_jit_stack_free(stack);
+  }
+};
+
+pcre2_match_context* match_context() {
+  thread_local JitContext ctx;
+  return ctx.context;
+}
+
+std::string escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (std::string_view("\\^$.|?*+()[]{}-#/ \t\n\r").find(c) != std::string_view::npos) {
+      if (c == '\n') {
+        out += "\\n";
+        continue;
+      }
+      if (c == '\r') {
+        out += "\\r";
+        continue;
+      }
+      if (c == '\t') {
+        out += "\\t";
+        continue;
+      }
+      out.push_back('\\');
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+Regex::Regex(std::string_view pattern, const std::string& where) : code_(std::make_shared<Code>()) {
+  int error = 0;
+  PCRE2_SIZE offset = 0;
+  pcre2_compile_context* cc = pcre2_compile_context_create(nullptr);
+  pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
+  // MULTILINE: Oniguruma's Ruby syntax makes ^ and $ match at every line boundary.
+  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, cc);
+  pcre2_compile_context_free(cc);
+  if (code_->code == nullptr) {
+    PCRE2_UCHAR message[256];
+    pcre2_get_error_message(error, message, sizeof(message));
+    fail(where, ": invalid regex at offset ", offset, ": ", reinterpret_cast<char*>(message));
+  }
+  pcre2_jit_compile(code_->code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if absent
+}
+
+Regex Regex::literal(std::string_view text, const std::string& where) {
+  return Regex(escape(text), where);
+}
+
+std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) const {
+  std::vector<std::pair<size_t, size_t>> out;
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_->code, nullptr);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t pos = 0;
+  bool have_last = false;
+  size_t last_end = 0;
+  while (pos <= text.size()) {
+    const int rc = pcre2_match(code_->code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, md,
+                               match_context());
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      pcre2_match_data_free(md);
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(rc, message, sizeof(message));
+      fail("regex match failed: ", reinterpret_cast<char*>(message));
+    }
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    const size_t b = ov[0], e = ov[1];
+    const size_t step = e < text.size() ? unicode::char_len(text, e) : 1;
+    if (b == e && have_last && last_end == e) {
+      pos = e + step;
+      continue;
+    }
+    pos = b == e ? e + step : e;
+    have_last = true;
+    last_end = e;
+    out.emplace_back(b, e);
+  }
+  pcre2_match_data_free(md);
+  return out;
+}
+
+std::string Regex::replace_all(std::string_view text, std::string_view with) const {
+  std::string out;
+  size_t prev = 0;
+  for (auto [b, e] : find_all(text)) {
+    out.append(text.substr(prev, b - prev));
+    out.append(with);
+    prev = e;
+  }
+  out.append(text.substr(prev));
+  return out;
+}
+
+}  // namespace dsmath

@@ -1,0 +1,74 @@
+#include "common/tokenizer/tokenizer.h"
+
+#include "common/core/error.h"
+#include "common/tokenizer/tokenizer_impl.h"
+
+namespace dsmath {
+
+std::optional<std::string> config_token_text(const Json& config, const char* key,
+                                             std::optional<std::string> fallback) {
+  if (!config.is_object() || !config.contains(key)) return fallback;
+  const Json& v = config[key];
+  if (v.is_null()) return std::nullopt;
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    return v["content"].get<std::string>();
+  }
+  fail("tokenizer_config.json: '", key, "' is neither a string nor an AddedToken object");
+}
+
+Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
+  const auto json_file = dir / "tokenizer.json";
+  const auto model_file = dir / "tokenizer.model";
+  const auto config_file = dir / "tokenizer_config.json";
+  Json config;  // null when absent
+  if (std::filesystem::exists(config_file)) {
+    config = read_json_file(config_file);
+    if (!config.is_object()) fail(config_file.string(), ": expected a JSON object");
+  }
+  if (std::filesystem::exists(json_file)) return Tokenizer(load_hf_tokenizer(json_file, config));
+  if (std::filesystem::exists(model_file)) {
+    return Tokenizer(load_sentencepiece_tokenizer(model_file, config));
+  }
+  fail(dir.string(), ": no tokenizer.json or tokenizer.model");
+}
+
+Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
+  return impl_->encode(text, add_special_tokens);
+}
+
+std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  return impl_->decode(ids, skip_special_tokens, /*lossy=*/true);
+}
+
+std::string Tokenizer::decode_bytes(std::span<const int32_t> ids, bool skip_special_tokens) const {
+  return impl_->decode(ids, skip_special_tokens, /*lossy=*/false);
+}
+
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->bos_id();
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->eos_id();
+}
+
+std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
+  return impl_->token_to_id(token);
+}
+
+std::string Tokenizer::id_to_token(int32_t id) const {
+  auto token = impl_->id_to_token(id);
+  if (!token) fail("token id ", id, " is not in the vocabulary (size ", vocab_size(), ")");
+  return *token;
+}
+
+bool Tokenizer::is_special(int32_t id) const {
+  return impl_->is_special(id);
+}
+int32_t Tokenizer::vocab_size() const {
+  return impl_->vocab_size();
+}
+
+}  // namespace dsmath

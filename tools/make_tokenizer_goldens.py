@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Writes the tokenizer goldens the C++ tests compare against (tests/data/tokenizers/*/golden.jsonl).
+
+Oracle: Hugging Face `tokenizers` and `transformers` (pinned below), run from the reference venv:
+    /opt/hfref/bin/python tools/make_tokenizer_goldens.py
+Pinned versions (the script refuses others, so goldens stay reproducible):
+    tokenizers==0.19.1  transformers==4.40.2  sentencepiece==0.2.0 or newer 0.2.x
+It also trains the small committed sentencepiece model with `spm_train` (Debian package
+`sentencepiece`) when tests/data/tokenizers/sentencepiece_bpe/tokenizer.model is missing.
+
+Each golden line is one case:
+  text            the input
+  ids             encode(text, add_special_tokens=False); checked equal between
+                  tokenizers.Tokenizer.from_file and transformers.AutoTokenizer
+  ids_special     transformers.AutoTokenizer(...).encode(text) (add_bos_token / add_eos_token
+                  as LlamaTokenizerFast applies them)
+  ids_json_special tokenizers.Tokenizer.from_file(...).encode(text, True): the tokenizer.json
+                  post-processor alone (what a directory without tokenizer_config.json gives)
+  decode          decode(ids_special, skip_special_tokens=False)
+  decode_skip     decode(ids_special, skip_special_tokens=True)
+  partial_ids / partial_decode   ids[:-1] and its decode (U+FFFD where a character is cut)
+For the sentencepiece model ids come from transformers' slow LlamaTokenizer and decodes from
+the sentencepiece Python package.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import sentencepiece
+import tokenizers
+import transformers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data", "tokenizers")
+
+if tokenizers.__version__ != "0.19.1" or transformers.__version__ != "4.40.2":
+    sys.exit(f"need tokenizers 0.19.1 and transformers 4.40.2, have "
+             f"{tokenizers.__version__} and {transformers.__version__}")
+if not sentencepiece.__version__.startswith("0.2."):
+    sys.exit(f"need sentencepiece 0.2.x, have {sentencepiece.__version__}")
+
+HF_TOKENIZERS = ["deepseek_v3", "llama2", "deepseek_llm_style", "deepseek_math_like"]
+SP_DIR = "sentencepiece_bpe"
+
+BASE_CASES = [
+    # empty and whitespace runs
+    "", " ", "  ", "   leading", "trailing   ", "a  b   c    d", "\t", "\ttab\tseparated\t",
+    "\n", "\n\n\n", "line1\nline2", "line1\r\nline2\r\n", "\r", "mixed \t \n \r\n end",
+    "x \n y", "word\n\n\nword", "   \n   ", "end with newline\n", "  \t  \n\t\t", "\u00a0nbsp\u00a0",
+    "ideographic\u3000space", "thin\u2009space", "zero\u200bwidth",
+    # math and LaTeX
+    "What is 2+2?", "The integral of x^2 from 0 to 2 is 8/3.",
+    "Let $f(x) = 3x^2 - 5x + 2$. Find $f'(1)$.",
+    "\\frac{a}{b} + \\sqrt{x^2+y^2} = \\boxed{42}",
+    "$$\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}$$",
+    "\\begin{align} a &= b \\\\ c &= d \\end{align}",
+    "\\int_0^\\infty e^{-x^2}\\,dx = \\frac{\\sqrt{\\pi}}{2}",
+    "If $x \\geq 0$ and $y \\leq 1$, then $x \\cdot y \\in [0, \\infty)$.",
+    "3.14159265358979323846", "1,000,000 and 1.5e-10 and -42", "12345678901234567890",
+    "0.000001", "x_1, x_2, \\ldots, x_n", "a^{b^{c}}", "\\mathbb{R}^n \\to \\mathbb{R}",
+    "∀ε>0 ∃δ>0: |x−a|<δ ⇒ |f(x)−f(a)|<ε", "∑∏∫∂∇√∞≈≠≤≥±×÷", "α β γ δ θ λ μ π σ φ ω Ω",
+    "The answer is \\boxed{\\frac{1}{2}}.", "2x + 3 = 7 \\implies x = 2",
+    "Solve: x² − 5x + 6 = 0", "(a+b)^2 = a^2 + 2ab + b^2",
+    "what is the integral of x^2 from 0 to 2?\nPlease reason step by step, and put your final answer within \\boxed{}.",
+    "User: What is 7*8?\n\nAssistant:",
+    # Unicode digits
+    "٠١٢٣٤٥٦٧٨٩", "۱۲۳ Persian digits", "१२३ Devanagari", "x² + y³ = z⁴", "H₂O and CO₂",
+    "½ + ¼ = ¾", "⅓ ⅔ ⅕ ⅞", "Chapter Ⅻ and Ⅳ", "ⅰⅱⅲ roman small", "①②③ circled",
+    "１２３ full-width digits", "𝟙𝟚𝟛 math digits", "五十六 and 56", "〇一二三",
+    # CJK and other scripts
+    "你好，世界！", "请通过逐步推理来解答问题，并把最终答案放置于\\boxed{}中。",
+    "求函数 f(x)=x^2 的导数。", "日本語のテキストです。カタカナとひらがな。", "한국어 텍스트입니다",
+    "Привет, мир! Математика.", "Ελληνικά: α + β = γ", "مرحبا بالعالم", "שלום עולם",
+    "ภาษาไทย", "Tiếng Việt có dấu", "中文English混合123",
+    # emoji and combining characters
+    "😀", "Hello 👋🏽 world 🌍!", "👨‍👩‍👧‍👦 family", "🇫🇷🇯🇵 flags", "❤️ heart",
+    "e\u0301 combining acute", "cafe\u0301 vs café", "n\u0303 and ñ", "a\u0308\u0304 stacked",
+    "ﬁ ligature ﬂ", "Å Ω K (compat chars)", "\u212b angstrom sign",
+    # code
+    "def f(x):\n    return x ** 2\n", "for (int i = 0; i < n; ++i) { sum += a[i]; }",
+    "if x == 1:\n\tprint('tab indented')", "import numpy as np\nnp.array([1, 2, 3])",
+    "#include <stdio.h>\nint main() { printf(\"%d\\n\", 42); }",
+    "    four spaces\n        eight spaces", "fn main() -> Result<(), Box<dyn Error>> {}",
+    "SELECT * FROM t WHERE id = 1;", "<div class=\"x\">&amp;</div>", "https://example.com/a?b=c&d=e",
+    "camelCaseIdentifier snake_case_identifier", "'s 't 're 've 'm 'll 'd", "I'm sure it's",
+    "DON'T SHOUT", "!!!???...", "----====____", "a.b.c.d", "(((nested)))", "{\"key\": [1, 2]}",
+    # special-token text embedded in text
+    "<s>", "</s>", "<unk>", "<s>hello</s>", "a <s> b", "text</s>more",
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "x<｜end▁of▁sentence｜>y",
+    "<｜begin▁of▁sentence｜>User: hi\n\nAssistant:", "  <｜end▁of▁sentence｜>  ",
+    "<｜begin▁of▁sentence｜><｜begin▁of▁sentence｜>", "<|endoftext|>", "<｜User｜>question<｜Assistant｜>",
+    "▁already▁has▁metaspace", "ĠĊ byte-level chars", "<0x41> looks like a byte token",
+    # long-ish
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "antidisestablishmentarianism supercalifragilisticexpialidocious",
+]
+
+
+def shared_cases():
+    texts = []
+    for name in ("deepseek_v3", "deepseek_llm_style"):
+        path = os.path.join(DATA, name, "cases.jsonl")
+        with open(path, encoding="utf-8") as f:
+            texts += [json.loads(line)["text"] for line in f if line.strip()]
+    return texts
+
+
+def all_cases():
+    seen, out = set(), []
+    for t in BASE_CASES + shared_cases():
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {len(rows)} cases to {os.path.relpath(path, ROOT)}")
+
+
+def hf_goldens(name, texts):
+    d = os.path.join(DATA, name)
+    raw = tokenizers.Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    auto = transformers.AutoTokenizer.from_pretrained(d)
+    rows = []
+    for text in texts:
+        ids = raw.encode(text, add_special_tokens=False).ids
+        auto_ids = auto.encode(text, add_special_tokens=False)
+        if ids != auto_ids:
+            sys.exit(f"{name}: tokenizers and transformers disagree on {text!r}")
+        special = auto.encode(text)
+        row = {
+            "text": text,
+            "ids": ids,
+            "ids_special": special,
+            "ids_json_special": raw.encode(text, add_special_tokens=True).ids,
+            "decode": raw.decode(special, skip_special_tokens=False),
+            "decode_skip": raw.decode(special, skip_special_tokens=True),
+        }
+        if len(ids) > 1:
+            row["partial_ids"] = ids[:-1]
+            row["partial_decode"] = raw.decode(ids[:-1], skip_special_tokens=False)
+        rows.append(row)
+    return rows
+
+
+def ensure_sp_model():
+    d = os.path.join(DATA, SP_DIR)
+    model = os.path.join(d, "tokenizer.model")
+    if not os.path.exists(model):
+        subprocess.run(["spm_train", *spm_train_args(os.path.join(d, "corpus.txt"),
+                                                     os.path.join(d, "tokenizer"))], check=True)
+        os.remove(os.path.join(d, "tokenizer.vocab"))
+    return model
+
+
+def spm_train_args(corpus, prefix):
+    # Llama-like: BPE, byte fallback, digits split, no normalization, whitespace kept.
+    # The C++ test (tests/unit/tokenizer) trains with the same arguments.
+    return [f"--input={corpus}", f"--model_prefix={prefix}", "--vocab_size=800",
+            "--model_type=bpe", "--byte_fallback=true", "--character_coverage=1.0",
+            "--split_digits=true", "--normalization_rule_name=identity",
+            "--remove_extra_whitespaces=false", "--add_dummy_prefix=true",
+            "--allow_whitespace_only_pieces=true", "--num_threads=1", "--minloglevel=2"]
+
+
+def sp_goldens(texts):
+    model = ensure_sp_model()
+    slow = transformers.LlamaTokenizer(vocab_file=model, legacy=True)
+    sp = sentencepiece.SentencePieceProcessor(model_file=model)
+    rows = []
+    for text in texts:
+        ids = slow.encode(text, add_special_tokens=False)
+        special = slow.encode(text)
+        skip = [i for i in special if not (sp.is_control(i) or sp.is_unknown(i))]
+        row = {"text": text, "ids": ids, "ids_special": special,
+               "decode_skip": sp.decode(skip)}
+        if len(ids) > 1:
+            row["partial_ids"] = [i for i in ids[:-1] if not sp.is_control(i)]
+            row["partial_decode"] = sp.decode(row["partial_ids"])
+        rows.append(row)
+    return rows
+
+
+CHATS = [
+    [{"role": "user", "content": "What is 2+2?"}],
+    [{"role": "user", "content": "what is the integral of x^2 from 0 to 2?\nPlease reason step by step, "
+                                 "and put your final answer within \\boxed{}."}],
+    [{"role": "system", "content": "You are a careful mathematician."},
+     {"role": "user", "content": "Solve x^2 = 4."}],
+    [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+     {"role": "user", "content": "求函数 f(x)=x^2 的导数。"}],
+    [{"role": "user", "content": ""}],
+]
+
+
+def chat_goldens():
+    auto = transformers.AutoTokenizer.from_pretrained(os.path.join(DATA, "deepseek_math_like"))
+    rows = []
+    for messages in CHATS:
+        for prompt in (True, False):
+            text = auto.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+            ids = auto.apply_chat_template(messages, tokenize=True, add_generation_prompt=prompt)
+            rows.append({"messages": messages, "add_generation_prompt": prompt, "text": text,
+                         "ids": ids})
+    return rows
+
+
+def main():
+    texts = all_cases()
+    write_jsonl(os.path.join(DATA, "deepseek_math_like", "chat_golden.jsonl"), chat_goldens())
+    for name in HF_TOKENIZERS:
+        write_jsonl(os.path.join(DATA, name, "golden.jsonl"), hf_goldens(name, texts))
+    write_jsonl(os.path.join(DATA, SP_DIR, "golden.jsonl"), sp_goldens(texts))
+    # The shared cases.jsonl came from a JavaScript port; report where the real library differs.
+    for name in ("deepseek_v3", "deepseek_llm_style"):
+        raw = tokenizers.Tokenizer.from_file(os.path.join(DATA, name, "tokenizer.json"))
+        with open(os.path.join(DATA, name, "cases.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                case = json.loads(line)
+                real = raw.encode(case["text"], add_special_tokens=False).ids
+                if real != case["ids"]:
+                    print(f"{name}: cases.jsonl differs from tokenizers on {case['text']!r}")
+
+
+if __name__ == "__main__":
+    main()
