@@ -28,9 +28,10 @@ void check(const AttentionShape& s) {
                s.kv_row_stride, " < n_kv_heads * head_dim = ", s.n_kv_heads * s.head_dim);
 }
 
-// HF: scaling = head_dim ** -0.5 as a Python float, applied to f32 scores.
-float softmax_scale(int64_t head_dim) {
-  return float(1.0 / std::sqrt(double(head_dim)));
+// HF transformers 4.40 (the goldens' version), eager attention: scores are divided by
+// math.sqrt(head_dim), a Python float applied to f32 scores, i.e. by its f32 rounding.
+float softmax_divisor(int64_t head_dim) {
+  return float(std::sqrt(double(head_dim)));
 }
 
 }  // namespace
@@ -56,7 +57,7 @@ __attribute__((always_inline)) inline float dot(const float* a, const float* b, 
 }
 
 __attribute__((always_inline)) inline void attend(const float* q, const float* k, const float* v,
-                                                  const AttentionShape& s, float scale, int64_t i,
+                                                  const AttentionShape& s, float divisor, int64_t i,
                                                   int64_t h0, int64_t h1, HeadState& st,
                                                   float* out) {
   const int64_t d = s.head_dim, group = s.n_heads / s.n_kv_heads, nh = h1 - h0;
@@ -72,7 +73,7 @@ __attribute__((always_inline)) inline void attend(const float* q, const float* k
     for (int64_t j = 0; j < len; ++j) {
       const float* krow = k + (t0 + j) * s.kv_row_stride;
       for (int64_t h = 0; h < nh; ++h)
-        scores[h * kChunk + j] = dot(qi + h * d, krow + (h0 + h) / group * d, d) * scale;
+        scores[h * kChunk + j] = dot(qi + h * d, krow + (h0 + h) / group * d, d) / divisor;
     }
     for (int64_t h = 0; h < nh; ++h) {
       float* sc = scores + h * kChunk;
@@ -107,15 +108,15 @@ __attribute__((always_inline)) inline void attend(const float* q, const float* k
 
 #if DSMATH_HAVE_X86_SIMD
 DSMATH_AVX2 void attend_avx2(const float* q, const float* k, const float* v,
-                             const AttentionShape& s, float scale, int64_t i, int64_t h0,
+                             const AttentionShape& s, float divisor, int64_t i, int64_t h0,
                              int64_t h1, HeadState& st, float* out) {
-  attend(q, k, v, s, scale, i, h0, h1, st, out);
+  attend(q, k, v, s, divisor, i, h0, h1, st, out);
 }
 #endif
 
 void attend_portable(const float* q, const float* k, const float* v, const AttentionShape& s,
-                     float scale, int64_t i, int64_t h0, int64_t h1, HeadState& st, float* out) {
-  attend(q, k, v, s, scale, i, h0, h1, st, out);
+                     float divisor, int64_t i, int64_t h0, int64_t h1, HeadState& st, float* out) {
+  attend(q, k, v, s, divisor, i, h0, h1, st, out);
 }
 
 }  // namespace
@@ -124,7 +125,7 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
                       float* out) {
   check(s);
   if (s.q_len == 0) return;
-  const float scale = softmax_scale(s.head_dim);
+  const float divisor = softmax_divisor(s.head_dim);
   const bool simd = detail::cpu_has_avx2();
   // Tasks are (query, run of heads): whole rows of heads when there are enough queries to
   // keep every core busy (prefill), a few heads each when there are not (decode).
@@ -145,11 +146,11 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
       const int64_t h0 = task % tasks_per_query * per, h1 = std::min(s.n_heads, h0 + per);
 #if DSMATH_HAVE_X86_SIMD
       if (simd) {
-        attend_avx2(q, k, v, s, scale, i, h0, h1, st, out);
+        attend_avx2(q, k, v, s, divisor, i, h0, h1, st, out);
         continue;
       }
 #endif
-      attend_portable(q, k, v, s, scale, i, h0, h1, st, out);
+      attend_portable(q, k, v, s, divisor, i, h0, h1, st, out);
     }
   }
 }
@@ -158,7 +159,7 @@ void causal_attention_reference(const float* q, const float* k, const float* v,
                                 const AttentionShape& s, float* out) {
   check(s);
   const int64_t d = s.head_dim, group = s.n_heads / s.n_kv_heads;
-  const double scale = 1.0 / std::sqrt(double(d));
+  const double divisor = std::sqrt(double(d));
   std::vector<double> w(size_t(s.kv_len));
   for (int64_t i = 0; i < s.q_len; ++i) {
     const int64_t n_keys = s.kv_len - s.q_len + i + 1;
@@ -169,7 +170,7 @@ void causal_attention_reference(const float* q, const float* k, const float* v,
       for (int64_t t = 0; t < n_keys; ++t) {
         double dot = 0;
         for (int64_t c = 0; c < d; ++c) dot += double(qv[c]) * k[t * s.kv_row_stride + g * d + c];
-        w[size_t(t)] = dot * scale;
+        w[size_t(t)] = dot / divisor;
         mx = std::max(mx, w[size_t(t)]);
       }
       double sum = 0;

@@ -7,13 +7,12 @@
 
 namespace dsmath::cpu {
 
-RopeTable::RopeTable(int64_t head_dim_, double theta, double linear_factor)
-    : head_dim(head_dim_), position_scale(float(1.0 / linear_factor)) {
+RopeTable::RopeTable(int64_t head_dim_, double theta, double factor)
+    : head_dim(head_dim_), position_scale(float(1.0 / factor)), linear_factor(float(factor)) {
   DSMATH_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope: head_dim must be even and positive, got ",
                head_dim);
   DSMATH_CHECK(theta > 0, "rope: rope_theta must be positive, got ", theta);
-  DSMATH_CHECK(linear_factor > 0, "rope: linear scaling factor must be positive, got ",
-               linear_factor);
+  DSMATH_CHECK(factor > 0, "rope: linear scaling factor must be positive, got ", factor);
   // HF: 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), every
   // step in f32: the exponent is an f32 division, the power and the reciprocal are f32.
   inv_freq.resize(size_t(head_dim / 2));
@@ -26,9 +25,11 @@ RopeTable::RopeTable(int64_t head_dim_, double theta, double linear_factor)
 
 namespace {
 
-// HF: freqs = (position * scale) * inv_freq in f32, then cos/sin in f32.
+// HF (transformers 4.40, the goldens' version): position_ids.float() / scaling_factor, then
+// freqs = inv_freq * position in f32, then cos/sin in f32. Dividing rather than multiplying
+// by position_scale keeps the last bit equal for factors that are not powers of two.
 inline float angle(const RopeTable& t, int32_t pos, int64_t j) {
-  return (float(pos) * t.position_scale) * t.inv_freq[size_t(j)];
+  return (float(pos) / t.linear_factor) * t.inv_freq[size_t(j)];
 }
 
 void check(int64_t tokens, int64_t heads, const int32_t* positions) {

@@ -13,8 +13,9 @@ namespace dsmath::cpu {
 struct RopeTable {
   RopeTable(int64_t head_dim, double theta, double linear_factor = 1.0);
   int64_t head_dim;
-  float position_scale;        // 1 / linear_factor
+  float position_scale;         // 1 / linear_factor
   std::vector<float> inv_freq;  // head_dim / 2 entries, computed in f32 as HF does
+  float linear_factor = 1.0f;   // positions are divided by it in f32, as HF does
 };
 
 // x: [tokens, heads, head_dim], rotated in place; positions: one per token.
