@@ -22,10 +22,12 @@ Each golden line is one case:
 For the sentencepiece model ids come from transformers' slow LlamaTokenizer and decodes from
 the sentencepiece Python package.
 """
+import copy
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import sentencepiece
 import tokenizers
@@ -211,8 +213,148 @@ def chat_goldens():
     return rows
 
 
+# Variants of the shipped tokenizers that exercise the rest of tokenizer.json: "replace" sets
+# top-level keys, "model" sets keys of "model", "config" is a tokenizer_config.json (or None).
+META = "\u2581"
+VARIANTS = {
+    "metaspace_first_nfkc": {
+        "base": "llama2",
+        "replace": {
+            "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}]},
+            "pre_tokenizer": {"type": "Metaspace", "replacement": META, "prepend_scheme": "first",
+                              "split": True},
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Metaspace", "replacement": META, "prepend_scheme": "first", "split": True},
+                {"type": "ByteFallback"}, {"type": "Fuse"}]},
+            "added_tokens": "BASE+",
+        },
+        "extra_added": [
+            {"id": 32000, "content": "<tool>", "single_word": False, "lstrip": True, "rstrip": True,
+             "normalized": False, "special": False},
+            {"id": 32001, "content": "[MASK]", "single_word": True, "lstrip": False, "rstrip": False,
+             "normalized": True, "special": True},
+            {"id": 32002, "content": "\ufb01x", "single_word": False, "lstrip": False,
+             "rstrip": False, "normalized": True, "special": False},
+        ],
+        "model": {},
+        "config": None,
+    },
+    "metaspace_always_nosplit": {
+        "base": "llama2",
+        "replace": {
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "NFD"}, {"type": "Lowercase"},
+                {"type": "Strip", "strip_left": True, "strip_right": True},
+                {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]},
+            "pre_tokenizer": {"type": "Metaspace", "replacement": META, "prepend_scheme": "always",
+                              "split": False},
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": META}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        },
+        "model": {"byte_fallback": False, "fuse_unk": False},
+        "config": None,
+    },
+    "bytelevel_gpt2_template": {
+        "base": "deepseek_v3",
+        "replace": {
+            "normalizer": {"type": "NFC"},
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                              "use_regex": True},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": "<\uff5cend\u2581of\u2581sentence\uff5c>", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {
+                    "<\uff5cbegin\u2581of\u2581sentence\uff5c>": {"id": "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "ids": [0], "tokens": ["<\uff5cbegin\u2581of\u2581sentence\uff5c>"]},
+                    "<\uff5cend\u2581of\u2581sentence\uff5c>": {"id": "<\uff5cend\u2581of\u2581sentence\uff5c>", "ids": [1], "tokens": ["<\uff5cend\u2581of\u2581sentence\uff5c>"]}}},
+        },
+        "model": {"ignore_merges": True},
+        "config": None,
+    },
+    "split_behaviors": {
+        "base": "deepseek_v3",
+        "replace": {
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": False},
+                {"type": "Split", "pattern": {"Regex": "\\d"}, "behavior": "Contiguous", "invert": False},
+                {"type": "Split", "pattern": {"Regex": "[aeiou]"}, "behavior": "MergedWithNext", "invert": False},
+                {"type": "Split", "pattern": {"Regex": "[,;]"}, "behavior": "Removed", "invert": False},
+                {"type": "Split", "pattern": {"Regex": "[A-Z]+"}, "behavior": "Isolated", "invert": True},
+                {"type": "Split", "pattern": {"Regex": "q*"}, "behavior": "Isolated", "invert": False},
+                {"type": "Split", "pattern": {"Regex": "^\\s+|\\s+$"}, "behavior": "Isolated", "invert": False},
+                {"type": "Digits", "individual_digits": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+            "post_processor": {"type": "Sequence", "processors": [
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
+                {"type": "RobertaProcessing", "sep": ["<\uff5cend\u2581of\u2581sentence\uff5c>", 1],
+                 "cls": ["<\uff5cbegin\u2581of\u2581sentence\uff5c>", 0], "trim_offsets": False,
+                 "add_prefix_space": False}]},
+        },
+        "model": {},
+        "config": None,
+    },
+    "llama_add_eos": {
+        "base": "llama2",
+        "replace": {},
+        "model": {},
+        "config": {"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": False,
+                   "add_eos_token": True, "bos_token": "<s>", "eos_token": "</s>",
+                   "unk_token": "<unk>", "legacy": True, "clean_up_tokenization_spaces": False},
+    },
+}
+
+VARIANT_EXTRA_CASES = [
+    "<tool>", "a <tool> b", "  <tool>  x", "x<tool>y", "<tool>start", "[MASK]", "a [MASK] b",
+    "a[MASK]b", "word [MASK]", "\ufb01x and fix", "UPPER lower MiXeD", "a,b;c,,d", "qqq q aqqb",
+    "12 345 6789", "  two  spaces  ", "\u00bd\u2167 \u2460", "HELLO, World; 123!",
+]
+
+
+def variant_goldens(name, spec, texts):
+    with open(os.path.join(DATA, spec["base"], "tokenizer.json"), encoding="utf-8") as f:
+        j = json.load(f)
+    replace = copy.deepcopy(spec["replace"])
+    if replace.get("added_tokens") == "BASE+":
+        replace["added_tokens"] = j["added_tokens"] + spec["extra_added"]
+    j.update(replace)
+    j["model"].update(spec["model"])
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(j, f, ensure_ascii=False)
+        raw = tokenizers.Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+        auto = None
+        if spec["config"] is not None:
+            with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                json.dump(spec["config"], f)
+            auto = transformers.AutoTokenizer.from_pretrained(d)
+        cases = []
+        for text in texts:
+            ids = raw.encode(text, add_special_tokens=False).ids
+            if auto is not None and auto.encode(text, add_special_tokens=False) != ids:
+                sys.exit(f"{name}: tokenizers and transformers disagree on {text!r}")
+            special = auto.encode(text) if auto is not None else raw.encode(text).ids
+            cases.append({"text": text, "ids": ids, "ids_special": special,
+                          "decode": raw.decode(special, skip_special_tokens=False),
+                          "decode_skip": raw.decode(special, skip_special_tokens=True)})
+    out = {"base": spec["base"], "replace": replace, "model": spec["model"],
+           "config": spec["config"], "cases": cases}
+    os.makedirs(os.path.join(DATA, "variants"), exist_ok=True)
+    path = os.path.join(DATA, "variants", name + ".json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=None)
+        f.write("\n")
+    print(f"wrote {len(cases)} cases to {os.path.relpath(path, ROOT)}")
+
+
 def main():
     texts = all_cases()
+    for name, spec in VARIANTS.items():
+        variant_goldens(name, spec, texts + VARIANT_EXTRA_CASES)
     write_jsonl(os.path.join(DATA, "deepseek_math_like", "chat_golden.jsonl"), chat_goldens())
     for name in HF_TOKENIZERS:
         write_jsonl(os.path.join(DATA, name, "golden.jsonl"), hf_goldens(name, texts))
