@@ -1,6 +1,7 @@
 // Elementwise ops of the LLaMA block.
 //   silu_mul: out[i] = silu(gate[i]) * up[i],  silu(x) = x / (1 + e^-x)   (SwiGLU MLP)
 //   add:      x[i] += y[i]                                                 (residual)
+// out may be gate or up itself (in place): element i is read before it is written.
 #pragma once
 
 #include <cstdint>

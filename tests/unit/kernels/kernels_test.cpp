@@ -378,6 +378,17 @@ TEST(Activation, SiluMulMatchesReferenceAndHandValues) {
   EXPECT_NEAR(out[2], -2 / (1 + std::exp(2.0)), 1e-6);
 }
 
+TEST(Activation, SiluMulInPlace) {
+  for (int64_t n : {5, 40000}) {
+    auto g = random_floats(size_t(n), 3, 4.0f);
+    const auto u = random_floats(size_t(n), 4);
+    std::vector<float> expect(static_cast<size_t>(n));
+    silu_mul_reference(g.data(), u.data(), n, expect.data());
+    silu_mul(g.data(), u.data(), n, g.data());
+    EXPECT_EQ(g, expect);
+  }
+}
+
 TEST(Activation, Add) {
   for (int64_t n : {3, 50000}) {
     auto x = random_floats(size_t(n), 1);
