@@ -76,8 +76,15 @@ void row_to_f32(const void* row, DType t, int64_t n, float* out) {
       std::memcpy(&out[i], &bits, 4);
     }
   } else {
+    // f16_to_f32 branches on subnormals/inf per element (5x slower than bf16 here); a
+    // 256 KiB table of all 65536 halves, built once, turns it into one L2 load.
+    static const std::vector<float> table = [] {
+      std::vector<float> t(65536);
+      for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(uint16_t(h));
+      return t;
+    }();
     const auto* p = static_cast<const uint16_t*>(row);
-    for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(p[i]);
+    for (int64_t i = 0; i < n; ++i) out[i] = table[p[i]];
   }
 }
 
