@@ -2,6 +2,7 @@
 """Independent check of checkpoints written by dsmath-make-model (or any writer), with torch.
 
     check_checkpoint_with_torch.py PATH [--transformers]
+    check_checkpoint_with_torch.py --write-sample FILE [--transposed]
 
 PATH is a checkpoint directory or a single .bin / .safetensors file. Prints one JSON object:
 {"tensors": {name: {"dtype", "shape", "sum", "abs_sum"}}} where .bin files are read by
@@ -10,6 +11,9 @@ torch.load(weights_only=True) (the loader transformers uses) and .safetensors fi
 With --transformers, also loads the directory with LlamaForCausalLM.from_pretrained and adds
 "missing_keys" / "unexpected_keys" (both must be empty for a well-named checkpoint) and
 "logits_sum" for a fixed prompt. The C++ tests compare these numbers with their own reader.
+--write-sample writes, with torch.save itself, a state dict with what real checkpoints contain
+beyond plain tensors: an OrderedDict with _metadata, tied weights sharing one storage, a view
+with a storage offset, an nn.Parameter; --transposed adds a non-contiguous tensor.
 Tested with torch 1.13 (Debian python3-torch) and transformers 4.40.2.
 """
 import json
@@ -61,7 +65,23 @@ def weight_files(path):
     raise SystemExit(f"{path}: no weights found")
 
 
+def write_sample(path, transposed):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 10, bias=False))
+    model = model.to(torch.bfloat16)
+    model[1].weight = model[0].weight
+    sd = model.state_dict()
+    sd["half"] = torch.randn(3, 4).to(torch.float16)[1:]
+    sd["param"] = torch.nn.Parameter(torch.randn(3))
+    if transposed:
+        sd["transposed"] = torch.randn(3, 5).t()
+    torch.save(sd, path)
+
+
 def main():
+    if sys.argv[1] == "--write-sample":
+        write_sample(sys.argv[2], "--transposed" in sys.argv[3:])
+        return
     path = Path(sys.argv[1])
     result = {"tensors": {}}
     for f in weight_files(path):

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/checkpoint/torch_bin.h"
@@ -101,6 +102,32 @@ TEST(TorchCrossCheck, TorchLoadReadsZip64) {
   MappedFile f(dir / "z.bin");
   std::vector<TensorInfo> ts = read_torch_bin(f);
   expect_matches(run_script(kTorchPython, (dir / "z.bin").string()), {&ts[0], &ts[1]});
+}
+
+TEST(TorchCrossCheck, ReadsWhatTorchSaveWrites) {
+  if (!has_torch(kTorchPython)) GTEST_SKIP() << kTorchPython << " has no torch";
+  TempDir dir;
+  const std::string file = (dir / "sample.bin").string();
+  ASSERT_EQ(
+      std::system((std::string(kTorchPython) + " " + kScript + " --write-sample " + file).c_str()),
+      0);
+  MappedFile f(file);
+  std::vector<TensorInfo> ts = read_torch_bin(f);
+  std::map<std::string, const TensorInfo*> by_name;
+  std::vector<const TensorInfo*> ptrs;
+  for (const TensorInfo& t : ts) by_name[t.name] = &t, ptrs.push_back(&t);
+  expect_matches(run_script(kTorchPython, file), ptrs);
+  ASSERT_EQ(by_name.size(), 4u);
+  EXPECT_EQ(by_name["0.weight"]->data, by_name["1.weight"]->data);  // tied: one storage
+  EXPECT_EQ(by_name["half"]->shape, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(by_name["param"]->dtype, DType::F32);
+
+  ASSERT_EQ(std::system((std::string(kTorchPython) + " " + kScript + " --write-sample " + file +
+                         " --transposed")
+                            .c_str()),
+            0);
+  MappedFile g(file);
+  test::expect_error([&] { read_torch_bin(g); }, {file, "'transposed'", "not contiguous"});
 }
 
 TEST(TorchCrossCheck, TransformersLoadsEveryFormatWithAllKeys) {
