@@ -126,7 +126,7 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
   check(s);
   if (s.q_len == 0) return;
   const float divisor = softmax_divisor(s.head_dim);
-  const bool simd = detail::cpu_has_avx2();
+  [[maybe_unused]] const bool simd = detail::cpu_has_avx2();
   // Tasks are (query, run of heads): whole rows of heads when there are enough queries to
   // keep every core busy (prefill), a few heads each when there are not (decode).
   const int64_t threads = omp_get_max_threads();

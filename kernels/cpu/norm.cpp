@@ -29,7 +29,7 @@ void rms_norm(const float* x, int64_t rows, int64_t dim, const void* gamma, DTyp
               float eps, float* y) {
   check(rows, dim, gamma);
   const std::vector<float> g = gamma_f32(gamma, gamma_dtype, dim);
-  const bool simd = detail::cpu_has_avx2();
+  [[maybe_unused]] const bool simd = detail::cpu_has_avx2();
 #pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
