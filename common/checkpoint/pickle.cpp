@@ -13,6 +13,53 @@ namespace {
 enum class Kind { None, Bool, Int, Float, Str, Tuple, List, Dict, Global, Storage, Tensor };
 enum class Global { OrderedDict, RebuildTensorV2, RebuildParameter, Storage };
 
+// The opcodes understood, named as in CPython's pickle.py.
+enum Op : uint8_t {
+  PROTO = 0x80,
+  FRAME = 0x95,
+  STOP = '.',
+  MARK = '(',
+  EMPTY_DICT = '}',
+  EMPTY_LIST = ']',
+  EMPTY_TUPLE = ')',
+  NONE = 'N',
+  NEWTRUE = 0x88,
+  NEWFALSE = 0x89,
+  BININT = 'J',
+  BININT1 = 'K',
+  BININT2 = 'M',
+  LONG1 = 0x8a,
+  BINFLOAT = 'G',
+  BINUNICODE = 'X',
+  SHORT_BINUNICODE = 0x8c,
+  BINUNICODE8 = 0x8d,
+  BINSTRING = 'T',
+  SHORT_BINSTRING = 'U',
+  TUPLE = 't',
+  TUPLE1 = 0x85,
+  TUPLE2 = 0x86,
+  TUPLE3 = 0x87,
+  LIST = 'l',
+  DICT = 'd',
+  APPEND = 'a',
+  APPENDS = 'e',
+  SETITEM = 's',
+  SETITEMS = 'u',
+  BINPUT = 'q',
+  LONG_BINPUT = 'r',
+  MEMOIZE = 0x94,
+  BINGET = 'h',
+  LONG_BINGET = 'j',
+  POP = '0',
+  POP_MARK = '1',
+  DUP = '2',
+  GLOBAL = 'c',
+  STACK_GLOBAL = 0x93,
+  BINPERSID = 'Q',
+  REDUCE = 'R',
+  BUILD = 'b',
+};
+
 // Values live in the unpickler's arena and refer to each other by plain pointers, so a
 // hostile pickle nesting millions of tuples cannot blow the stack in recursive destructors,
 // and reference cycles built through the memo cannot leak.
@@ -51,164 +98,61 @@ class Unpickler {
     while (true) {
       if (pos_ >= d_.size()) bad("ends without STOP (truncated?)");
       const size_t at = pos_;
-      const uint8_t op = u(1);
+      const uint8_t op = uint8_t(u(1));
+      // clang-format off
       switch (op) {
-        case 0x80:
-          u(1);
-          break;  // PROTO
-        case 0x95:
-          u(8);
-          break;  // FRAME: only a read-ahead hint
-        case '.':
-          return pop();  // STOP
-        case '(':
-          marks_.push_back(stack_.size());
-          break;
-        case '}':
-          push(make(Kind::Dict));
-          break;
-        case ']':
-          push(make(Kind::List));
-          break;
-        case ')':
-          push(make(Kind::Tuple));
-          break;
-        case 'N':
-          push(make(Kind::None));
-          break;
-        case 0x88:
-          push_bool(true);
-          break;  // NEWTRUE
-        case 0x89:
-          push_bool(false);
-          break;  // NEWFALSE
-        case 'J':
-          push_int(int64_t(int32_t(uint32_t(u(4)))));
-          break;
-        case 'K':
-          push_int(int64_t(u(1)));
-          break;
-        case 'M':
-          push_int(int64_t(u(2)));
-          break;
-        case 0x8a:
-          push_int(long1());
-          break;
-        case 'G':
-          push_float();
-          break;
-        case 'X':
-          push_str(u(4));
-          break;  // BINUNICODE
-        case 0x8c:
-          push_str(u(1));
-          break;  // SHORT_BINUNICODE
-        case 0x8d:
-          push_str(u(8));
-          break;  // BINUNICODE8
-        case 'T':
-          push_str(u(4));
-          break;  // BINSTRING
-        case 'U':
-          push_str(u(1));
-          break;  // SHORT_BINSTRING
-        case 't':
-          push(tuple(pop_mark()));
-          break;
-        case 0x85:
-          push(tuple(popn(1)));
-          break;
-        case 0x86:
-          push(tuple(popn(2)));
-          break;
-        case 0x87:
-          push(tuple(popn(3)));
-          break;
-        case 'l': {
-          auto l = make(Kind::List);
-          l->items = pop_mark();
-          push(l);
-          break;
-        }
-        case 'd': {
-          auto dct = make(Kind::Dict);
-          set_items(dct, pop_mark());
-          push(dct);
-          break;
-        }
-        case 'a': {
-          V x = pop();
-          expect(top(), Kind::List, "APPEND")->items.push_back(x);
-          break;
-        }
-        case 'e': {
-          auto xs = pop_mark();
-          auto& l = expect(top(), Kind::List, "APPENDS")->items;
-          l.insert(l.end(), xs.begin(), xs.end());
-          break;
-        }
-        case 's': {
-          auto kv = popn(2);
-          set_items(expect(top(), Kind::Dict, "SETITEM"), kv);
-          break;
-        }
-        case 'u': {
-          auto kv = pop_mark();
-          set_items(expect(top(), Kind::Dict, "SETITEMS"), kv);
-          break;
-        }
-        case 'q':
-          memo_[u(1)] = top();
-          break;  // BINPUT
-        case 'r':
-          memo_[u(4)] = top();
-          break;  // LONG_BINPUT
-        case 0x94:
-          memo_[memo_.size()] = top();
-          break;  // MEMOIZE
-        case 'h':
-          push(memo(u(1)));
-          break;  // BINGET
-        case 'j':
-          push(memo(u(4)));
-          break;  // LONG_BINGET
-        case '0':
-          pop();
-          break;  // POP
-        case '1':
-          pop_mark();
-          break;  // POP_MARK
-        case '2':
-          push(top());
-          break;  // DUP
-        case 'c': {
-          std::string m = line(), n = line();
-          push(global(m, n));
-          break;
-        }
-        case 0x93: {
-          V n = pop(), m = pop();  // STACK_GLOBAL
-          if (m->kind != Kind::Str || n->kind != Kind::Str) bad("STACK_GLOBAL needs two strings");
-          push(global(m->s, n->s));
-          break;
-        }
-        case 'Q':
-          push(persistent_load(pop()));
-          break;  // BINPERSID
-        case 'R': {
-          V args = pop(), fn = pop();
-          push(reduce(fn, args));
-          break;
-        }
-        case 'b': {
-          pop();
-          expect(top(), Kind::Dict, "BUILD");
-          break;
-        }  // state_dict._metadata
+        case PROTO: u(1); break;
+        case FRAME: u(8); break;  // only a read-ahead hint
+        case STOP: return pop();
+        case MARK: marks_.push_back(stack_.size()); break;
+        case EMPTY_DICT: push(make(Kind::Dict)); break;
+        case EMPTY_LIST: push(make(Kind::List)); break;
+        case EMPTY_TUPLE: push(make(Kind::Tuple)); break;
+        case NONE: push(make(Kind::None)); break;
+        case NEWTRUE: push_int(1, Kind::Bool); break;
+        case NEWFALSE: push_int(0, Kind::Bool); break;
+        case BININT: push_int(int64_t(int32_t(uint32_t(u(4))))); break;
+        case BININT1: push_int(int64_t(u(1))); break;
+        case BININT2: push_int(int64_t(u(2))); break;
+        case LONG1: push_int(long1()); break;
+        case BINFLOAT: push_float(); break;
+        case BINUNICODE: case BINSTRING: push_str(u(4)); break;
+        case SHORT_BINUNICODE: case SHORT_BINSTRING: push_str(u(1)); break;
+        case BINUNICODE8: push_str(u(8)); break;
+        case TUPLE: push(tuple(pop_mark())); break;
+        case TUPLE1: push(tuple(popn(1))); break;
+        case TUPLE2: push(tuple(popn(2))); break;
+        case TUPLE3: push(tuple(popn(3))); break;
+        case LIST: { V l = make(Kind::List); l->items = pop_mark(); push(l); break; }
+        case DICT: { V d = make(Kind::Dict); set_items(d, pop_mark()); push(d); break; }
+        case APPEND: { V x = pop(); expect(top(), Kind::List, "APPEND")->items.push_back(x); break; }
+        case APPENDS: { auto xs = pop_mark(); auto& l = expect(top(), Kind::List, "APPENDS")->items;
+                        l.insert(l.end(), xs.begin(), xs.end()); break; }
+        case SETITEM: { auto kv = popn(2); set_items(expect(top(), Kind::Dict, "SETITEM"), kv); break; }
+        case SETITEMS: { auto kv = pop_mark(); set_items(expect(top(), Kind::Dict, "SETITEMS"), kv);
+                         break; }
+        case BINPUT: memo_[u(1)] = top(); break;
+        case LONG_BINPUT: memo_[u(4)] = top(); break;
+        case MEMOIZE: memo_[memo_.size()] = top(); break;
+        case BINGET: push(memo(u(1))); break;
+        case LONG_BINGET: push(memo(u(4))); break;
+        case POP: pop(); break;
+        case POP_MARK: pop_mark(); break;
+        case DUP: push(top()); break;
+        case GLOBAL: { std::string m = line(), n = line(); push(global(m, n)); break; }
+        case STACK_GLOBAL: { V n = pop(), m = pop();
+                             if (m->kind != Kind::Str || n->kind != Kind::Str)
+                               bad("STACK_GLOBAL needs two strings");
+                             push(global(m->s, n->s)); break; }
+        case BINPERSID: push(persistent_load(pop())); break;
+        case REDUCE: { V args = pop(), fn = pop(); push(reduce(fn, args)); break; }
+        // The state of an OrderedDict: torch's state_dict carries _metadata there; unused.
+        case BUILD: pop(); expect(top(), Kind::Dict, "BUILD"); break;
         default:
           bad(cat("uses pickle opcode 0x", std::hex, int(op), std::dec, " at byte ", at,
                   ", which a torch state dict never contains"));
       }
+      // clang-format on
     }
   }
 
@@ -244,13 +188,8 @@ class Unpickler {
   }
 
   void push(V v) { stack_.push_back(std::move(v)); }
-  void push_bool(bool b) {
-    auto v = make(Kind::Bool);
-    v->i = b;
-    push(v);
-  }
-  void push_int(int64_t i) {
-    auto v = make(Kind::Int);
+  void push_int(int64_t i, Kind k = Kind::Int) {
+    V v = make(k);
     v->i = i;
     push(v);
   }
