@@ -51,6 +51,7 @@ BASE_CASES = [
     "\n", "\n\n\n", "line1\nline2", "line1\r\nline2\r\n", "\r", "mixed \t \n \r\n end",
     "x \n y", "word\n\n\nword", "   \n   ", "end with newline\n", "  \t  \n\t\t", "\u00a0nbsp\u00a0",
     "ideographic\u3000space", "thin\u2009space", "zero\u200bwidth",
+    "mongolian\u180evowel separator", "x \u180e y", "\u0085next line", "form\x0cfeed\x0bvtab",
     # math and LaTeX
     "What is 2+2?", "The integral of x^2 from 0 to 2 is 8/3.",
     "Let $f(x) = 3x^2 - 5x + 2$. Find $f'(1)$.",
@@ -294,6 +295,17 @@ VARIANTS = {
                 {"type": "RobertaProcessing", "sep": ["<\uff5cend\u2581of\u2581sentence\uff5c>", 1],
                  "cls": ["<\uff5cbegin\u2581of\u2581sentence\uff5c>", 0], "trim_offsets": False,
                  "add_prefix_space": False}]},
+        },
+        "model": {},
+        "config": None,
+    },
+    "whitespace_nfkd": {
+        "base": "deepseek_v3",
+        "replace": {
+            "normalizer": {"type": "NFKD"},
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "WhitespaceSplit"}, {"type": "Whitespace"},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
         },
         "model": {},
         "config": None,

@@ -54,6 +54,60 @@ std::string escape(std::string_view text) {
   return out;
 }
 
+// Oniguruma's Unicode \s is the White_Space property and \w is Alphabetic, marks, Nd, Pc and
+// Join_Control; PCRE2's differ (\s adds U+180E, \w adds No and, before 10.43, lacks marks).
+// Rewrites those escapes as explicit classes so both engines split the same way.
+constexpr const char* kSpaceClass =
+    R"(\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+constexpr const char* kWordClass = R"(\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D})";
+
+std::string translate_oniguruma(std::string_view pattern) {
+  std::string out;
+  bool in_class = false;
+  size_t class_start = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char e = pattern[i + 1];
+      const bool space = e == 's' || e == 'S', word = e == 'w' || e == 'W';
+      if (space || word) {
+        const char* body = space ? kSpaceClass : kWordClass;
+        const bool negated = e == 'S' || e == 'W';
+        if (!in_class) {
+          out += negated ? "[^" : "[";
+          out += body;
+          out += "]";
+          ++i;
+          continue;
+        }
+        if (!negated) {  // a negated escape inside a class keeps PCRE2's meaning
+          out += body;
+          ++i;
+          continue;
+        }
+      }
+      out.append(pattern.substr(i, 2));
+      ++i;
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      class_start = out.size() + 1;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') {
+        out += "[^";
+        ++i;
+        class_start = out.size();
+      } else {
+        out += c;
+      }
+      continue;
+    }
+    if (in_class && c == ']' && out.size() > class_start) in_class = false;
+    out.push_back(c);
+  }
+  return out;
+}
+
 }  // namespace
 
 Regex::Regex(std::string_view pattern, const std::string& where) : code_(std::make_shared<Code>()) {
@@ -62,7 +116,8 @@ Regex::Regex(std::string_view pattern, const std::string& where) : code_(std::ma
   pcre2_compile_context* cc = pcre2_compile_context_create(nullptr);
   pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
   // MULTILINE: Oniguruma's Ruby syntax makes ^ and $ match at every line boundary.
-  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+  const std::string translated = translate_oniguruma(pattern);
+  code_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                               PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, cc);
   pcre2_compile_context_free(cc);
   if (code_->code == nullptr) {
