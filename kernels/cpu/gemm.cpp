@@ -20,6 +20,10 @@
 #include "common/core/error.h"
 #include "kernels/cpu/simd.h"
 
+#if DSMATH_HAVE_X86_SIMD
+#include <cpuid.h>
+#endif
+
 namespace dsmath::cpu {
 
 namespace detail {
@@ -28,8 +32,11 @@ namespace {
 Isa hardware_isa_uncached() {
 #if DSMATH_HAVE_X86_SIMD
   __builtin_cpu_init();
-  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c")))
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports lacks "f16c". The
+  // OS's saving of YMM/ZMM state is covered by the avx2/avx512f checks.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c))
     return Isa::Portable;
   return __builtin_cpu_supports("avx512f") ? Isa::Avx512 : Isa::Avx2;
 #else

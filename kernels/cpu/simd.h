@@ -10,11 +10,15 @@
 #define DSMATH_HAVE_X86_SIMD 1
 // GCC 12 flags the intrinsics' own `__m512i __Y = __Y;` placeholders as uninitialized when
 // they are inlined into target("avx512f") functions (GCC bug 105593, fixed in 13).
+#if defined(__clang__)
+#include <immintrin.h>
+#else
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #pragma GCC diagnostic pop
+#endif
 #define DSMATH_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define DSMATH_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #else
