@@ -1,16 +1,25 @@
-// dsmath-bench-decode: end-to-end speed and memory of one model replica on this machine.
-//   prefill tokens/s, decode tokens/s at a batch size, peak RSS against the weight bytes.
-// Greedy decoding with ignore_eos so every run does the same work.
-//   dsmath-bench-decode --model DIR [--batch 1] [--prompt-tokens 32] [--new-tokens 32]
+// dsmath-bench-decode: speed and memory of one model replica on this machine, at the tp of
+// its mpirun job (every rank runs the same steps, as followers of a driver would).
+//   [mpirun -np N] dsmath-bench-decode --model DIR [--batch 1] [--prompt-tokens 32]
+//                                      [--new-tokens 32] [--threads T] [--format text|json]
+// Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
+// whole checkpoint. Next tokens are a fixed function of the step (not sampled), so every run
+// does the same work whatever the random weights say.
+#include <mpi.h>
 #include <omp.h>
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
+#include "worker/comm/collective_error.h"
+#include "worker/comm/mpi_session.h"
+#include "worker/engine/block_manager.h"
+#include "worker/model/cpu_backend.h"
 #include "worker/model/llama.h"
 
 namespace {
@@ -29,68 +38,95 @@ double peak_rss_gib() {
 
 int main(int argc, char** argv) {
   using namespace dsmath;
-  std::string model_dir;
+  MpiSession mpi(&argc, &argv);
+  std::string model_dir, format = "text";
   int64_t batch = 1, prompt_tokens = 32, new_tokens = 32;
   int threads = 0;
-  CLI::App app{"dsmath-bench-decode: prefill/decode throughput and peak RSS"};
+  CLI::App app{"dsmath-bench-decode: prefill/decode throughput and peak RSS per rank"};
   app.add_option("--model", model_dir, "Checkpoint directory")->required();
   app.add_option("--batch", batch, "Sequences decoded together")->capture_default_str();
   app.add_option("--prompt-tokens", prompt_tokens, "Prompt length per sequence")
       ->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  app.add_option("--threads", threads, "CPU threads per rank (default: all cores)");
+  app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads > 0) omp_set_num_threads(threads);
+    std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
+    const Topology& topo = comm->topology();
+    CpuBackend backend;
+    std::optional<Checkpoint> ckpt;
+    std::optional<LlamaModel> model;
+    const int32_t block_size = 16;
+    const int32_t blocks_per_seq = int32_t((prompt_tokens + new_tokens + block_size - 1) / block_size);
     const auto t_load = std::chrono::steady_clock::now();
-    const Checkpoint ckpt = Checkpoint::open(model_dir);
-    LlamaModel model(ckpt);
+    collectively(*comm, [&] {
+      ckpt.emplace(Checkpoint::open(model_dir));
+      model.emplace(*ckpt, backend, *comm, int32_t(batch) * blocks_per_seq, block_size);
+    });
     const double load_s = seconds_since(t_load);
-    const ModelConfig& c = model.config();
+    const ModelConfig& c = model->config();
 
-    std::vector<KVCache> caches;
-    std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(batch));
-    for (int64_t b = 0; b < batch; ++b) {
-      caches.push_back(model.new_cache(prompt_tokens + new_tokens));
-      for (int64_t i = 0; i < prompt_tokens; ++i)
-        tokens[size_t(b)].push_back(int32_t((1000 + 37 * i + 11 * b) % c.vocab_size));
-    }
-    auto step = [&](bool prefill) {
-      std::vector<SequenceChunk> chunks;
+    BlockManager blocks(model->kv_blocks(), block_size);
+    std::vector<BlockTable> tables(static_cast<size_t>(batch));
+    auto run_step = [&](int64_t step) {
+      StepPlan plan;
       for (int64_t b = 0; b < batch; ++b) {
-        auto& t = tokens[size_t(b)];
-        chunks.push_back({&caches[size_t(b)], prefill ? std::span<const int32_t>(t)
-                                                      : std::span<const int32_t>(&t.back(), 1)});
+        BlockTable& t = tables[size_t(b)];
+        StepSequence s;
+        s.first_position = t.num_tokens;
+        const int64_t n = step == 0 ? prompt_tokens : 1;
+        for (int64_t i = 0; i < n; ++i)
+          s.tokens.push_back(int32_t((1000 + 37 * (s.first_position + i) + 11 * b) % c.vocab_size));
+        blocks.append(t, int32_t(n));
+        s.block_table = t.blocks;
+        plan.sequences.push_back(std::move(s));
       }
-      const std::vector<float> logits = model.forward(chunks);
-      for (int64_t b = 0; b < batch; ++b) {
-        const float* row = logits.data() + b * c.vocab_size;
-        tokens[size_t(b)].push_back(int32_t(std::max_element(row, row + c.vocab_size) - row));
-      }
+      model->forward(plan);
     };
 
+    comm->barrier();
     const auto t_prefill = std::chrono::steady_clock::now();
-    step(true);
+    run_step(0);
+    comm->barrier();
     const double prefill_s = seconds_since(t_prefill);
     const auto t_decode = std::chrono::steady_clock::now();
-    for (int64_t i = 1; i < new_tokens; ++i) step(false);
+    for (int64_t i = 1; i < new_tokens; ++i) run_step(i);
+    comm->barrier();
     const double decode_s = seconds_since(t_decode);
 
-    const double weight_gib = double(ckpt.weight_bytes()) / (1024.0 * 1024.0 * 1024.0);
+    double rss = peak_rss_gib();
+    std::vector<double> rss_per_rank(size_t(topo.world_size));
+    MPI_Gather(&rss, 1, MPI_DOUBLE, rss_per_rank.data(), 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (!topo.is_driver()) return 0;
+
+    const double weight_gib = double(ckpt->weight_bytes()) / double(1ull << 30);
+    const double prefill_tps = double(batch * prompt_tokens) / prefill_s;
+    const double decode_tps = new_tokens > 1 ? double(batch * (new_tokens - 1)) / decode_s : 0.0;
+    if (format == "json") {
+      nlohmann::json j = {{"model", model_dir},          {"tp", topo.tp_size},
+                          {"threads", omp_get_max_threads()}, {"batch", batch},
+                          {"load_s", load_s},            {"prefill_tokens_per_s", prefill_tps},
+                          {"decode_tokens_per_s", decode_tps}, {"weight_gib", weight_gib},
+                          {"peak_rss_gib_per_rank", rss_per_rank}};
+      std::printf("%s\n", j.dump().c_str());
+      return 0;
+    }
     std::printf("model            %s (%s, %lld layers, hidden %lld)\n", model_dir.c_str(),
-                ckpt.format().c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size);
-    std::printf("threads          %d\n", omp_get_max_threads());
+                ckpt->format().c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size);
+    std::printf("tp x threads     %d x %d\n", topo.tp_size, omp_get_max_threads());
     std::printf("load             %.2f s\n", load_s);
-    std::printf("prefill          %.1f tokens/s (batch %lld x %lld tokens)\n",
-                double(batch * prompt_tokens) / prefill_s, (long long)batch,
-                (long long)prompt_tokens);
+    std::printf("prefill          %.1f tokens/s (batch %lld x %lld tokens)\n", prefill_tps,
+                (long long)batch, (long long)prompt_tokens);
     if (new_tokens > 1)
       std::printf("decode           %.2f tokens/s (batch %lld, %lld steps, %.1f ms/step)\n",
-                  double(batch * (new_tokens - 1)) / decode_s, (long long)batch,
-                  (long long)(new_tokens - 1), 1000 * decode_s / double(new_tokens - 1));
-    std::printf("weights          %.3f GiB\n", weight_gib);
-    std::printf("peak RSS         %.3f GiB (%.1f%% of the weight bytes)\n", peak_rss_gib(),
-                100.0 * peak_rss_gib() / weight_gib);
+                  decode_tps, (long long)batch, (long long)(new_tokens - 1),
+                  1000 * decode_s / double(new_tokens - 1));
+    std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
+    for (int r = 0; r < topo.world_size; ++r)
+      std::printf("peak RSS rank %d  %.3f GiB (%.1f%% of the weight bytes)\n", r,
+                  rss_per_rank[size_t(r)], 100.0 * rss_per_rank[size_t(r)] / weight_gib);
   } catch (const Error& e) {
     std::fprintf(stderr, "dsmath-bench-decode: error: %s\n", e.what());
     return 1;

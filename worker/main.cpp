@@ -1,6 +1,7 @@
-// dsmath-worker: runs a model replica.
-//   dsmath-worker generate --model DIR --prompt TEXT [sampling flags] [--format text|json]
-//   dsmath-worker generate --model DIR --prompts-file FILE.jsonl      (one batched run)
+// dsmath-worker: runs one model replica, tensor-parallel over the ranks of its mpirun job.
+//   [mpirun -np N] dsmath-worker generate --model DIR --prompt TEXT [flags] [--format text|json]
+//   [mpirun -np N] dsmath-worker generate --model DIR --prompts-file FILE.jsonl  (one batched run)
+// Rank 0 tokenizes, plans each step, samples and prints; the other ranks follow its plans.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -9,11 +10,16 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
 #include "common/tokenizer/tokenizer.h"
+#include "worker/comm/collective_error.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/mpi_session.h"
 #include "worker/engine/generator.h"
+#include "worker/model/cpu_backend.h"
 #include "worker/prompt.h"
 
 namespace dsmath {
@@ -29,6 +35,7 @@ struct GenerateOptions {
   bool logprobs = false;
   std::string format = "text";
   int threads = 0;
+  double kv_cache_gib = 4.0;
 };
 
 // --prompts-file: one JSON value per line, a string or an object with "prompt".
@@ -77,28 +84,53 @@ nlohmann::json to_json(const GenerationResult& r, bool with_logprobs) {
   return j;
 }
 
-int run_generate(const GenerateOptions& o) {
+int run_generate(const GenerateOptions& o, Communicator& comm) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
-  DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
-               "generate: give exactly one of --prompt and --prompts-file");
-  const Checkpoint checkpoint = Checkpoint::open(o.model_dir);
-  const Tokenizer tokenizer = Tokenizer::load(o.model_dir);
-  LlamaModel model(checkpoint);
+  const bool driver = comm.topology().is_driver();
 
-  PromptFormat format;
-  format.chat = o.chat;
-  format.cot = o.cot.empty()   ? CotLanguage::kNone
-               : o.cot == "zh" ? CotLanguage::kChinese
-                               : CotLanguage::kEnglish;
-  std::vector<std::string> prompts = o.prompts_file.empty() ? std::vector<std::string>{o.prompt}
-                                                            : read_prompts_file(o.prompts_file);
+  // Every rank loads its own shard; a failure on any rank (bad tp, a shard missing on one
+  // machine) stops all of them with that rank's message instead of leaving the others hanging.
+  std::optional<Checkpoint> checkpoint;
+  std::optional<Tokenizer> tokenizer;
+  std::optional<LlamaModel> model;
   std::vector<GenerationRequest> requests;
-  for (const std::string& p : prompts) {
-    requests.push_back({build_prompt(tokenizer, p, format), o.sampling, 0});
-  }
+  CpuBackend backend;
+  collectively(comm, [&] {
+    DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
+                 "generate: give exactly one of --prompt and --prompts-file");
+    DSMATH_CHECK(o.kv_cache_gib > 0, "--kv-cache-gib must be positive, got ", o.kv_cache_gib);
+    checkpoint.emplace(Checkpoint::open(o.model_dir));
+    const ModelConfig& c = checkpoint->config();
+    const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
+    const int32_t blocks = PagedKVCache::blocks_for_bytes(
+        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)));
+    model.emplace(*checkpoint, backend, comm, blocks);
+    if (!driver) return;
+    tokenizer.emplace(Tokenizer::load(o.model_dir));
+    PromptFormat format;
+    format.chat = o.chat;
+    format.cot = o.cot.empty()   ? CotLanguage::kNone
+                 : o.cot == "zh" ? CotLanguage::kChinese
+                                 : CotLanguage::kEnglish;
+    const std::vector<std::string> prompts = o.prompts_file.empty()
+                                                 ? std::vector<std::string>{o.prompt}
+                                                 : read_prompts_file(o.prompts_file);
+    for (const std::string& p : prompts)
+      requests.push_back({build_prompt(*tokenizer, p, format), o.sampling, 0});
+    for (const GenerationRequest& r : requests) r.params.validate();
+  });
 
-  Generator generator(model, tokenizer, eos_token_ids(checkpoint, tokenizer));
-  const std::vector<GenerationResult> results = generator.generate(requests);
+  ModelRunner runner(*model, comm);
+  if (!driver) {
+    runner.follow();
+    return 0;
+  }
+  std::vector<GenerationResult> results;
+  {
+    Generator generator(runner, *tokenizer, eos_token_ids(*checkpoint, *tokenizer));
+    results = generator.generate(requests);
+  }
+  runner.shutdown();
   for (const GenerationResult& r : results) {
     if (o.format == "json") {
       std::cout << to_json(r, o.logprobs).dump() << "\n";
@@ -114,6 +146,7 @@ int run_generate(const GenerateOptions& o) {
 
 int main(int argc, char** argv) {
   using namespace dsmath;
+  MpiSession mpi(&argc, &argv);
   CLI::App app{"dsmath-worker: runs DeepSeekMath / LLaMA checkpoints"};
   app.require_subcommand(1);
 
@@ -151,7 +184,9 @@ int main(int argc, char** argv) {
   gen->add_option("--format", g.format, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  gen->add_option("--threads", g.threads, "CPU threads (default: all cores)");
+  gen->add_option("--threads", g.threads, "CPU threads per rank (default: all cores)");
+  gen->add_option("--kv-cache-gib", g.kv_cache_gib, "KV cache memory per rank, GiB")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
@@ -161,7 +196,10 @@ int main(int argc, char** argv) {
   try {
     // A bare --cot means English.
     if (gen->count("--cot") && g.cot.empty()) g.cot = "en";
-    if (*gen) return run_generate(g);
+    if (*gen) {
+      std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
+      return run_generate(g, *comm);
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "dsmath-worker: error: %s\n", e.what());
     return 1;

@@ -1,6 +1,7 @@
 #include "worker/engine/generator.h"
 
 #include <algorithm>
+#include <deque>
 #include <optional>
 
 #include "common/core/error.h"
@@ -10,11 +11,12 @@ namespace {
 
 struct Sequence {
   const GenerationRequest* request;
-  KVCache cache;
   IncrementalDetokenizer detokenizer;
   std::vector<int32_t> history;  // prompt + generated
+  int64_t capacity;              // positions it may use: prompt + max_new_tokens, within context
+  int32_t reserved_blocks;
+  BlockTable table;
   GenerationResult result;
-  bool done = false;
 };
 
 bool contains(const std::vector<int32_t>& ids, int32_t id) {
@@ -33,16 +35,48 @@ std::optional<size_t> find_stop(const std::string& text, size_t checked_from,
   return best;
 }
 
+// Appends the sampled token and decides whether the sequence is finished.
+void accept_token(Sequence& s, const SampledToken& t, const std::vector<int32_t>& eos_ids) {
+  const SamplingParams& p = s.request->params;
+  GenerationResult& out = s.result;
+  s.history.push_back(t.token);
+  out.token_ids.push_back(t.token);
+  out.logprobs.push_back(t.logprob);
+  if (p.top_logprobs > 0) out.top_logprobs.push_back(t.top);
+
+  const bool eos = !p.ignore_eos && contains(eos_ids, t.token);
+  if (eos || contains(p.stop_token_ids, t.token)) {
+    out.text += s.detokenizer.flush();
+    out.finish_reason = "stop";
+    return;
+  }
+  const size_t checked = out.text.size();
+  out.text += s.detokenizer.push(t.token);
+  if (auto at = find_stop(out.text, checked, p.stop)) {
+    out.text.resize(*at);
+    out.finish_reason = "stop";
+  } else if (int64_t(out.token_ids.size()) >= p.max_new_tokens ||
+             int64_t(s.history.size()) >= s.capacity) {
+    out.text += s.detokenizer.flush();
+    out.finish_reason = "length";
+  }
+}
+
 }  // namespace
 
-Generator::Generator(LlamaModel& model, const Tokenizer& tokenizer,
+Generator::Generator(ModelRunner& runner, const Tokenizer& tokenizer,
                      std::vector<int32_t> eos_token_ids)
-    : model_(model), tokenizer_(tokenizer), eos_token_ids_(std::move(eos_token_ids)) {}
+    : runner_(runner),
+      tokenizer_(tokenizer),
+      eos_token_ids_(std::move(eos_token_ids)),
+      blocks_(runner.model().kv_blocks(), runner.model().block_size()) {}
 
 std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRequest>& requests) {
-  const int64_t context = model_.config().max_position_embeddings;
+  const int64_t context = runner_.model().config().max_position_embeddings;
+  const int32_t block_size = blocks_.block_size();
   std::vector<Sequence> seqs;
   seqs.reserve(requests.size());
+  std::deque<Sequence*> waiting;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     r.params.validate();
@@ -50,63 +84,60 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
     DSMATH_CHECK(prompt_len > 0, "request ", i, ": the prompt has no tokens");
     DSMATH_CHECK(prompt_len < context, "request ", i, ": the prompt has ", prompt_len,
                  " tokens, the model's context (max_position_embeddings) is ", context);
-    const int64_t capacity =
-        std::min(context, prompt_len + std::max<int64_t>(r.params.max_new_tokens, 1));
-    seqs.push_back(Sequence{&r, model_.new_cache(capacity),
-                            IncrementalDetokenizer(tokenizer_, /*skip_special_tokens=*/true),
-                            r.prompt, GenerationResult{}, false});
+    const int64_t capacity = std::min(context, prompt_len + std::max<int64_t>(r.params.max_new_tokens, 1));
+    const int32_t need = int32_t((capacity + block_size - 1) / block_size);
+    DSMATH_CHECK(need <= blocks_.num_blocks(), "request ", i, ": prompt + max_new_tokens needs ",
+                 need, " KV blocks, the cache has ", blocks_.num_blocks(),
+                 "; lower max_new_tokens or give the KV cache more memory");
+    seqs.push_back(Sequence{&r, IncrementalDetokenizer(tokenizer_, /*skip_special_tokens=*/true),
+                            r.prompt, capacity, need, BlockTable{}, GenerationResult{}});
     seqs.back().result.prompt_tokens = prompt_len;
     if (r.params.max_new_tokens == 0) {
       seqs.back().result.finish_reason = "length";
-      seqs.back().done = true;
+    } else {
+      waiting.push_back(&seqs.back());
     }
   }
 
-  // First step: each prompt whole; later steps: each running sequence's last token.
-  for (bool first = true;; first = false) {
-    std::vector<SequenceChunk> batch;
-    std::vector<Sequence*> running;
-    for (Sequence& s : seqs) {
-      if (s.done) continue;
-      const auto tokens = first ? std::span<const int32_t>(s.history)
-                                : std::span<const int32_t>(&s.history.back(), 1);
-      batch.push_back({&s.cache, tokens});
-      running.push_back(&s);
+  std::vector<Sequence*> running;
+  int32_t reserved = 0;
+  while (!waiting.empty() || !running.empty()) {
+    // Admit in arrival order while the worst case of every running sequence still fits.
+    while (!waiting.empty() && reserved + waiting.front()->reserved_blocks <= blocks_.num_blocks()) {
+      reserved += waiting.front()->reserved_blocks;
+      running.push_back(waiting.front());
+      waiting.pop_front();
     }
-    if (batch.empty()) break;
-    const std::vector<float> logits = model_.forward(batch);
-    const int64_t vocab = model_.config().vocab_size;
 
+    StepPlan plan;
+    for (Sequence* s : running) {
+      const int32_t done = s->table.num_tokens;  // positions already in the cache
+      StepSequence step;
+      step.first_position = done;
+      step.tokens.assign(s->history.begin() + done, s->history.end());
+      for (const BlockCopy& c : blocks_.append(s->table, int32_t(step.tokens.size())))
+        plan.copies.push_back({c.src, c.dst});
+      step.block_table = s->table.blocks;
+      plan.sequences.push_back(std::move(step));
+    }
+    const std::vector<float> logits = runner_.step(plan);
+
+    const int64_t vocab = runner_.model().config().vocab_size;
+    std::vector<Sequence*> still_running;
     for (size_t b = 0; b < running.size(); ++b) {
       Sequence& s = *running[b];
-      const SamplingParams& p = s.request->params;
-      GenerationResult& out = s.result;
-      const SampledToken t = sample_token(
-          std::span<const float>(logits.data() + int64_t(b) * vocab, size_t(vocab)), p, s.history,
-          s.request->prompt.size(), s.request->sample_index, out.token_ids.size());
-      s.history.push_back(t.token);
-      out.token_ids.push_back(t.token);
-      out.logprobs.push_back(t.logprob);
-      if (p.top_logprobs > 0) out.top_logprobs.push_back(t.top);
-
-      const bool eos = !p.ignore_eos && contains(eos_token_ids_, t.token);
-      if (eos || contains(p.stop_token_ids, t.token)) {
-        out.text += s.detokenizer.flush();
-        out.finish_reason = "stop";
+      const std::span<const float> row(logits.data() + int64_t(b) * vocab, size_t(vocab));
+      accept_token(s, sample_token(row, s.request->params, s.history, s.request->prompt.size(),
+                                   s.request->sample_index, s.result.token_ids.size()),
+                   eos_token_ids_);
+      if (s.result.finish_reason.empty()) {
+        still_running.push_back(&s);
       } else {
-        const size_t checked = out.text.size();
-        out.text += s.detokenizer.push(t.token);
-        if (auto at = find_stop(out.text, checked, p.stop)) {
-          out.text.resize(*at);
-          out.finish_reason = "stop";
-        } else if (int64_t(out.token_ids.size()) >= p.max_new_tokens ||
-                   s.cache.length() >= s.cache.capacity()) {
-          out.text += s.detokenizer.flush();
-          out.finish_reason = "length";
-        }
+        blocks_.free(s.table);
+        reserved -= s.reserved_blocks;
       }
-      s.done = !out.finish_reason.empty();
     }
+    running.swap(still_running);
   }
 
   std::vector<GenerationResult> results;

@@ -1,6 +1,9 @@
-// Generation of a batch of prompts on one model replica: every step runs one batched
-// forward over the sequences still going (the whole prompt on the first step, then one
-// token each), samples each sequence's next token and checks its stop conditions.
+// Generation of a batch of prompts on one model replica (iteration-level batching).
+// Each step runs one forward over the running sequences (a new sequence's whole prompt, then
+// one token each), samples every sequence's next token and checks its stop conditions.
+// Sequences are admitted while their worst-case KV blocks (prompt + max_new_tokens) fit the
+// cache, and finished sequences free their blocks for the waiting ones, so any number of
+// requests runs in bounded memory without preemption.
 #pragma once
 
 #include <cstdint>
@@ -8,8 +11,9 @@
 #include <vector>
 
 #include "common/tokenizer/tokenizer.h"
+#include "worker/engine/block_manager.h"
+#include "worker/engine/model_runner.h"
 #include "worker/engine/sampler.h"
-#include "worker/model/llama.h"
 
 namespace dsmath {
 
@@ -31,15 +35,17 @@ struct GenerationResult {
 
 class Generator {
  public:
-  Generator(LlamaModel& model, const Tokenizer& tokenizer, std::vector<int32_t> eos_token_ids);
+  Generator(ModelRunner& runner, const Tokenizer& tokenizer, std::vector<int32_t> eos_token_ids);
 
-  // Throws Error naming the request (by index) whose prompt is empty or too long.
+  // Driver only. Throws Error naming the request (by index) whose prompt is empty, too long
+  // for the context, or too long for the whole KV cache.
   std::vector<GenerationResult> generate(const std::vector<GenerationRequest>& requests);
 
  private:
-  LlamaModel& model_;
+  ModelRunner& runner_;
   const Tokenizer& tokenizer_;
   std::vector<int32_t> eos_token_ids_;
+  BlockManager blocks_;
 };
 
 }  // namespace dsmath

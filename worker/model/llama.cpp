@@ -1,142 +1,112 @@
 #include "worker/model/llama.h"
 
-#include <cstring>
-
 #include "common/core/error.h"
-#include "kernels/cpu/activation.h"
-#include "kernels/cpu/attention.h"
-#include "kernels/cpu/embedding.h"
-#include "kernels/cpu/gemm.h"
-#include "kernels/cpu/norm.h"
 
 namespace dsmath {
-namespace {
 
-void rms_norm(const std::vector<float>& x, int64_t tokens, int64_t dim, const NormWeight& gamma,
-              float eps, std::vector<float>& out) {
-  cpu::rms_norm(x.data(), tokens, dim, gamma.data, gamma.dtype, eps, out.data());
-}
-
-void linear(const std::vector<float>& x, int64_t tokens, const WeightView& w,
-            std::vector<float>& out) {
-  cpu::linear(x.data(), tokens, w, out.data());
-}
-
-void resize(std::vector<float>& v, int64_t n) {
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-}
-
-}  // namespace
-
-LlamaModel::LlamaModel(const Checkpoint& checkpoint)
+LlamaModel::LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm,
+                       int32_t kv_blocks, int32_t block_size)
     : config_(checkpoint.config()),
-      weights_(LlamaWeights::bind(checkpoint)),
-      rope_(config_.head_dim, config_.rope_theta, config_.rope_scaling_factor) {}
+      backend_(backend),
+      comm_(comm),
+      layout_(TpLayout::make(config_, comm.topology().tp_size, comm.topology().tp_rank)),
+      weights_(LlamaWeights::bind(checkpoint, layout_, backend)),
+      rope_(config_.head_dim, config_.rope_theta, config_.rope_scaling_factor),
+      kv_blocks_(kv_blocks),
+      block_size_(block_size) {
+  backend_.allocate_kv_cache(config_, layout_.local_kv_heads, kv_blocks, block_size);
+}
 
-std::vector<float> LlamaModel::forward(std::span<const SequenceChunk> batch, LogitsFor which) {
+std::vector<float> LlamaModel::forward(const StepPlan& plan) {
   const ModelConfig& c = config_;
-  const int64_t hidden = c.hidden_size;
+  for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
 
-  // Token ids and positions of the whole batch, sequence after sequence.
+  // The step's tokens, sequence after sequence, and where each sequence's rows are.
   std::vector<int32_t> ids;
-  std::vector<int64_t> first_position;
+  std::vector<AttentionSequence> seqs;
   positions_.clear();
-  for (const SequenceChunk& s : batch) {
-    DSMATH_CHECK(!s.tokens.empty(), "forward: a sequence chunk has no tokens");
-    const int64_t first = s.cache->append(int64_t(s.tokens.size()));
-    first_position.push_back(first);
+  for (const StepSequence& s : plan.sequences) {
+    DSMATH_CHECK(!s.tokens.empty(), "step plan: a sequence has no tokens");
+    const int64_t kv_len = s.first_position + int64_t(s.tokens.size());
+    DSMATH_CHECK(int64_t(s.block_table.size()) * block_size_ >= kv_len,
+                 "step plan: block table too short for ", kv_len, " positions");
+    seqs.push_back({int64_t(ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
     for (size_t i = 0; i < s.tokens.size(); ++i) {
+      // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros.
+      DSMATH_CHECK(s.tokens[i] >= 0 && s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
+                   " is outside the vocabulary of ", c.vocab_size);
       ids.push_back(s.tokens[i]);
-      positions_.push_back(int32_t(first + int64_t(i)));
+      positions_.push_back(s.first_position + int32_t(i));
     }
   }
-  const int64_t tokens = int64_t(ids.size());
-  for (auto* buf : {&x_, &normed_, &proj_}) resize(*buf, tokens * hidden);
+  const AttentionBatch batch{seqs, layout_.local_heads, layout_.local_kv_heads, c.head_dim};
 
-  cpu::embedding_lookup(weights_.embed_tokens, ids.data(), tokens, x_.data());
+  // Vocab-parallel embedding: each rank fills the rows of the ids it holds, zeros elsewhere.
+  backend_.resize(x_, int64_t(ids.size()), c.hidden_size);
+  backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, ids, x_);
+  if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
+
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
     const LayerWeights& w = weights_.layers[size_t(layer)];
-    attention_block(w, layer, batch, first_position, tokens);
-    mlp_block(w, tokens);
+    attention_block(layer, w, batch);
+    mlp_block(w);
   }
 
-  // Final norm, then lm_head on the rows whose logits are wanted.
-  std::vector<float> rows;
-  if (which == LogitsFor::kAllTokens) {
-    rms_norm(x_, tokens, hidden, weights_.final_norm, float(c.rms_norm_eps), normed_);
-    rows.assign(normed_.begin(), normed_.begin() + tokens * hidden);
-  } else {
-    int64_t end = 0;
-    for (const SequenceChunk& s : batch) {
-      end += int64_t(s.tokens.size());
-      const float* last = x_.data() + (end - 1) * hidden;
-      rows.insert(rows.end(), last, last + hidden);
-    }
-    std::vector<float> normed(rows.size());
-    cpu::rms_norm(rows.data(), int64_t(batch.size()), hidden, weights_.final_norm.data,
-                  weights_.final_norm.dtype, float(c.rms_norm_eps), normed.data());
-    rows.swap(normed);
-  }
-  const int64_t n_rows = int64_t(rows.size()) / hidden;
-  std::vector<float> logits(size_t(n_rows * c.vocab_size));
-  cpu::linear(rows.data(), n_rows, weights_.lm_head, logits.data());
-  return logits;
+  backend_.rms_norm(x_, weights_.final_norm, float(c.rms_norm_eps), normed_);
+  if (plan.all_logits) return vocab_parallel_logits(normed_);
+  // Only each sequence's last token needs logits.
+  std::vector<int64_t> last_rows;
+  for (const AttentionSequence& s : seqs) last_rows.push_back(s.row + s.tokens - 1);
+  backend_.gather_rows(normed_, last_rows, last_);
+  return vocab_parallel_logits(last_);
 }
 
 // x += o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-void LlamaModel::attention_block(const LayerWeights& w, int64_t layer,
-                                 std::span<const SequenceChunk> batch,
-                                 std::span<const int64_t> first_position, int64_t tokens) {
-  const ModelConfig& c = config_;
-  const int64_t hidden = c.hidden_size;
-  const int64_t q_dim = c.num_attention_heads * c.head_dim;
-  const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
-  resize(q_, tokens * q_dim);
-  resize(k_, tokens * kv_dim);
-  resize(v_, tokens * kv_dim);
-  resize(attn_, tokens * q_dim);
-
-  rms_norm(x_, tokens, hidden, w.input_norm, float(c.rms_norm_eps), normed_);
-  linear(normed_, tokens, w.q_proj, q_);
-  linear(normed_, tokens, w.k_proj, k_);
-  linear(normed_, tokens, w.v_proj, v_);
-  cpu::apply_rope(q_.data(), tokens, c.num_attention_heads, positions_.data(), rope_);
-  cpu::apply_rope(k_.data(), tokens, c.num_key_value_heads, positions_.data(), rope_);
-
-  int64_t row = 0;  // first token of the current sequence in the batch
-  for (size_t s = 0; s < batch.size(); ++s) {
-    KVCache& cache = *batch[s].cache;
-    const int64_t n = int64_t(batch[s].tokens.size());
-    const int64_t first = first_position[s];
-    std::memcpy(cache.keys(layer) + first * kv_dim, k_.data() + row * kv_dim,
-                size_t(n * kv_dim) * sizeof(float));
-    std::memcpy(cache.values(layer) + first * kv_dim, v_.data() + row * kv_dim,
-                size_t(n * kv_dim) * sizeof(float));
-    const cpu::AttentionShape shape{
-        n, first + n, c.num_attention_heads, c.num_key_value_heads, c.head_dim, kv_dim};
-    cpu::causal_attention(q_.data() + row * q_dim, cache.keys(layer), cache.values(layer), shape,
-                          attn_.data() + row * q_dim);
-    row += n;
-  }
-
-  linear(attn_, tokens, w.o_proj, proj_);
-  cpu::add(x_.data(), proj_.data(), tokens * hidden);
+void LlamaModel::attention_block(int64_t layer, const LayerWeights& w, const AttentionBatch& batch) {
+  backend_.rms_norm(x_, w.input_norm, float(config_.rms_norm_eps), normed_);
+  backend_.linear(normed_, w.q_proj, q_);
+  backend_.linear(normed_, w.k_proj, k_);
+  backend_.linear(normed_, w.v_proj, v_);
+  backend_.rope(q_, batch.heads, positions_, rope_);
+  backend_.rope(k_, batch.kv_heads, positions_, rope_);
+  backend_.attention(layer, q_, k_, v_, batch, attn_);
+  row_parallel_linear(attn_, w.o_proj, proj_);
+  backend_.add(x_, proj_);
 }
 
 // x += down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
-void LlamaModel::mlp_block(const LayerWeights& w, int64_t tokens) {
-  const ModelConfig& c = config_;
-  const int64_t hidden = c.hidden_size;
-  const int64_t inter = c.intermediate_size;
-  resize(gate_, tokens * inter);
-  resize(up_, tokens * inter);
+void LlamaModel::mlp_block(const LayerWeights& w) {
+  backend_.rms_norm(x_, w.post_attention_norm, float(config_.rms_norm_eps), normed_);
+  backend_.linear(normed_, w.gate_proj, gate_);
+  backend_.linear(normed_, w.up_proj, up_);
+  backend_.silu_mul(gate_, up_, gate_);
+  row_parallel_linear(gate_, w.down_proj, proj_);
+  backend_.add(x_, proj_);
+}
 
-  rms_norm(x_, tokens, hidden, w.post_attention_norm, float(c.rms_norm_eps), normed_);
-  linear(normed_, tokens, w.gate_proj, gate_);
-  linear(normed_, tokens, w.up_proj, up_);
-  cpu::silu_mul(gate_.data(), up_.data(), tokens * inter, gate_.data());
-  linear(gate_, tokens, w.down_proj, proj_);
-  cpu::add(x_.data(), proj_.data(), tokens * hidden);
+void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y) {
+  backend_.linear(x, w, y);
+  if (layout_.tp_size > 1) comm_.all_reduce_sum(y.data(), size_t(y.size()));
+}
+
+// Each rank computes the logits of its vocab rows; the driver reassembles full rows from
+// the gathered [rank][row][local_vocab] blocks.
+std::vector<float> LlamaModel::vocab_parallel_logits(const Tensor& rows) {
+  backend_.linear(rows, weights_.lm_head, logits_);
+  const int64_t n = rows.rows(), local = layout_.local_vocab, tp = layout_.tp_size;
+  std::vector<float> local_logits(size_t(n * local));
+  backend_.to_host(logits_, local_logits.data());
+  if (tp == 1) return local_logits;
+
+  std::vector<float> gathered(size_t(tp * n * local));
+  comm_.all_gather(local_logits.data(), local_logits.size(), gathered.data());
+  if (!comm_.topology().is_driver()) return {};
+  std::vector<float> logits(size_t(n * config_.vocab_size));
+  for (int64_t r = 0; r < tp; ++r)
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(gathered.data() + (r * n + i) * local, local,
+                  logits.data() + i * config_.vocab_size + r * local);
+  return logits;
 }
 
 }  // namespace dsmath

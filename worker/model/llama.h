@@ -1,50 +1,58 @@
-// LlamaForCausalLM forward pass on the CPU (DeepSeekMath 7B and any LLaMA checkpoint).
+// LlamaForCausalLM forward (DeepSeekMath 7B and any LLaMA checkpoint), tensor-parallel.
 //
-// One call runs the new tokens of a batch of sequences: a whole prompt, a prompt chunk or
-// one decode token each. All tokens of the batch go through the linear layers together
-// (weights are read once per step); attention runs per sequence over its own KV cache.
+// One call runs one StepPlan: the new tokens of a batch of sequences (whole prompts, prompt
+// chunks or single decode tokens, mixed). All tokens of the step go through each linear layer
+// together; attention runs per sequence over its blocks of the paged KV cache. Every rank of
+// the tensor-parallel group runs the same plan on its own weight shard (TpLayout); the only
+// communication is one all-reduce at the end of each row-parallel linear (o_proj, down_proj),
+// one after the vocab-parallel embedding, and the gather of the vocab-parallel logits.
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
 #include "kernels/cpu/rope.h"
-#include "worker/model/kv_cache.h"
+#include "worker/comm/communicator.h"
+#include "worker/model/backend.h"
 #include "worker/model/llama_weights.h"
+#include "worker/model/step_plan.h"
+#include "worker/model/tp_layout.h"
 
 namespace dsmath {
 
-struct SequenceChunk {
-  KVCache* cache;                   // positions continue from cache->length()
-  std::span<const int32_t> tokens;  // at least one
-};
-
-enum class LogitsFor { kLastToken, kAllTokens };
-
 class LlamaModel {
  public:
-  explicit LlamaModel(const Checkpoint& checkpoint);
+  // Binds this rank's weight shard and allocates `kv_blocks` KV blocks of `block_size` tokens.
+  LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm,
+             int32_t kv_blocks, int32_t block_size = 16);
 
   const ModelConfig& config() const { return config_; }
-  KVCache new_cache(int64_t capacity) const { return KVCache(config_, capacity); }
+  const TpLayout& layout() const { return layout_; }
+  int32_t kv_blocks() const { return kv_blocks_; }
+  int32_t block_size() const { return block_size_; }
 
-  // Appends each chunk's keys/values to its cache and returns logits, row-major
-  // [rows, vocab]: one row per chunk (its last token) or one per token of every chunk.
-  std::vector<float> forward(std::span<const SequenceChunk> batch,
-                             LogitsFor which = LogitsFor::kLastToken);
+  // Runs the plan. Returns logits on the driver (rank 0), row-major [rows, vocab_size]: one
+  // row per sequence (its last token), or one per token when plan.all_logits. Other ranks get
+  // an empty vector.
+  std::vector<float> forward(const StepPlan& plan);
 
  private:
-  void attention_block(const LayerWeights& w, int64_t layer, std::span<const SequenceChunk> batch,
-                       std::span<const int64_t> first_position, int64_t tokens);
-  void mlp_block(const LayerWeights& w, int64_t tokens);
+  void attention_block(int64_t layer, const LayerWeights& w, const AttentionBatch& batch);
+  void mlp_block(const LayerWeights& w);
+  // y = x W^T on this rank's input columns, summed over ranks: the only all-reduce of a layer.
+  void row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y);
+  std::vector<float> vocab_parallel_logits(const Tensor& rows);
 
   ModelConfig config_;
+  Backend& backend_;
+  Communicator& comm_;
+  TpLayout layout_;
   LlamaWeights weights_;
   cpu::RopeTable rope_;
-  // Activations of the current step, [tokens, width]; reused across steps.
-  std::vector<float> x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_;
+  int32_t kv_blocks_, block_size_;
+  // Activations of the current step, [tokens, width]; storage reused across steps.
+  Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
   std::vector<int32_t> positions_;
 };
 

@@ -1,51 +1,95 @@
 #include "worker/model/llama_weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <string>
 
 namespace dsmath {
 namespace {
 
-WeightView matrix(const Checkpoint& ckpt, const std::string& name, int64_t rows, int64_t cols) {
-  const TensorInfo& t = ckpt.tensor(name, {rows, cols});
-  return WeightView{t.data, t.dtype, rows, cols};
-}
+class Binder {
+ public:
+  Binder(const Checkpoint& ckpt, Backend& backend, LlamaWeights& out)
+      : ckpt_(ckpt), backend_(backend), out_(out) {}
 
-NormWeight vector(const Checkpoint& ckpt, const std::string& name, int64_t size) {
-  const TensorInfo& t = ckpt.tensor(name, {size});
-  return NormWeight{t.data, t.dtype};
-}
+  // Rows [first, first + count) of a [rows, cols] matrix: contiguous, so a view.
+  WeightView rows(const std::string& name, int64_t rows, int64_t cols, int64_t first,
+                  int64_t count) {
+    const TensorInfo& t = ckpt_.tensor(name, {rows, cols});
+    const size_t row_bytes = size_t(cols) * dtype_size(t.dtype);
+    return backend_.place(WeightView{t.data + size_t(first) * row_bytes, t.dtype, count, cols});
+  }
+
+  // Columns [first, first + count) of a [rows, cols] matrix: strided, so copied.
+  WeightView columns(const std::string& name, int64_t rows, int64_t cols, int64_t first,
+                     int64_t count) {
+    const TensorInfo& t = ckpt_.tensor(name, {rows, cols});
+    if (count == cols) return backend_.place(WeightView{t.data, t.dtype, rows, cols});
+    const size_t elem = dtype_size(t.dtype);
+    std::vector<std::byte>& copy = out_.owned.emplace_back(size_t(rows * count) * elem);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(copy.data() + size_t(r * count) * elem,
+                  t.data + (size_t(r * cols) + size_t(first)) * elem, size_t(count) * elem);
+    }
+    release_pages(t.data, t.nbytes);
+    return backend_.place(WeightView{copy.data(), t.dtype, rows, count});
+  }
+
+  NormWeight vector(const std::string& name, int64_t size) {
+    const TensorInfo& t = ckpt_.tensor(name, {size});
+    return backend_.place(NormWeight{t.data, t.dtype}, size);
+  }
+
+ private:
+  // Drops mapped pages from this process (they stay in the page cache) so that a rank's
+  // resident memory holds its slices, not the whole tensor it copied them from.
+  static void release_pages(const std::byte* data, size_t bytes) {
+    const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = (uintptr_t(data) + page - 1) & ~(page - 1);
+    const uintptr_t end = (uintptr_t(data) + bytes) & ~(page - 1);
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
+
+  const Checkpoint& ckpt_;
+  Backend& backend_;
+  LlamaWeights& out_;
+};
 
 }  // namespace
 
-LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt) {
+LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Backend& backend) {
   const ModelConfig& c = ckpt.config();
-  const int64_t hidden = c.hidden_size;
-  const int64_t q_dim = c.num_attention_heads * c.head_dim;
-  const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
+  const int64_t hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
+  const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd;
+  const int64_t local_q = tp.local_heads * hd, local_kv = tp.local_kv_heads * hd;
+  const int64_t q_begin = tp.tp_rank * local_q, kv_begin = tp.kv_head_begin * hd;
+  const int64_t inter_begin = tp.tp_rank * tp.local_intermediate;
 
   LlamaWeights w;
-  w.embed_tokens = matrix(ckpt, "model.embed_tokens.weight", c.vocab_size, hidden);
+  Binder b(ckpt, backend, w);
+  w.embed_tokens =
+      b.rows("model.embed_tokens.weight", c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights l;
-    l.input_norm = vector(ckpt, p + "input_layernorm.weight", hidden);
-    l.q_proj = matrix(ckpt, p + "self_attn.q_proj.weight", q_dim, hidden);
-    l.k_proj = matrix(ckpt, p + "self_attn.k_proj.weight", kv_dim, hidden);
-    l.v_proj = matrix(ckpt, p + "self_attn.v_proj.weight", kv_dim, hidden);
-    l.o_proj = matrix(ckpt, p + "self_attn.o_proj.weight", hidden, q_dim);
-    l.post_attention_norm = vector(ckpt, p + "post_attention_layernorm.weight", hidden);
-    l.gate_proj = matrix(ckpt, p + "mlp.gate_proj.weight", c.intermediate_size, hidden);
-    l.up_proj = matrix(ckpt, p + "mlp.up_proj.weight", c.intermediate_size, hidden);
-    l.down_proj = matrix(ckpt, p + "mlp.down_proj.weight", hidden, c.intermediate_size);
+    l.input_norm = b.vector(p + "input_layernorm.weight", hidden);
+    l.q_proj = b.rows(p + "self_attn.q_proj.weight", q_dim, hidden, q_begin, local_q);
+    l.k_proj = b.rows(p + "self_attn.k_proj.weight", kv_dim, hidden, kv_begin, local_kv);
+    l.v_proj = b.rows(p + "self_attn.v_proj.weight", kv_dim, hidden, kv_begin, local_kv);
+    l.o_proj = b.columns(p + "self_attn.o_proj.weight", hidden, q_dim, q_begin, local_q);
+    l.post_attention_norm = b.vector(p + "post_attention_layernorm.weight", hidden);
+    l.gate_proj = b.rows(p + "mlp.gate_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
+    l.up_proj = b.rows(p + "mlp.up_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
+    l.down_proj = b.columns(p + "mlp.down_proj.weight", hidden, inter, inter_begin, tp.local_intermediate);
     w.layers.push_back(l);
   }
-  w.final_norm = vector(ckpt, "model.norm.weight", hidden);
+  w.final_norm = b.vector("model.norm.weight", hidden);
   // Tied checkpoints usually omit lm_head.weight; some still write it (same values).
-  if (c.tie_word_embeddings && !ckpt.has("lm_head.weight")) {
-    w.lm_head = w.embed_tokens;
-  } else {
-    w.lm_head = matrix(ckpt, "lm_head.weight", c.vocab_size, hidden);
-  }
+  const bool tied = c.tie_word_embeddings && !ckpt.has("lm_head.weight");
+  w.lm_head = tied ? w.embed_tokens
+                   : b.rows("lm_head.weight", c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
   return w;
 }
 

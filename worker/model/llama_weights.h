@@ -1,19 +1,20 @@
-// The weights of a LlamaForCausalLM, bound by name to the tensors of a Checkpoint.
-// Nothing is copied: every view points into the memory-mapped checkpoint files, and each
-// shape is checked against config.json when binding (the error names tensor and file).
+// One rank's weights of a LlamaForCausalLM, bound by name to the tensors of a Checkpoint and
+// cut as TpLayout says. Row blocks (column-parallel and vocab-parallel layers) are views
+// straight into the memory-mapped checkpoint, so a rank only ever touches its own pages;
+// column blocks (row-parallel o_proj / down_proj) are copied once into memory of the rank's
+// own, after which the mapped pages are released. Shapes are checked against config.json
+// when binding (the error names tensor and file).
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
 #include "kernels/weight_view.h"
+#include "worker/model/backend.h"
+#include "worker/model/tp_layout.h"
 
 namespace dsmath {
-
-struct NormWeight {
-  const void* data = nullptr;
-  DType dtype = DType::BF16;
-};
 
 struct LayerWeights {
   NormWeight input_norm;
@@ -23,12 +24,15 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
-  WeightView embed_tokens;  // [vocab, hidden]
+  WeightView embed_tokens;  // [local_vocab, hidden]
   std::vector<LayerWeights> layers;
   NormWeight final_norm;
-  WeightView lm_head;  // [vocab, hidden]; the embedding when tie_word_embeddings
+  WeightView lm_head;  // [local_vocab, hidden]; the embedding when tie_word_embeddings
 
-  static LlamaWeights bind(const Checkpoint& checkpoint);
+  // Column-block copies this rank owns (empty at tp 1).
+  std::vector<std::vector<std::byte>> owned;
+
+  static LlamaWeights bind(const Checkpoint& checkpoint, const TpLayout& layout, Backend& backend);
 };
 
 }  // namespace dsmath

@@ -1,0 +1,219 @@
+// The tensor-parallel forward at tp = world size (run under mpirun -np 1, 2 and 4):
+//  - matches Hugging Face transformers (tests/data/golden) at every tp;
+//  - equals tp 1 (computed on rank 0 alone) to 1e-4, MHA and GQA (KV heads replicated at tp 4);
+//  - a sequence's tokens do not depend on the batch it runs in, greedy or sampled;
+//  - bad tp and a shard missing on one rank stop every rank with the message.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/core/error.h"
+#include "tests/mpi/model_fixture.h"
+#include "worker/comm/collective_error.h"
+#include "worker/engine/generator.h"
+
+namespace dsmath {
+namespace {
+
+using testing::is_rank0;
+using testing::Replica;
+
+std::vector<std::string> golden_cases() {
+  std::vector<std::string> names;
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::string(DSMATH_TEST_DATA) + "/golden"))
+    if (e.path().extension() == ".json") names.push_back(e.path().stem().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Runs `requests` through a Generator on the driver while the other ranks follow.
+std::vector<GenerationResult> generate(Replica& r, const Tokenizer& tokenizer,
+                                       const std::vector<GenerationRequest>& requests) {
+  ModelRunner runner(r.model, *r.comm);
+  if (!runner.is_driver()) {
+    runner.follow();
+    return {};
+  }
+  Generator generator(runner, tokenizer, {});
+  auto results = generator.generate(requests);
+  runner.shutdown();
+  return results;
+}
+
+class HfGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfGolden, LogitsAndGreedyMatchTransformers) {
+  std::ifstream in(std::string(DSMATH_TEST_DATA) + "/golden/" + GetParam() + ".json");
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  const auto dir =
+      testing::make_model(GetParam(), golden["make_model_args"].get<std::vector<std::string>>());
+  {
+    Replica r(dir, MPI_COMM_WORLD);
+    const int64_t vocab = r.checkpoint.config().vocab_size;
+    for (size_t p = 0; p < golden["prompts"].size(); ++p) {
+      const auto ids = golden["prompts"][p].get<std::vector<int32_t>>();
+      const std::vector<float> logits = r.all_logits(ids);
+      if (!is_rank0()) continue;
+      ASSERT_EQ(logits.size(), ids.size() * size_t(vocab));
+      for (size_t pos = 0; pos < ids.size(); ++pos) {
+        const auto& top = golden["top_logits"][p][pos];
+        for (size_t k = 0; k < top["ids"].size(); ++k) {
+          const int32_t id = top["ids"][k];
+          ASSERT_NEAR(logits[pos * size_t(vocab) + size_t(id)], top["values"][k].get<double>(),
+                      1e-3)
+              << "prompt " << p << " position " << pos << " token " << id;
+        }
+      }
+    }
+
+    ASSERT_GT(golden["min_greedy_margin"].get<double>(), 2e-3)
+        << "fixture has a near-tie on its greedy path; regenerate it with another seed";
+    const Tokenizer tokenizer = Tokenizer::load(dir);
+    std::vector<GenerationRequest> requests;
+    for (const auto& prompt : golden["prompts"]) {
+      GenerationRequest q;
+      q.prompt = prompt.get<std::vector<int32_t>>();
+      q.params.temperature = 0;
+      q.params.ignore_eos = true;
+      q.params.max_new_tokens = int64_t(golden["greedy"][0].size());
+      requests.push_back(q);
+    }
+    const auto results = generate(r, tokenizer, requests);  // all prompts in one batch
+    for (size_t p = 0; p < results.size(); ++p)
+      EXPECT_EQ(results[p].token_ids, golden["greedy"][p].get<std::vector<int32_t>>())
+          << "prompt " << p;
+  }
+  testing::remove_on_rank0(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, HfGolden, ::testing::ValuesIn(golden_cases()),
+                         [](const auto& info) { return info.param; });
+
+class TpEqualsTp1 : public ::testing::TestWithParam<int> {};  // param: KV heads of tiny
+
+TEST_P(TpEqualsTp1, LogitsAndGreedyTokens) {
+  const std::string kv = std::to_string(GetParam());
+  const auto dir = testing::make_model("tp-vs-1-kv" + kv,
+                                       {"--preset", "tiny", "--kv-heads", kv, "--seed", "21"});
+  const std::vector<int32_t> prompt{100000, 671, 16315, 294, 1527, 64, 20, 538, 223, 18, 304,
+                                    223, 20, 344, 5718, 957, 72, 10, 90, 11};
+  {
+    Replica tp(dir, MPI_COMM_WORLD);
+    const std::vector<float> logits = tp.all_logits(prompt);
+    if (is_rank0()) {
+      Replica single(dir, MPI_COMM_SELF);
+      ASSERT_EQ(single.model.layout().tp_size, 1);
+      const std::vector<float> reference = single.all_logits(prompt);
+      ASSERT_EQ(logits.size(), reference.size());
+      double worst = 0;
+      for (size_t i = 0; i < logits.size(); ++i)
+        worst = std::max(worst, double(std::abs(logits[i] - reference[i])));
+      EXPECT_LT(worst, 1e-4) << "tp " << testing::world_size() << " vs tp 1";
+    }
+
+    // Greedy continuation at this tp equals the one at tp 1.
+    const Tokenizer tokenizer = Tokenizer::load(dir);
+    GenerationRequest q;
+    q.prompt = prompt;
+    q.params.temperature = 0;
+    q.params.ignore_eos = true;
+    q.params.max_new_tokens = 12;
+    const auto at_tp = generate(tp, tokenizer, {q});
+    if (is_rank0()) {
+      Replica single(dir, MPI_COMM_SELF);
+      const auto at_1 = generate(single, tokenizer, {q});
+      EXPECT_EQ(at_tp[0].token_ids, at_1[0].token_ids);
+    }
+  }
+  testing::remove_on_rank0(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(KvHeads, TpEqualsTp1, ::testing::Values(4, 2),
+                         [](const auto& info) { return "kv" + std::to_string(info.param); });
+
+TEST(BatchInvariance, AloneEqualsInsideAMixedBatchOf16) {
+  const auto dir = testing::make_model("batch", {"--preset", "tiny", "--kv-heads", "2", "--seed", "8"});
+  {
+    Replica r(dir, MPI_COMM_WORLD);
+    const Tokenizer tokenizer = Tokenizer::load(dir);
+    for (double temperature : {0.0, 0.9}) {
+      std::vector<GenerationRequest> batch;
+      for (int i = 0; i < 16; ++i) {
+        GenerationRequest q;
+        std::string text = "Problem " + std::to_string(i) + ":";
+        for (int w = 0; w < (i * 7) % 23; ++w) text += " x^" + std::to_string(w) + " +";
+        q.prompt = tokenizer.encode(text);
+        q.params.temperature = temperature;
+        q.params.top_p = 0.95;
+        q.params.seed = 77;
+        q.params.ignore_eos = true;
+        q.params.max_new_tokens = 4 + i % 5;  // sequences finish at different steps
+        q.sample_index = uint64_t(i % 3);
+        batch.push_back(q);
+      }
+      const auto together = generate(r, tokenizer, batch);
+      const size_t probe = 11;
+      const auto alone = generate(r, tokenizer, {batch[probe]});
+      if (is_rank0()) {
+        EXPECT_EQ(alone[0].token_ids, together[probe].token_ids) << "T=" << temperature;
+        for (size_t i = 0; i < batch.size(); ++i)
+          EXPECT_EQ(together[i].completion_tokens, batch[i].params.max_new_tokens);
+      }
+    }
+  }
+  testing::remove_on_rank0(dir);
+}
+
+TEST(ErrorPaths, BadTpStopsEveryRankWithTheMessage) {
+  if (testing::world_size() < 2) GTEST_SKIP() << "needs tp >= 2";
+  const auto dir = testing::make_model("bad-tp", {"--preset", "tiny", "--seed", "1"});
+  if (is_rank0()) {
+    // One attention head cannot be split over 2 or 4 ranks.
+    auto config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+    config["num_attention_heads"] = 1;
+    config["num_key_value_heads"] = 1;
+    std::ofstream(dir / "config.json") << config.dump();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
+  CpuBackend backend;
+  try {
+    collectively(*comm, [&] {
+      const Checkpoint ckpt = Checkpoint::open(dir);
+      LlamaModel model(ckpt, backend, *comm, 16);
+    });
+    ADD_FAILURE() << "expected every rank to fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("num_attention_heads"), std::string::npos) << e.what();
+  }
+  testing::remove_on_rank0(dir);
+}
+
+TEST(ErrorPaths, ShardMissingOnOneRankStopsEveryRank) {
+  if (testing::world_size() < 2) GTEST_SKIP() << "needs a second rank to lose the shard";
+  const auto base = testing::make_model(
+      "missing-shard", {"--preset", "tiny", "--format", "safetensors-sharded", "--shards", "2"});
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // Each rank reads its own copy, as on separate machines; rank 1's lacks its second shard.
+  const auto mine = base.string() + "-rank" + std::to_string(rank);
+  std::filesystem::copy(base, mine, std::filesystem::copy_options::recursive);
+  if (rank == 1) std::filesystem::remove(mine + "/model-00002-of-00002.safetensors");
+  std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
+  try {
+    collectively(*comm, [&] { Checkpoint::open(mine); });
+    ADD_FAILURE() << "expected every rank to fail";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("rank 1"), std::string::npos) << message;
+    EXPECT_NE(message.find("model-00002-of-00002.safetensors"), std::string::npos) << message;
+  }
+  std::filesystem::remove_all(mine);
+  testing::remove_on_rank0(base);
+}
+
+}  // namespace
+}  // namespace dsmath

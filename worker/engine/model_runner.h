@@ -1,0 +1,36 @@
+// Drives one tensor-parallel group. The driver (rank 0) calls step(): the plan is broadcast
+// over the control-plane communicator and every rank runs the same forward; followers sit in
+// follow() until the driver calls shutdown() (also done by the destructor on the driver).
+#pragma once
+
+#include <vector>
+
+#include "worker/comm/communicator.h"
+#include "worker/model/llama.h"
+
+namespace dsmath {
+
+class ModelRunner {
+ public:
+  ModelRunner(LlamaModel& model, Communicator& control);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
+
+  LlamaModel& model() { return model_; }
+  bool is_driver() const { return control_.topology().is_driver(); }
+
+  // Driver only: runs `plan` on every rank and returns the gathered logits.
+  std::vector<float> step(const StepPlan& plan);
+  // Followers only: runs the driver's plans until it shuts the group down.
+  void follow();
+  // Driver only: releases the followers. Idempotent.
+  void shutdown();
+
+ private:
+  LlamaModel& model_;
+  Communicator& control_;
+  bool shut_down_ = false;
+};
+
+}  // namespace dsmath

@@ -1,0 +1,96 @@
+#include "worker/model/cpu_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/core/error.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+
+namespace dsmath {
+
+void CpuBackend::resize(Tensor& t, int64_t rows, int64_t cols) {
+  const int64_t capacity = t.data() ? t.capacity() : 0;
+  if (rows * cols <= capacity) {
+    t = Tensor(Device::kCpu, t.storage(), rows, cols, capacity);
+    return;
+  }
+  std::shared_ptr<float> storage(new float[size_t(rows * cols)], std::default_delete<float[]>());
+  t = Tensor(Device::kCpu, std::move(storage), rows, cols, rows * cols);
+}
+
+void CpuBackend::to_host(const Tensor& t, float* host) {
+  std::memcpy(host, t.data(), size_t(t.size()) * sizeof(float));
+}
+
+void CpuBackend::gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) {
+  resize(out, int64_t(rows.size()), x.cols());
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(out.data() + int64_t(i) * x.cols(), x.data() + rows[i] * x.cols(),
+                size_t(x.cols()) * sizeof(float));
+}
+
+void CpuBackend::embedding(const WeightView& table, int64_t first_row,
+                           std::span<const int32_t> ids, Tensor& out) {
+  resize(out, int64_t(ids.size()), table.cols);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    float* row = out.data() + int64_t(i) * table.cols;
+    const int64_t local = ids[i] - first_row;
+    if (local >= 0 && local < table.rows) {
+      const int32_t id = int32_t(local);
+      cpu::embedding_lookup(table, &id, 1, row);
+    } else {
+      std::fill_n(row, table.cols, 0.0f);
+    }
+  }
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) {
+  resize(out, x.rows(), x.cols());
+  cpu::rms_norm(x.data(), x.rows(), x.cols(), gamma.data, gamma.dtype, eps, out.data());
+}
+
+void CpuBackend::linear(const Tensor& x, const WeightView& w, Tensor& y) {
+  DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
+  resize(y, x.rows(), w.rows);
+  cpu::linear(x.data(), x.rows(), w, y.data());
+}
+
+void CpuBackend::rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
+                      const cpu::RopeTable& table) {
+  cpu::apply_rope(x.data(), x.rows(), heads, positions.data(), table);
+}
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  if (out.data() != gate.data()) resize(out, gate.rows(), gate.cols());
+  cpu::silu_mul(gate.data(), up.data(), gate.size(), out.data());
+}
+
+void CpuBackend::add(Tensor& x, const Tensor& y) { cpu::add(x.data(), y.data(), x.size()); }
+
+void CpuBackend::allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads,
+                                   int32_t num_blocks, int32_t block_size) {
+  kv_ = std::make_unique<PagedKVCache>(config, local_kv_heads, num_blocks, block_size);
+}
+
+void CpuBackend::copy_kv_block(int32_t src, int32_t dst) { kv_->copy_block(src, dst); }
+
+void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const AttentionBatch& batch, Tensor& out) {
+  const int64_t q_width = batch.heads * batch.head_dim, kv_width = batch.kv_heads * batch.head_dim;
+  resize(out, q.rows(), q_width);
+  for (const AttentionSequence& s : batch.sequences) {
+    kv_->write(layer, s.block_table, s.first_position, s.tokens, k.data() + s.row * kv_width,
+               v.data() + s.row * kv_width);
+    const cpu::AttentionShape shape{s.tokens,       s.first_position + s.tokens, batch.heads,
+                                    batch.kv_heads, batch.head_dim,             kv_width};
+    cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
+                                s.block_table.data(), kv_->block_size(), shape,
+                                out.data() + s.row * q_width);
+  }
+}
+
+}  // namespace dsmath

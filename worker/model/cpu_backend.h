@@ -1,0 +1,40 @@
+// The CPU backend: the kernels of kernels/cpu (OpenMP threads, AVX2/AVX-512 where the CPU has
+// them) on host memory. Weights stay where the checkpoint maps them.
+#pragma once
+
+#include <memory>
+
+#include "worker/model/backend.h"
+#include "worker/model/paged_kv_cache.h"
+
+namespace dsmath {
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::kCpu; }
+  void resize(Tensor& t, int64_t rows, int64_t cols) override;
+  WeightView place(const WeightView& host) override { return host; }
+  NormWeight place(const NormWeight& host, int64_t) override { return host; }
+  void to_host(const Tensor& t, float* host) override;
+  void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) override;
+
+  void embedding(const WeightView& table, int64_t first_row, std::span<const int32_t> ids,
+                 Tensor& out) override;
+  void rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) override;
+  void linear(const Tensor& x, const WeightView& w, Tensor& y) override;
+  void rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
+            const cpu::RopeTable& table) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void add(Tensor& x, const Tensor& y) override;
+
+  void allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads, int32_t num_blocks,
+                         int32_t block_size) override;
+  void copy_kv_block(int32_t src, int32_t dst) override;
+  void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                 const AttentionBatch& batch, Tensor& out) override;
+
+ private:
+  std::unique_ptr<PagedKVCache> kv_;
+};
+
+}  // namespace dsmath

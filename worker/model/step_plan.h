@@ -1,0 +1,32 @@
+// What every rank of a tensor-parallel group runs in one step. Rank 0 (the driver) decides
+// it, broadcasts it in this compact form, and every rank then runs the same forward.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace dsmath {
+
+struct StepSequence {
+  std::vector<int32_t> tokens;       // new tokens: a prompt, a prompt chunk or one decode token
+  int32_t first_position = 0;        // position of tokens[0]
+  std::vector<int32_t> block_table;  // KV blocks covering positions [0, first_position + size)
+};
+
+struct KVBlockCopy {
+  int32_t src, dst;
+};
+
+struct StepPlan {
+  std::vector<KVBlockCopy> copies;  // copy-on-write, applied before the forward
+  std::vector<StepSequence> sequences;
+  bool all_logits = false;  // logits for every token instead of each sequence's last one
+  bool shutdown = false;    // followers leave their loop
+
+  std::vector<int32_t> serialize() const;
+  // Throws Error when `words` is not a well-formed plan.
+  static StepPlan deserialize(std::span<const int32_t> words);
+};
+
+}  // namespace dsmath
