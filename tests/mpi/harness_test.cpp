@@ -6,6 +6,7 @@
 #include <mpi.h>
 
 #include "mpi_test_util.h"
+#include "worker/comm/mpi_session.h"
 
 namespace {
 
@@ -24,6 +25,20 @@ TEST(Harness, DISABLED_LastRankSkipsACollective) {
   // The ASSERT-returns-early pattern: the last rank leaves, the others wait in the barrier.
   if (dsmath::test::world_rank() == dsmath::test::world_size() - 1) return;
   MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Harness, DISABLED_ErrorOnOneRankAbortsTheJob) {
+  // Through MpiSession::run, an error that only the last rank saw ends every rank at once,
+  // although the others wait in a barrier that the last rank never reaches.
+  int argc = 0;
+  char** argv = nullptr;
+  dsmath::MpiSession session(&argc, &argv);
+  session.run("prog", [] {
+    if (dsmath::test::world_rank() == dsmath::test::world_size() - 1)
+      dsmath::fail("lonely failure");
+    MPI_Barrier(MPI_COMM_WORLD);
+    return 0;
+  });
 }
 
 }  // namespace

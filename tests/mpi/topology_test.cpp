@@ -8,7 +8,6 @@
 
 #include "mpi_test_util.h"
 #include "worker/comm/communicator.h"
-#include "worker/comm/mpi_session.h"
 
 namespace dsmath {
 namespace {
@@ -70,22 +69,6 @@ TEST(Topology, RejectsImpossibleLayouts) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "topology: rank 5 is outside a world of 2 ranks");
   }
-}
-
-TEST(MpiSession, NestedSessionLeavesMpiRunning) {
-  // main() owns MPI; a second session (a library entry point) must neither re-init nor finalize.
-  int argc = 0;
-  char** argv = nullptr;
-  {
-    MpiSession inner(&argc, &argv);
-    EXPECT_EQ(inner.topology(), Topology::from_mpi());
-  }
-  int finalized = 1;
-  MPI_Finalized(&finalized);
-  EXPECT_EQ(finalized, 0);
-  int thread_level = MPI_THREAD_SINGLE;
-  MPI_Query_thread(&thread_level);
-  EXPECT_GE(thread_level, MPI_THREAD_FUNNELED);
 }
 
 }  // namespace

@@ -51,14 +51,14 @@ void collectively(MPI_Comm comm, const std::function<void()>& fn) {
   if (length != 0) {
     DSMATH_MPI_CHECK(MPI_Bcast(message.data(), static_cast<int>(length), MPI_CHAR, lowest, comm));
   }
-  fail("rank ", lowest, ": ", message);
+  throw CollectiveError(lowest, message);
 }
 
 void collectively(const Communicator& comm, const std::function<void()>& fn) {
   const MPI_Comm control = comm.control_comm();
   if (control != MPI_COMM_NULL) return collectively(control, fn);
   const Outcome outcome = run_local(fn);
-  if (!outcome.ok) fail("rank ", comm.topology().rank, ": ", outcome.message);
+  if (!outcome.ok) throw CollectiveError(comm.topology().rank, outcome.message);
 }
 
 }  // namespace dsmath

@@ -21,6 +21,7 @@
 
 #if DSMATH_HAVE_NCCL
 // ncclGetLastError carries the detail (which peer, which socket) that the result code lacks.
+// ncclInProgress is how a non-blocking communicator says "started", not a failure.
 #define DSMATH_NCCL_CHECK(call)                                                           \
   do {                                                                                    \
     const ncclResult_t dsmath_nccl_rc_ = (call);                                          \

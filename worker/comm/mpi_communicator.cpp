@@ -1,6 +1,7 @@
 #include "worker/comm/mpi_communicator.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -47,7 +48,11 @@ void MpiCommunicator::all_gather(const float* send, size_t count_per_rank, float
   float* own = recv + rank * count_per_rank;
   const bool in_place = send == own;
   // MPI forbids overlapping send and receive buffers except through MPI_IN_PLACE.
-  DSMATH_CHECK(in_place || send + count_per_rank <= recv || send >= recv + ranks * count_per_rank,
+  const auto send_begin = reinterpret_cast<uintptr_t>(send);
+  const auto recv_begin = reinterpret_cast<uintptr_t>(recv);
+  const size_t send_bytes = count_per_rank * sizeof(float);
+  DSMATH_CHECK(in_place || send_begin + send_bytes <= recv_begin ||
+                   send_begin >= recv_begin + ranks * send_bytes,
                "all_gather: the send buffer overlaps the receive buffer outside this rank's slot");
   if (count_per_rank * ranks <= max_chunk_) {
     DSMATH_MPI_CHECK(MPI_Allgather(in_place ? MPI_IN_PLACE : send, static_cast<int>(count_per_rank),

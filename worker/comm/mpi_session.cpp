@@ -2,8 +2,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 #include "worker/comm/checked_call.h"
+#include "worker/comm/collective_error.h"
 
 namespace dsmath {
 
@@ -31,12 +33,32 @@ MpiSession::~MpiSession() {
   if (owns_mpi_ && !finalized) MPI_Finalize();
 }
 
+int MpiSession::run(const std::string& program, const std::function<int()>& body) const {
+  std::string failure;
+  try {
+    return body();
+  } catch (const CollectiveError& e) {
+    if (topology_.is_driver()) std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  if (topology_.world_size == 1) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), failure.c_str());
+    return 1;
+  }
+  abort(1, cat(program, ": error: rank ", topology_.rank, ": ", failure));
+}
+
 void MpiSession::abort(int exit_code, const std::string& message) {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "rank %d: %s\n", rank, message.c_str());
+  std::fprintf(stderr, "%s\n", message.c_str());
   std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);  // MPI_Abort should not return; never let a caller continue if it does
 }
 

@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <functional>
 #include <string>
 
 #include "worker/comm/topology.h"
@@ -23,8 +24,20 @@ class MpiSession {
   // The layout of MPI_COMM_WORLD.
   const Topology& topology() const { return topology_; }
 
-  // Ends every rank of the job with `exit_code` after printing `message` to stderr; for errors
-  // that other ranks cannot learn about through collectively() (they are stuck in a collective).
+  // The body of a multi-rank main(); returns the exit code for this rank:
+  //   int main(int argc, char** argv) {
+  //     dsmath::MpiSession mpi(&argc, &argv);
+  //     return mpi.run("dsmath-worker", [&] { ...; return 0; });
+  //   }
+  // A CollectiveError reached every rank: rank 0 prints it and every rank returns 1, a clean
+  // exit. Any other exception reached this rank only, while the others may wait for it in a
+  // collective: it is printed with the rank and the whole job ends through abort().
+  // Messages read "<program>: error: rank R: ...", one line each.
+  int run(const std::string& program, const std::function<int()>& body) const;
+
+  // Ends every rank of the job with `exit_code` after printing `message` (a line) to stderr; for
+  // errors that other ranks cannot learn about through collectively() (they are stuck in a
+  // collective).
   [[noreturn]] static void abort(int exit_code, const std::string& message);
 
  private:
