@@ -262,6 +262,12 @@ VARIANTS = {
         "model": {"byte_fallback": False, "fuse_unk": False},
         "config": None,
     },
+    "unk_fused": {
+        "base": "llama2",
+        "replace": {},
+        "model": {"byte_fallback": False, "fuse_unk": True},
+        "config": None,
+    },
     "bytelevel_gpt2_template": {
         "base": "deepseek_v3",
         "replace": {
