@@ -21,7 +21,12 @@ Each golden line is one case:
   partial_ids / partial_decode   ids[:-1] and its decode (U+FFFD where a character is cut)
 For the sentencepiece model ids come from transformers' slow LlamaTokenizer and decodes from
 the sentencepiece Python package.
+
+With `--fuzz N --bin BUILD/bin/dsmath` it writes nothing and instead compares the C++
+`dsmath tokenize` / `dsmath detokenize` with the oracle on N random strings and id lists per
+tokenizer (and per variant), printing every mismatch.
 """
+import argparse
 import copy
 import json
 import os
@@ -257,6 +262,12 @@ VARIANTS = {
         "model": {"byte_fallback": False, "fuse_unk": False},
         "config": None,
     },
+    "unk_fused": {
+        "base": "llama2",
+        "replace": {},
+        "model": {"byte_fallback": False, "fuse_unk": True},
+        "config": None,
+    },
     "bytelevel_gpt2_template": {
         "base": "deepseek_v3",
         "replace": {
@@ -363,7 +374,83 @@ def variant_goldens(name, spec, texts):
     print(f"wrote {len(cases)} cases to {os.path.relpath(path, ROOT)}")
 
 
+FUZZ_POOL = list("abcXYZ019 ,.;:!?'\"()[]{}\\$^_-+=*/<>|~`@#%&") + [
+    "  ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u0085", "\u180e", "\u2009", "\u200b", "\u3000",
+    "\u2028", "\u000b", "\u0301", "\u0308", "\u00e9", "\u00df", "\u0130", "\ufb01", "\u00bd",
+    "\u00b2", "\u2083", "\u216b", "\u0663", "\u06f4", "\u0967", "\u3007", "\u4e94", "\u4e2d\u6587",
+    "\u30ab\u30bf", "\ud55c\uae00", "\U0001f600", "\U0001f44b\U0001f3fd", "\u200d", "\U0001d7d9",
+    "\u03a9", "\u00b5", "\u01c5", "'s", "'ll", "<s>", "</s>", "<unk>",
+    "<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<\uff5cend\u2581of\u2581sentence\uff5c>", META,
+    "\u0120", "<0x41>", "\\frac", "\\boxed{}", "x^2", "12345", "3.14", "\u2211", "\u2212", "\u3002",
+    "<tool>", "[MASK]", "\u0000", "\ufeff", "\ufffd"]
+
+
+def run_cli(binary, args, lines):
+    proc = subprocess.run([binary, *args], input="".join(json.dumps(x) + "\n" for x in lines).encode(),
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"dsmath {' '.join(args)} failed: {proc.stderr.decode()}")
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
+def fuzz(n, binary):
+    import random
+    rng = random.Random(n)
+    texts = ["".join(rng.choice(FUZZ_POOL) for _ in range(rng.randint(0, 25))) for _ in range(n)]
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = [(name, os.path.join(DATA, name)) for name in HF_TOKENIZERS]
+        for name, spec in VARIANTS.items():
+            with open(os.path.join(DATA, "variants", name + ".json"), encoding="utf-8") as f:
+                v = json.load(f)
+            with open(os.path.join(DATA, v["base"], "tokenizer.json"), encoding="utf-8") as f:
+                j = json.load(f)
+            j.update(v["replace"])
+            j["model"].update(v["model"])
+            d = os.path.join(tmp, name)
+            os.makedirs(d)
+            with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+                json.dump(j, f)
+            if v["config"] is not None:
+                with open(os.path.join(d, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+                    json.dump(v["config"], f)
+            dirs.append((name, d))
+        for name, d in dirs:
+            raw = tokenizers.Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            has_config = os.path.exists(os.path.join(d, "tokenizer_config.json"))
+            auto = transformers.AutoTokenizer.from_pretrained(d) if has_config else None
+            plain = run_cli(binary, ["tokenize", "--model", d, "--no-special-tokens"], texts)
+            special = run_cli(binary, ["tokenize", "--model", d], texts)
+            id_lists = [[rng.randrange(raw.get_vocab_size(True)) for _ in range(rng.randint(0, 10))]
+                        for _ in range(n)]
+            decoded = run_cli(binary, ["detokenize", "--model", d], id_lists)
+            bad = 0
+            for text, got, got_special in zip(texts, plain, special):
+                want_special = auto.encode(text) if auto else raw.encode(text).ids
+                if got != raw.encode(text, add_special_tokens=False).ids or got_special != want_special:
+                    bad += 1
+                    print(f"{name}: encode differs on {text!r}")
+            for ids, got in zip(id_lists, decoded):
+                if got != raw.decode(ids, skip_special_tokens=False):
+                    bad += 1
+                    print(f"{name}: decode differs on {ids}")
+            print(f"{name}: {bad} mismatches in {3 * n} checks")
+            failures += bad
+    model = os.path.join(DATA, SP_DIR, "tokenizer.model")
+    slow = transformers.LlamaTokenizer(vocab_file=model, legacy=True)
+    got = run_cli(binary, ["tokenize", "--model", os.path.join(DATA, SP_DIR)], texts)
+    bad = sum(1 for text, ids in zip(texts, got) if ids != slow.encode(text))
+    print(f"{SP_DIR}: {bad} mismatches in {n} checks")
+    return failures + bad
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fuzz", type=int, default=0, help="compare N random cases instead")
+    parser.add_argument("--bin", default=os.path.join(ROOT, "build", "bin", "dsmath"))
+    args = parser.parse_args()
+    if args.fuzz:
+        sys.exit(1 if fuzz(args.fuzz, args.bin) else 0)
     texts = all_cases()
     for name, spec in VARIANTS.items():
         variant_goldens(name, spec, texts + VARIANT_EXTRA_CASES)

@@ -3,6 +3,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <cctype>
+
 #include "common/core/error.h"
 #include "common/tokenizer/unicode.h"
 
@@ -31,24 +33,11 @@ pcre2_match_context* match_context() {
   return ctx.context;
 }
 
+// A backslash before ASCII punctuation always means the literal char in PCRE2.
 std::string escape(std::string_view text) {
   std::string out;
   for (char c : text) {
-    if (std::string_view("\\^$.|?*+()[]{}-#/ \t\n\r").find(c) != std::string_view::npos) {
-      if (c == '\n') {
-        out += "\\n";
-        continue;
-      }
-      if (c == '\r') {
-        out += "\\r";
-        continue;
-      }
-      if (c == '\t') {
-        out += "\\t";
-        continue;
-      }
-      out.push_back('\\');
-    }
+    if (std::ispunct(static_cast<unsigned char>(c))) out.push_back('\\');
     out.push_back(c);
   }
   return out;

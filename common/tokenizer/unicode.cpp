@@ -142,10 +142,6 @@ bool is_numeric(char32_t c) {
   return type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER || type == U_OTHER_NUMBER;
 }
 
-bool is_alphanumeric(char32_t c) {
-  return u_isUAlphabetic(static_cast<UChar32>(c)) || is_numeric(c);
-}
-
 bool is_word_char(char32_t c) {
   const auto ch = static_cast<UChar32>(c);
   const auto mask = U_GET_GC_MASK(ch);

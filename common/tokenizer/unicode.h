@@ -1,5 +1,5 @@
 // UTF-8 helpers and the Unicode character properties that Hugging Face `tokenizers` takes
-// from Rust's `char` methods (is_whitespace, is_numeric, is_alphanumeric), answered by ICU.
+// from Rust's `char` methods and regex classes (is_whitespace, is_numeric, \w), answered by ICU.
 #pragma once
 
 #include <cstddef>
@@ -23,8 +23,7 @@ std::string to_valid_utf8_lossy(std::string_view s);
 
 bool is_whitespace(char32_t c);  // White_Space property (Rust char::is_whitespace)
 bool is_numeric(char32_t c);     // general category Nd, Nl or No (Rust char::is_numeric)
-bool is_alphanumeric(char32_t c);
-bool is_word_char(char32_t c);  // regex \w: Alphabetic, M, Nd, Pc, Join_Control
+bool is_word_char(char32_t c);   // regex \w: Alphabetic, M, Nd, Pc, Join_Control
 
 enum class NormalForm { kNFC, kNFD, kNFKC, kNFKD };
 std::string normalize(std::string_view s, NormalForm form);

@@ -56,7 +56,26 @@ __attribute__((always_inline)) inline float dot(const float* a, const float* b, 
   return detail::dot_portable(a, b, n);
 }
 
-__attribute__((always_inline)) inline void attend(const float* q, const float* k, const float* v,
+// Where position t's K (V) row is: the only difference between the contiguous and the paged
+// cache, so both run this one implementation of the math and give the same bits.
+struct ContiguousRows {
+  const float* base;
+  int64_t stride;
+  const float* row(int64_t t) const { return base + t * stride; }
+};
+
+struct PagedRows {
+  const float* base;  // [num_blocks][block_size][stride]
+  const int32_t* table;
+  int64_t block_size;
+  int64_t stride;
+  const float* row(int64_t t) const {
+    return base + (int64_t(table[t / block_size]) * block_size + t % block_size) * stride;
+  }
+};
+
+template <typename Rows>
+__attribute__((always_inline)) inline void attend(const float* q, const Rows& k, const Rows& v,
                                                   const AttentionShape& s, float divisor, int64_t i,
                                                   int64_t h0, int64_t h1, HeadState& st,
                                                   float* out) {
@@ -71,7 +90,7 @@ __attribute__((always_inline)) inline void attend(const float* q, const float* k
   for (int64_t t0 = 0; t0 < n_keys; t0 += kChunk) {
     const int64_t len = std::min(kChunk, n_keys - t0);
     for (int64_t j = 0; j < len; ++j) {
-      const float* krow = k + (t0 + j) * s.kv_row_stride;
+      const float* krow = k.row(t0 + j);
       for (int64_t h = 0; h < nh; ++h)
         scores[h * kChunk + j] = dot(qi + h * d, krow + (h0 + h) / group * d, d) / divisor;
     }
@@ -90,7 +109,7 @@ __attribute__((always_inline)) inline void attend(const float* q, const float* k
       st.run_sum[size_t(h)] += sum;
     }
     for (int64_t j = 0; j < len; ++j) {
-      const float* vrow = v + (t0 + j) * s.kv_row_stride;
+      const float* vrow = v.row(t0 + j);
       for (int64_t h = 0; h < nh; ++h) {
         const float p = scores[h * kChunk + j];
         const float* vv = vrow + (h0 + h) / group * d;
@@ -107,23 +126,23 @@ __attribute__((always_inline)) inline void attend(const float* q, const float* k
 }
 
 #if DSMATH_HAVE_X86_SIMD
-DSMATH_AVX2 void attend_avx2(const float* q, const float* k, const float* v,
-                             const AttentionShape& s, float divisor, int64_t i, int64_t h0,
-                             int64_t h1, HeadState& st, float* out) {
+template <typename Rows>
+DSMATH_AVX2 void attend_avx2(const float* q, const Rows& k, const Rows& v, const AttentionShape& s,
+                             float divisor, int64_t i, int64_t h0, int64_t h1, HeadState& st,
+                             float* out) {
   attend(q, k, v, s, divisor, i, h0, h1, st, out);
 }
 #endif
 
-void attend_portable(const float* q, const float* k, const float* v, const AttentionShape& s,
+template <typename Rows>
+void attend_portable(const float* q, const Rows& k, const Rows& v, const AttentionShape& s,
                      float divisor, int64_t i, int64_t h0, int64_t h1, HeadState& st, float* out) {
   attend(q, k, v, s, divisor, i, h0, h1, st, out);
 }
 
-}  // namespace
-
-void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s,
-                      float* out) {
-  check(s);
+template <typename Rows>
+void run_attention(const float* q, const Rows& k, const Rows& v, const AttentionShape& s,
+                   float* out) {
   if (s.q_len == 0) return;
   const float divisor = softmax_divisor(s.head_dim);
   [[maybe_unused]] const bool simd = detail::cpu_has_avx2();
@@ -153,6 +172,25 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
       attend_portable(q, k, v, s, divisor, i, h0, h1, st, out);
     }
   }
+}
+
+}  // namespace
+
+void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s,
+                      float* out) {
+  check(s);
+  run_attention(q, ContiguousRows{k, s.kv_row_stride}, ContiguousRows{v, s.kv_row_stride}, s, out);
+}
+
+void causal_attention_paged(const float* q, const float* k_blocks, const float* v_blocks,
+                            const int32_t* block_table, int64_t block_size, const AttentionShape& s,
+                            float* out) {
+  check(s);
+  DSMATH_CHECK(block_size > 0, "paged attention: block_size ", block_size, " must be positive");
+  DSMATH_CHECK(block_table != nullptr || s.kv_len == 0, "paged attention: no block table for ",
+               s.kv_len, " cached positions");
+  run_attention(q, PagedRows{k_blocks, block_table, block_size, s.kv_row_stride},
+                PagedRows{v_blocks, block_table, block_size, s.kv_row_stride}, s, out);
 }
 
 void causal_attention_reference(const float* q, const float* k, const float* v,

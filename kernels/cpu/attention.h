@@ -6,6 +6,12 @@
 //   k, v: kv_len rows; row t starts at k + t * kv_row_stride and holds n_kv_heads x head_dim
 //   out:  [q_len, n_heads, head_dim]
 // Softmax is computed in f32 with the running-max trick. Parallel over (query, head).
+//
+// Paged variant: the kv_len rows live in fixed-size blocks of a shared pool,
+//   row t of k = k_blocks + (block_table[t / block_size] * block_size + t % block_size) *
+//   kv_row_stride
+// (likewise v), so a sequence's cache need not be contiguous and blocks can be shared between
+// sequences. Same code path as the contiguous kernel: identical bits on the same rows.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +29,12 @@ struct AttentionShape {
 
 void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s,
                       float* out);
+
+// block_table holds at least ceil(kv_len / block_size) valid block ids (the caller's block
+// manager guarantees it; the kernel cannot check ids against the pool size).
+void causal_attention_paged(const float* q, const float* k_blocks, const float* v_blocks,
+                            const int32_t* block_table, int64_t block_size, const AttentionShape& s,
+                            float* out);
 
 void causal_attention_reference(const float* q, const float* k, const float* v,
                                 const AttentionShape& s, float* out);

@@ -76,8 +76,8 @@ TEST_P(VariantTest, MatchesHuggingFace) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, VariantTest,
                          ::testing::Values("metaspace_first_nfkc", "metaspace_always_nosplit",
-                                           "bytelevel_gpt2_template", "split_behaviors",
-                                           "whitespace_nfkd", "llama_add_eos"));
+                                           "unk_fused", "bytelevel_gpt2_template",
+                                           "split_behaviors", "whitespace_nfkd", "llama_add_eos"));
 
 TEST(TokenizerErrors, NameTheFileAndField) {
   {

@@ -3,8 +3,10 @@
 // Goldens: tools/make_tokenizer_goldens.py.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "common/core/error.h"
 #include "common/tokenizer/tokenizer.h"
@@ -101,6 +103,28 @@ TEST(TokenizerVocab, Llama2AndSentencePieceSpecials) {
   EXPECT_FALSE(sp.is_special(300));
   EXPECT_EQ(sp.token_to_id("<s>"), 1);
   EXPECT_EQ(sp.token_to_id("not a piece"), std::nullopt);
+}
+
+// One Tokenizer serves many request threads; the word cache must not change any result.
+TEST(TokenizerThreads, ConcurrentEncodeMatchesGoldens) {
+  const auto dir = test::tokenizer_dir("deepseek_llm_style");
+  const Tokenizer t = Tokenizer::load(dir);
+  const auto cases = test::read_jsonl(dir / "golden.jsonl");
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < 5; ++round) {
+        for (size_t k = 0; k < cases.size(); ++k) {
+          const auto& c = cases[(k * 7 + i * 13 + round) % cases.size()];
+          if (t.encode(c["text"].get<std::string>(), true) != ids_of(c["ids_special"]))
+            ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 // Byte-level BPE must be fast: the 128k-vocabulary tokenizer on a long math text.

@@ -1,0 +1,79 @@
+// Communicator: collectives over the ranks of one group. The MPI backend works on host memory
+// and is also the control plane (step plans, errors); the NCCL backend works on device memory.
+// Every call is collective: all ranks of the group make the same calls in the same order with
+// the same counts, and a call returns once this rank's result is in place.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "worker/comm/topology.h"
+
+namespace dsmath {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual const Topology& topology() const = 0;
+
+  // data[i] = sum over ranks of data[i], in place. Every rank gets the same bits.
+  virtual void all_reduce_sum(float* data, size_t count) = 0;
+
+  // recv = send of rank 0 | send of rank 1 | ... (count_per_rank floats each). send may point
+  // at this rank's own slot of recv.
+  virtual void all_gather(const float* send, size_t count_per_rank, float* recv) = 0;
+
+  // Copies `bytes` bytes at data on `root` to data on every other rank.
+  virtual void broadcast(void* data, size_t bytes, int root) = 0;
+
+  virtual void barrier() = 0;
+
+  // The MPI communicator that carries this group's control traffic (collectively(), the NCCL
+  // bootstrap); MPI_COMM_NULL for a group that is one process without MPI.
+  virtual MPI_Comm control_comm() const { return MPI_COMM_NULL; }
+};
+
+// A communicator over the ranks of `comm` (duplicated, so its traffic never matches the
+// caller's own messages). Errors come back as dsmath::Error instead of aborting the job.
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm = MPI_COMM_WORLD);
+
+#if DSMATH_HAVE_NCCL
+// A communicator over the ranks of `comm` on GPU `device` (device pointers); see
+// nccl_communicator.h. Bad devices or a missing GPU throw on every rank.
+std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, int device);
+#endif
+
+// Broadcast helpers for host-side values: use them on the MPI (control-plane) communicator.
+// Sizes travel first, so receivers need not know them.
+
+template <typename T>
+void broadcast_value(Communicator& comm, T& value, int root) {
+  static_assert(std::is_trivially_copyable_v<T>, "broadcast_value needs a trivially copyable T");
+  comm.broadcast(&value, sizeof(T), root);
+}
+
+template <typename T>
+void broadcast_vector(Communicator& comm, std::vector<T>& values, int root) {
+  static_assert(std::is_trivially_copyable_v<T>, "broadcast_vector needs a trivially copyable T");
+  uint64_t size = values.size();
+  broadcast_value(comm, size, root);
+  values.resize(size);
+  if (size != 0) comm.broadcast(values.data(), size * sizeof(T), root);
+}
+
+inline void broadcast_string(Communicator& comm, std::string& text, int root) {
+  uint64_t size = text.size();
+  broadcast_value(comm, size, root);
+  text.resize(size);
+  if (size != 0) comm.broadcast(text.data(), size, root);
+}
+
+}  // namespace dsmath

@@ -1,0 +1,39 @@
+// The MPI backend of Communicator: host memory, any number of ranks, also the control plane.
+#pragma once
+
+#include <mpi.h>
+
+#include <climits>
+#include <cstddef>
+
+#include "worker/comm/communicator.h"
+
+namespace dsmath {
+
+class MpiCommunicator final : public Communicator {
+ public:
+  // MPI counts are ints, so larger buffers go in pieces of at most max_chunk elements; tests
+  // pass a small max_chunk to exercise the piecewise paths without gigabyte buffers.
+  static constexpr size_t kMaxChunk = INT_MAX / 4;
+
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, size_t max_chunk = kMaxChunk);
+  ~MpiCommunicator() override;
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+
+  const Topology& topology() const override { return topology_; }
+  void all_reduce_sum(float* data, size_t count) override;
+  void all_gather(const float* send, size_t count_per_rank, float* recv) override;
+  void broadcast(void* data, size_t bytes, int root) override;
+  void barrier() override;
+  MPI_Comm control_comm() const override { return comm_; }
+
+ private:
+  void check_root(int root, const char* what) const;
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  Topology topology_;
+  size_t max_chunk_;
+};
+
+}  // namespace dsmath

@@ -1,0 +1,65 @@
+#include "worker/comm/mpi_session.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+
+#include "worker/comm/checked_call.h"
+#include "worker/comm/collective_error.h"
+
+namespace dsmath {
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = MPI_THREAD_SINGLE;
+    // Before MPI_Init the default error handler is fatal, so a failure here ends the process
+    // with MPI's own message; the check matters only for implementations that return.
+    DSMATH_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    owns_mpi_ = true;
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      owns_mpi_ = false;
+      fail("MPI provides thread level ", provided, ", dsmath needs MPI_THREAD_FUNNELED");
+    }
+  }
+  topology_ = Topology::from_mpi(MPI_COMM_WORLD);
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (owns_mpi_ && !finalized) MPI_Finalize();
+}
+
+int MpiSession::run(const std::string& program, const std::function<int()>& body) const {
+  std::string failure;
+  try {
+    return body();
+  } catch (const CollectiveError& e) {
+    if (topology_.is_driver()) std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  if (topology_.world_size == 1) {
+    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), failure.c_str());
+    return 1;
+  }
+  abort(1, cat(program, ": error: rank ", topology_.rank, ": ", failure));
+}
+
+void MpiSession::abort(int exit_code, const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);  // MPI_Abort should not return; never let a caller continue if it does
+}
+
+}  // namespace dsmath
