@@ -193,19 +193,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  try {
-    // A bare --cot means English.
-    if (gen->count("--cot") && g.cot.empty()) g.cot = "en";
-    if (*gen) {
-      std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
-      return run_generate(g, *comm);
-    }
-  } catch (const Error& e) {
-    std::fprintf(stderr, "dsmath-worker: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dsmath-worker: error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  // A bare --cot means English.
+  if (gen->count("--cot") && g.cot.empty()) g.cot = "en";
+  // Errors every rank agreed on (bad flags, bad tp, a missing shard) print one line and exit 1
+  // on every rank; an error on one rank alone ends the whole job rather than hanging it.
+  return mpi.run("dsmath-worker", [&] {
+    std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
+    return run_generate(g, *comm);
+  });
 }
