@@ -47,7 +47,8 @@ if tokenizers.__version__ != "0.19.1" or transformers.__version__ != "4.40.2":
 if not sentencepiece.__version__.startswith("0.2."):
     sys.exit(f"need sentencepiece 0.2.x, have {sentencepiece.__version__}")
 
-HF_TOKENIZERS = ["deepseek_v3", "llama2", "deepseek_llm_style", "deepseek_math_like"]
+HF_TOKENIZERS = ["deepseek_v3", "llama2", "deepseek_llm_style", "deepseek_math_like",
+                 "subword_bpe"]
 SP_DIR = "sentencepiece_bpe"
 
 BASE_CASES = [
@@ -134,7 +135,10 @@ def write_jsonl(path, rows):
 def hf_goldens(name, texts):
     d = os.path.join(DATA, name)
     raw = tokenizers.Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-    auto = transformers.AutoTokenizer.from_pretrained(d)
+    if os.path.exists(os.path.join(d, "tokenizer_config.json")):
+        auto = transformers.AutoTokenizer.from_pretrained(d)
+    else:
+        auto = transformers.PreTrainedTokenizerFast(tokenizer_file=os.path.join(d, "tokenizer.json"))
     rows = []
     for text in texts:
         ids = raw.encode(text, add_special_tokens=False).ids
@@ -155,6 +159,30 @@ def hf_goldens(name, texts):
             row["partial_decode"] = raw.decode(ids[:-1], skip_special_tokens=False)
         rows.append(row)
     return rows
+
+
+def ensure_subword_bpe():
+    """A small BPE trained by `tokenizers` itself on the sentencepiece corpus, for what the
+    real checkpoints do not use: continuing_subword_prefix, end_of_word_suffix, fused unk
+    without byte fallback, Lowercase, BertProcessing and the BPEDecoder."""
+    path = os.path.join(DATA, "subword_bpe", "tokenizer.json")
+    if os.path.exists(path):
+        return
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+    tok = tokenizers.Tokenizer(models.BPE(unk_token="[UNK]", continuing_subword_prefix="##",
+                                          end_of_word_suffix="</w>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Whitespace()])
+    tok.decoder = decoders.BPEDecoder(suffix="</w>")
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["[UNK]", "[CLS]", "[SEP]"], show_progress=False,
+        continuing_subword_prefix="##", end_of_word_suffix="</w>")
+    tok.train([os.path.join(DATA, SP_DIR, "corpus.txt")], trainer)
+    tok.post_processor = processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tok.save(path)
 
 
 def ensure_sp_model():
@@ -455,6 +483,7 @@ def main():
     for name, spec in VARIANTS.items():
         variant_goldens(name, spec, texts + VARIANT_EXTRA_CASES)
     write_jsonl(os.path.join(DATA, "deepseek_math_like", "chat_golden.jsonl"), chat_goldens())
+    ensure_subword_bpe()
     for name in HF_TOKENIZERS:
         write_jsonl(os.path.join(DATA, name, "golden.jsonl"), hf_goldens(name, texts))
     write_jsonl(os.path.join(DATA, SP_DIR, "golden.jsonl"), sp_goldens(texts))

@@ -135,6 +135,32 @@ class ByteFallbackDecoder : public Decoder {
   }
 };
 
+// "BPEDecoder": the end-of-word suffix becomes a space, except in the last token.
+class BpeSuffixDecoder : public Decoder {
+ public:
+  explicit BpeSuffixDecoder(std::string suffix) : suffix_(std::move(suffix)) {}
+  void decode_chain(std::vector<std::string>& tokens, bool) const override {
+    if (suffix_.empty()) return;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const std::string with = i + 1 == tokens.size() ? "" : " ";
+      std::string out;
+      const std::string& t = tokens[i];
+      for (size_t pos = 0; pos < t.size();) {
+        if (t.compare(pos, suffix_.size(), suffix_) == 0) {
+          out += with;
+          pos += suffix_.size();
+        } else {
+          out.push_back(t[pos++]);
+        }
+      }
+      tokens[i] = std::move(out);
+    }
+  }
+
+ private:
+  std::string suffix_;
+};
+
 class FuseDecoder : public Decoder {
  public:
   void decode_chain(std::vector<std::string>& tokens, bool) const override {
@@ -204,6 +230,9 @@ std::unique_ptr<Decoder> make_decoder(const Json& config, const std::string& whe
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
+  if (type == "BPEDecoder") {
+    return std::make_unique<BpeSuffixDecoder>(config.value("suffix", std::string("</w>")));
+  }
   if (type == "Strip") {
     return std::make_unique<StripDecoder>(config.value("content", std::string(" ")),
                                           config.value("start", 0), config.value("stop", 0));

@@ -1,6 +1,6 @@
 // tokenizer.json "decoder": ByteLevel, Metaspace, Replace, ByteFallback, Fuse, Strip,
-// Sequence, with HF's decode_chain semantics. Works on bytes: with `lossy` false, bytes that
-// do not form valid UTF-8 are kept as they are (the incremental detokenizer needs them); with
+// BPEDecoder, Sequence, with HF's decode_chain semantics. Works on bytes: with `lossy` false, bytes
+// that do not form valid UTF-8 are kept as they are (the incremental detokenizer needs them); with
 // `lossy` true they become U+FFFD exactly where HF puts them.
 #pragma once
 

@@ -14,6 +14,7 @@
 
 namespace dsmath {
 
+// Copies share the loaded tables; every const method may be called from many threads.
 class Tokenizer {
  public:
   // Loads <dir>/tokenizer.json (preferred) or <dir>/tokenizer.model, plus
@@ -21,7 +22,8 @@ class Tokenizer {
   static Tokenizer load(const std::filesystem::path& dir);
 
   // add_special_tokens: apply the post-processor / add_bos_token / add_eos_token as HF's
-  // LlamaTokenizerFast does. Special-token text inside `text` is always matched.
+  // LlamaTokenizerFast does. Special-token text inside `text` is always matched. Throws
+  // Error when `text` is not valid UTF-8.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   // Exactly HF decode: bytes that do not form valid UTF-8 (ids ending mid-character, stray
   // byte tokens) become U+FFFD where HF puts them, so the result is always valid UTF-8.

@@ -57,10 +57,11 @@ TEST_P(JsonOnlyTest, TokenizerJsonAloneUsesItsPostProcessor) {
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, GoldenTest,
                          ::testing::Values("deepseek_v3", "llama2", "deepseek_llm_style",
-                                           "deepseek_math_like", "sentencepiece_bpe"));
+                                           "deepseek_math_like", "subword_bpe",
+                                           "sentencepiece_bpe"));
 INSTANTIATE_TEST_SUITE_P(Tokenizers, JsonOnlyTest,
                          ::testing::Values("deepseek_v3", "llama2", "deepseek_llm_style",
-                                           "deepseek_math_like"));
+                                           "deepseek_math_like", "subword_bpe"));
 
 // The shared cases.jsonl (ids from a JavaScript port, which agrees with tokenizers 0.19.1).
 TEST(SharedCases, MatchDeepSeekTokenizers) {

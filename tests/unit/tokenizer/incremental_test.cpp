@@ -42,7 +42,7 @@ TEST_P(IncrementalGoldenTest, PiecesAreWholeCharactersAndSumToDecode) {
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, IncrementalGoldenTest,
                          ::testing::Values("deepseek_v3", "llama2", "deepseek_llm_style",
-                                           "sentencepiece_bpe"));
+                                           "subword_bpe", "sentencepiece_bpe"));
 
 // Byte-level BPE: the emoji's four bytes arrive as separate tokens, so nothing may be emitted
 // until the last one.
