@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;
-    const int32_t blocks_per_seq = int32_t((prompt_tokens + new_tokens + block_size - 1) / block_size);
+    const int32_t blocks_per_seq =
+        int32_t((prompt_tokens + new_tokens + block_size - 1) / block_size);
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
@@ -105,10 +106,14 @@ int main(int argc, char** argv) {
     const double prefill_tps = double(batch * prompt_tokens) / prefill_s;
     const double decode_tps = new_tokens > 1 ? double(batch * (new_tokens - 1)) / decode_s : 0.0;
     if (format == "json") {
-      nlohmann::json j = {{"model", model_dir},          {"tp", topo.tp_size},
-                          {"threads", omp_get_max_threads()}, {"batch", batch},
-                          {"load_s", load_s},            {"prefill_tokens_per_s", prefill_tps},
-                          {"decode_tokens_per_s", decode_tps}, {"weight_gib", weight_gib},
+      nlohmann::json j = {{"model", model_dir},
+                          {"tp", topo.tp_size},
+                          {"threads", omp_get_max_threads()},
+                          {"batch", batch},
+                          {"load_s", load_s},
+                          {"prefill_tokens_per_s", prefill_tps},
+                          {"decode_tokens_per_s", decode_tps},
+                          {"weight_gib", weight_gib},
                           {"peak_rss_gib_per_rank", rss_per_rank}};
       std::printf("%s\n", j.dump().c_str());
       return 0;

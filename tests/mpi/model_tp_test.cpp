@@ -98,8 +98,8 @@ TEST_P(TpEqualsTp1, LogitsAndGreedyTokens) {
   const std::string kv = std::to_string(GetParam());
   const auto dir = testing::make_model("tp-vs-1-kv" + kv,
                                        {"--preset", "tiny", "--kv-heads", kv, "--seed", "21"});
-  const std::vector<int32_t> prompt{100000, 671, 16315, 294, 1527, 64, 20, 538, 223, 18, 304,
-                                    223, 20, 344, 5718, 957, 72, 10, 90, 11};
+  const std::vector<int32_t> prompt{100000, 671, 16315, 294, 1527, 64,  20, 538, 223, 18,
+                                    304,    223, 20,    344, 5718, 957, 72, 10,  90,  11};
   {
     Replica tp(dir, MPI_COMM_WORLD);
     const std::vector<float> logits = tp.all_logits(prompt);
@@ -135,7 +135,8 @@ INSTANTIATE_TEST_SUITE_P(KvHeads, TpEqualsTp1, ::testing::Values(4, 2),
                          [](const auto& info) { return "kv" + std::to_string(info.param); });
 
 TEST(BatchInvariance, AloneEqualsInsideAMixedBatchOf16) {
-  const auto dir = testing::make_model("batch", {"--preset", "tiny", "--kv-heads", "2", "--seed", "8"});
+  const auto dir =
+      testing::make_model("batch", {"--preset", "tiny", "--kv-heads", "2", "--seed", "8"});
   {
     Replica r(dir, MPI_COMM_WORLD);
     const Tokenizer tokenizer = Tokenizer::load(dir);

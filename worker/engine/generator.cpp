@@ -84,7 +84,8 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
     DSMATH_CHECK(prompt_len > 0, "request ", i, ": the prompt has no tokens");
     DSMATH_CHECK(prompt_len < context, "request ", i, ": the prompt has ", prompt_len,
                  " tokens, the model's context (max_position_embeddings) is ", context);
-    const int64_t capacity = std::min(context, prompt_len + std::max<int64_t>(r.params.max_new_tokens, 1));
+    const int64_t capacity =
+        std::min(context, prompt_len + std::max<int64_t>(r.params.max_new_tokens, 1));
     const int32_t need = int32_t((capacity + block_size - 1) / block_size);
     DSMATH_CHECK(need <= blocks_.num_blocks(), "request ", i, ": prompt + max_new_tokens needs ",
                  need, " KV blocks, the cache has ", blocks_.num_blocks(),
@@ -103,7 +104,8 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
   int32_t reserved = 0;
   while (!waiting.empty() || !running.empty()) {
     // Admit in arrival order while the worst case of every running sequence still fits.
-    while (!waiting.empty() && reserved + waiting.front()->reserved_blocks <= blocks_.num_blocks()) {
+    while (!waiting.empty() &&
+           reserved + waiting.front()->reserved_blocks <= blocks_.num_blocks()) {
       reserved += waiting.front()->reserved_blocks;
       running.push_back(waiting.front());
       waiting.pop_front();
@@ -127,8 +129,9 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
     for (size_t b = 0; b < running.size(); ++b) {
       Sequence& s = *running[b];
       const std::span<const float> row(logits.data() + int64_t(b) * vocab, size_t(vocab));
-      accept_token(s, sample_token(row, s.request->params, s.history, s.request->prompt.size(),
-                                   s.request->sample_index, s.result.token_ids.size()),
+      accept_token(s,
+                   sample_token(row, s.request->params, s.history, s.request->prompt.size(),
+                                s.request->sample_index, s.result.token_ids.size()),
                    eos_token_ids_);
       if (s.result.finish_reason.empty()) {
         still_running.push_back(&s);

@@ -25,7 +25,10 @@ class Tensor {
   Tensor() = default;
   Tensor(Device device, std::shared_ptr<float> storage, int64_t rows, int64_t cols,
          int64_t capacity)
-      : device_(device), storage_(std::move(storage)), rows_(rows), cols_(cols),
+      : device_(device),
+        storage_(std::move(storage)),
+        rows_(rows),
+        cols_(cols),
         capacity_(capacity) {}
 
   Device device() const { return device_; }

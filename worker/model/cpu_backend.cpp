@@ -33,8 +33,8 @@ void CpuBackend::gather_rows(const Tensor& x, std::span<const int64_t> rows, Ten
                 size_t(x.cols()) * sizeof(float));
 }
 
-void CpuBackend::embedding(const WeightView& table, int64_t first_row,
-                           std::span<const int32_t> ids, Tensor& out) {
+void CpuBackend::embedding(const WeightView& table, int64_t first_row, std::span<const int32_t> ids,
+                           Tensor& out) {
   resize(out, int64_t(ids.size()), table.cols);
   for (size_t i = 0; i < ids.size(); ++i) {
     float* row = out.data() + int64_t(i) * table.cols;
@@ -69,14 +69,18 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   cpu::silu_mul(gate.data(), up.data(), gate.size(), out.data());
 }
 
-void CpuBackend::add(Tensor& x, const Tensor& y) { cpu::add(x.data(), y.data(), x.size()); }
+void CpuBackend::add(Tensor& x, const Tensor& y) {
+  cpu::add(x.data(), y.data(), x.size());
+}
 
 void CpuBackend::allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads,
                                    int32_t num_blocks, int32_t block_size) {
   kv_ = std::make_unique<PagedKVCache>(config, local_kv_heads, num_blocks, block_size);
 }
 
-void CpuBackend::copy_kv_block(int32_t src, int32_t dst) { kv_->copy_block(src, dst); }
+void CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
+  kv_->copy_block(src, dst);
+}
 
 void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                            const AttentionBatch& batch, Tensor& out) {
@@ -85,8 +89,9 @@ void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, cons
   for (const AttentionSequence& s : batch.sequences) {
     kv_->write(layer, s.block_table, s.first_position, s.tokens, k.data() + s.row * kv_width,
                v.data() + s.row * kv_width);
-    const cpu::AttentionShape shape{s.tokens,       s.first_position + s.tokens, batch.heads,
-                                    batch.kv_heads, batch.head_dim,             kv_width};
+    const cpu::AttentionShape shape{s.tokens,       s.first_position + s.tokens,
+                                    batch.heads,    batch.kv_heads,
+                                    batch.head_dim, kv_width};
     cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
                                 s.block_table.data(), kv_->block_size(), shape,
                                 out.data() + s.row * q_width);

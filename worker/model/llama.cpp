@@ -30,7 +30,8 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
     const int64_t kv_len = s.first_position + int64_t(s.tokens.size());
     DSMATH_CHECK(int64_t(s.block_table.size()) * block_size_ >= kv_len,
                  "step plan: block table too short for ", kv_len, " positions");
-    seqs.push_back({int64_t(ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
+    seqs.push_back(
+        {int64_t(ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros.
       DSMATH_CHECK(s.tokens[i] >= 0 && s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
@@ -62,7 +63,8 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
 }
 
 // x += o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-void LlamaModel::attention_block(int64_t layer, const LayerWeights& w, const AttentionBatch& batch) {
+void LlamaModel::attention_block(int64_t layer, const LayerWeights& w,
+                                 const AttentionBatch& batch) {
   backend_.rms_norm(x_, w.input_norm, float(config_.rms_norm_eps), normed_);
   backend_.linear(normed_, w.q_proj, q_);
   backend_.linear(normed_, w.k_proj, k_);

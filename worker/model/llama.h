@@ -24,8 +24,8 @@ namespace dsmath {
 class LlamaModel {
  public:
   // Binds this rank's weight shard and allocates `kv_blocks` KV blocks of `block_size` tokens.
-  LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm,
-             int32_t kv_blocks, int32_t block_size = 16);
+  LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm, int32_t kv_blocks,
+             int32_t block_size = 16);
 
   const ModelConfig& config() const { return config_; }
   const TpLayout& layout() const { return layout_; }

@@ -80,9 +80,11 @@ LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Back
     l.v_proj = b.rows(p + "self_attn.v_proj.weight", kv_dim, hidden, kv_begin, local_kv);
     l.o_proj = b.columns(p + "self_attn.o_proj.weight", hidden, q_dim, q_begin, local_q);
     l.post_attention_norm = b.vector(p + "post_attention_layernorm.weight", hidden);
-    l.gate_proj = b.rows(p + "mlp.gate_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
+    l.gate_proj =
+        b.rows(p + "mlp.gate_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
     l.up_proj = b.rows(p + "mlp.up_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
-    l.down_proj = b.columns(p + "mlp.down_proj.weight", hidden, inter, inter_begin, tp.local_intermediate);
+    l.down_proj =
+        b.columns(p + "mlp.down_proj.weight", hidden, inter, inter_begin, tp.local_intermediate);
     w.layers.push_back(l);
   }
   w.final_norm = b.vector("model.norm.weight", hidden);

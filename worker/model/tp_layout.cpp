@@ -8,8 +8,8 @@ TpLayout TpLayout::make(const ModelConfig& c, int64_t tp_size, int64_t tp_rank) 
   DSMATH_CHECK(tp_size >= 1 && tp_rank >= 0 && tp_rank < tp_size, "invalid tensor-parallel rank ",
                tp_rank, " of ", tp_size);
   auto require_divides = [&](int64_t n, const char* field) {
-    DSMATH_CHECK(n % tp_size == 0, "tensor parallelism ", tp_size, " does not divide ", field, " = ",
-                 n, " of config.json; use a tp (mpirun -np) that divides it");
+    DSMATH_CHECK(n % tp_size == 0, "tensor parallelism ", tp_size, " does not divide ", field,
+                 " = ", n, " of config.json; use a tp (mpirun -np) that divides it");
   };
   require_divides(c.num_attention_heads, "num_attention_heads");
   require_divides(c.intermediate_size, "intermediate_size");

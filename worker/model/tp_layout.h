@@ -15,9 +15,9 @@ namespace dsmath {
 struct TpLayout {
   int64_t tp_size = 1;
   int64_t tp_rank = 0;
-  int64_t local_heads = 0;        // query heads on this rank
-  int64_t local_kv_heads = 0;     // KV heads on this rank
-  int64_t kv_head_begin = 0;      // first global KV head on this rank
+  int64_t local_heads = 0;     // query heads on this rank
+  int64_t local_kv_heads = 0;  // KV heads on this rank
+  int64_t kv_head_begin = 0;   // first global KV head on this rank
   int64_t local_intermediate = 0;
   int64_t local_vocab = 0;
   int64_t vocab_begin = 0;

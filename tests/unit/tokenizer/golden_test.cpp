@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
 #include <string>
 #include <thread>
 
@@ -129,18 +128,16 @@ TEST(TokenizerThreads, ConcurrentEncodeMatchesGoldens) {
 }
 
 // Byte-level BPE must be fast: the 128k-vocabulary tokenizer on a long math text.
-TEST(TokenizerSpeed, LongTextEncodesQuickly) {
+// A long mixed text round-trips (the per-word cache and merge queue at scale). Speed is
+// measured in benchmarks, not asserted here.
+TEST(TokenizerLongText, RoundTrips) {
   const Tokenizer t = Tokenizer::load(test::tokenizer_dir("deepseek_v3"));
   std::string text;
   for (int i = 0; i < 2000; ++i) {
     text += "Let $f(x) = " + std::to_string(i) + "x^2 - 5x + 2$; 求导数 😀 \\frac{a}{b}\n";
   }
-  const auto start = std::chrono::steady_clock::now();
   const auto ids = t.encode(text, false);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_GT(ids.size(), 40000u);
-  EXPECT_LT(seconds, 2.0) << "encoding " << text.size() << " bytes took " << seconds << " s";
   EXPECT_EQ(t.decode(ids), text);
 }
 
