@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # The main job on the built-in `small` model, from a fresh machine:
-# install packages, build, write a random DeepSeekMath-shaped checkpoint, answer one math
-# question in the chat format, then run a small batch of prompts in one batched run.
+# install packages, build, write a random DeepSeekMath-shaped checkpoint, then with a worker
+# group of 2 tensor-parallel ranks under mpirun: answer one math question in the chat format
+# and run a small batch of prompts through the batched step loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/install-deps.sh
 bash launch/build.sh
 BIN=${DSMATH_BUILD_DIR:-build}/bin
 MODEL=${DSMATH_MODEL:-models/small}
+NP=${DSMATH_NP:-2}
+MPIRUN=(mpirun -np "$NP" --oversubscribe --bind-to none)
+[ "$(id -u)" -ne 0 ] || MPIRUN+=(--allow-run-as-root)
+THREADS=$(( $(nproc) / NP > 0 ? $(nproc) / NP : 1 ))
 
 if [ ! -f "$MODEL/config.json" ]; then
   "$BIN/dsmath-make-model" --preset small --seed 0 --out "$MODEL"
 fi
 
-echo "== one query (chat + chain-of-thought, greedy) =="
-"$BIN/dsmath-worker" generate --model "$MODEL" --chat --cot \
+echo "== one query (chat + chain-of-thought, greedy; tp $NP) =="
+"${MPIRUN[@]}" "$BIN/dsmath-worker" generate --threads "$THREADS" --model "$MODEL" --chat --cot \
   --prompt "What is the integral of x^2 from 0 to 2?" \
   --max-new-tokens 32 --temperature 0 --logprobs --format json
 
-echo "== a small batch (4 prompts, sampled, one batched run) =="
+echo "== a small batch (4 prompts, sampled, one batched run; tp $NP) =="
 PROMPTS=$(mktemp)
 trap 'rm -f "$PROMPTS"' EXIT
 cat > "$PROMPTS" <<'JSONL'
@@ -27,5 +32,5 @@ cat > "$PROMPTS" <<'JSONL'
 {"prompt": "Simplify \\frac{6}{8}."}
 "请通过逐步推理来解答问题：1+2+...+10 = ?"
 JSONL
-"$BIN/dsmath-worker" generate --model "$MODEL" --prompts-file "$PROMPTS" --chat --cot \
+"${MPIRUN[@]}" "$BIN/dsmath-worker" generate --threads "$THREADS" --model "$MODEL" --prompts-file "$PROMPTS" --chat --cot \
   --max-new-tokens 24 --temperature 0.7 --top-p 0.95 --seed 1 --format json
