@@ -168,6 +168,78 @@ TEST(BatchInvariance, AloneEqualsInsideAMixedBatchOf16) {
   testing::remove_on_rank0(dir);
 }
 
+// A KV cache too small for all 6 sequences at once: later ones are admitted while earlier ones
+// decode, so steps mix whole prompts with decode tokens. Every sequence still gets the tokens
+// it gets alone.
+TEST(BatchInvariance, MixedPrefillAndDecodeStepsUnderALimitedCache) {
+  const auto dir = testing::make_model("mixed", {"--preset", "tiny", "--seed", "12"});
+  {
+    Replica small_cache(dir, MPI_COMM_WORLD, /*kv_blocks=*/5);
+    const Tokenizer tokenizer = Tokenizer::load(dir);
+    std::vector<GenerationRequest> batch;
+    for (int i = 0; i < 6; ++i) {
+      GenerationRequest q;
+      q.prompt =
+          tokenizer.encode("Question " + std::to_string(i) + std::string(size_t(i) * 3, '?'));
+      q.params.temperature = 0.7;
+      q.params.seed = 5;
+      q.params.ignore_eos = true;
+      q.params.max_new_tokens = 6 + 3 * i;  // every sequence needs 2 of the 5 blocks
+      batch.push_back(q);
+    }
+    const auto together = generate(small_cache, tokenizer, batch);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const auto alone = generate(small_cache, tokenizer, {batch[i]});
+      if (is_rank0()) {
+        EXPECT_EQ(alone[0].token_ids, together[i].token_ids) << "sequence " << i;
+      }
+    }
+  }
+  testing::remove_on_rank0(dir);
+}
+
+// Counts the collectives of one forward: the embedding's all-reduce, then exactly two per
+// layer (after o_proj and after down_proj), and one gather of the logits.
+class CountingCommunicator final : public Communicator {
+ public:
+  explicit CountingCommunicator(Communicator& inner) : inner_(inner) {}
+  const Topology& topology() const override { return inner_.topology(); }
+  void all_reduce_sum(float* data, size_t count) override {
+    ++all_reduces;
+    inner_.all_reduce_sum(data, count);
+  }
+  void all_gather(const float* send, size_t n, float* recv) override {
+    ++all_gathers;
+    inner_.all_gather(send, n, recv);
+  }
+  void broadcast(void* data, size_t bytes, int root) override {
+    inner_.broadcast(data, bytes, root);
+  }
+  void barrier() override { inner_.barrier(); }
+  int all_reduces = 0, all_gathers = 0;
+
+ private:
+  Communicator& inner_;
+};
+
+TEST(TensorParallel, TwoAllReducesPerLayer) {
+  if (testing::world_size() < 2) GTEST_SKIP() << "tp 1 communicates nothing";
+  const auto dir = testing::make_model("count", {"--preset", "tiny", "--seed", "3"});
+  {
+    std::unique_ptr<Communicator> mpi = make_mpi_communicator(MPI_COMM_WORLD);
+    CountingCommunicator counting(*mpi);
+    const Checkpoint ckpt = Checkpoint::open(dir);
+    CpuBackend backend;
+    LlamaModel model(ckpt, backend, counting, 8);
+    StepPlan plan;
+    plan.sequences.push_back({{100000, 5, 6, 7}, 0, {0}});
+    model.forward(plan);
+    EXPECT_EQ(counting.all_reduces, 1 + 2 * ckpt.config().num_hidden_layers);
+    EXPECT_EQ(counting.all_gathers, 1);
+  }
+  testing::remove_on_rank0(dir);
+}
+
 TEST(ErrorPaths, BadTpStopsEveryRankWithTheMessage) {
   if (testing::world_size() < 2) GTEST_SKIP() << "needs tp >= 2";
   const auto dir = testing::make_model("bad-tp", {"--preset", "tiny", "--seed", "1"});
