@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
     double rss = peak_rss_gib();
     std::vector<double> rss_per_rank(size_t(topo.world_size));
     MPI_Gather(&rss, 1, MPI_DOUBLE, rss_per_rank.data(), 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    double shard = double(model->shard_bytes()) / double(1ull << 30);
+    std::vector<double> shard_per_rank(size_t(topo.world_size));
+    MPI_Gather(&shard, 1, MPI_DOUBLE, shard_per_rank.data(), 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     if (!topo.is_driver()) return 0;
 
     const double weight_gib = double(ckpt->weight_bytes()) / double(1ull << 30);
@@ -114,7 +117,8 @@ int main(int argc, char** argv) {
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps},
                           {"weight_gib", weight_gib},
-                          {"peak_rss_gib_per_rank", rss_per_rank}};
+                          {"peak_rss_gib_per_rank", rss_per_rank},
+                          {"shard_gib_per_rank", shard_per_rank}};
       std::printf("%s\n", j.dump().c_str());
       return 0;
     }
@@ -130,8 +134,10 @@ int main(int argc, char** argv) {
                   1000 * decode_s / double(new_tokens - 1));
     std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
     for (int r = 0; r < topo.world_size; ++r)
-      std::printf("peak RSS rank %d  %.3f GiB (%.1f%% of the weight bytes)\n", r,
-                  rss_per_rank[size_t(r)], 100.0 * rss_per_rank[size_t(r)] / weight_gib);
+      std::printf(
+          "rank %d           shard %.3f GiB, peak RSS %.3f GiB (%.1f%% of the weight bytes)\n", r,
+          shard_per_rank[size_t(r)], rss_per_rank[size_t(r)],
+          100.0 * rss_per_rank[size_t(r)] / weight_gib);
   } catch (const Error& e) {
     std::fprintf(stderr, "dsmath-bench-decode: error: %s\n", e.what());
     return 1;

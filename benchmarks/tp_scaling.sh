@@ -34,10 +34,10 @@ done
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print(f"{'preset':18} {'batch':>5} {'tp x thr':>8} {'decode tok/s':>12} {'prefill tok/s':>13} {'peak RSS/rank GiB':>18} {'weights GiB':>11}")
+print(f"{'preset':18} {'batch':>5} {'tp x thr':>8} {'decode tok/s':>12} {'prefill tok/s':>13} {'shard/rank GiB':>14} {'peak RSS/rank GiB':>18} {'weights GiB':>11}")
 for r in rows:
     rss = max(r["peak_rss_gib_per_rank"])
-    print(f"{r['preset']:18} {r['batch']:>5} {str(r['tp'])+' x '+str(r['threads']):>8} {r['decode_tokens_per_s']:>12.2f} {r['prefill_tokens_per_s']:>13.1f} {rss:>18.3f} {r['weight_gib']:>11.3f}")
+    print(f"{r['preset']:18} {r['batch']:>5} {str(r['tp'])+' x '+str(r['threads']):>8} {r['decode_tokens_per_s']:>12.2f} {r['prefill_tokens_per_s']:>13.1f} {max(r['shard_gib_per_rank']):>14.3f} {rss:>18.3f} {r['weight_gib']:>11.3f}")
 print()
 for preset in dict.fromkeys(r["preset"] for r in rows):
     for batch in (1, 16):
@@ -45,5 +45,6 @@ for preset in dict.fromkeys(r["preset"] for r in rows):
         if 1 in by_tp and 2 in by_tp:
             speed = by_tp[2]["decode_tokens_per_s"] / by_tp[1]["decode_tokens_per_s"]
             mem = max(by_tp[2]["peak_rss_gib_per_rank"]) / max(by_tp[1]["peak_rss_gib_per_rank"])
-            print(f"{preset} batch {batch}: tp2/tp1 decode speed {speed:.2f}x, per-rank peak RSS tp2/tp1 {mem:.2f}")
+            shard = max(by_tp[2]["shard_gib_per_rank"]) / max(by_tp[1]["shard_gib_per_rank"])
+            print(f"{preset} batch {batch}: tp2/tp1 decode speed {speed:.2f}x, per-rank weight shard tp2/tp1 {shard:.2f}, per-rank peak RSS tp2/tp1 {mem:.2f}")
 PY

@@ -31,6 +31,7 @@ class LlamaModel {
   const TpLayout& layout() const { return layout_; }
   int32_t kv_blocks() const { return kv_blocks_; }
   int32_t block_size() const { return block_size_; }
+  size_t shard_bytes() const { return weights_.bytes(config_); }  // this rank's weights
 
   // Runs the plan. Returns logits on the driver (rank 0), row-major [rows, vocab_size]: one
   // row per sequence (its last token), or one per token when plan.all_logits. Other ranks get

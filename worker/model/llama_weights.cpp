@@ -95,4 +95,18 @@ LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Back
   return w;
 }
 
+size_t LlamaWeights::bytes(const ModelConfig& config) const {
+  auto matrix = [](const WeightView& w) { return size_t(w.rows * w.cols) * dtype_size(w.dtype); };
+  auto norm = [&](const NormWeight& n) { return size_t(config.hidden_size) * dtype_size(n.dtype); };
+  size_t total = matrix(embed_tokens) + norm(final_norm);
+  if (lm_head.data != embed_tokens.data) total += matrix(lm_head);
+  for (const LayerWeights& l : layers) {
+    total += norm(l.input_norm) + norm(l.post_attention_norm);
+    for (const WeightView* w :
+         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      total += matrix(*w);
+  }
+  return total;
+}
+
 }  // namespace dsmath

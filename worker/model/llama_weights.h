@@ -33,6 +33,9 @@ struct LlamaWeights {
   std::vector<std::vector<std::byte>> owned;
 
   static LlamaWeights bind(const Checkpoint& checkpoint, const TpLayout& layout, Backend& backend);
+
+  // Bytes of this rank's shard (the lm_head counted once when tied to the embedding).
+  size_t bytes(const ModelConfig& config) const;
 };
 
 }  // namespace dsmath
