@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -48,11 +49,13 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-tokens", prompt_tokens, "Prompt length per sequence")
       ->capture_default_str();
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads per rank (default: all cores)");
+  app.add_option("--threads", threads,
+                 "CPU threads per rank (default: the node's cores / its ranks)");
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
-    if (threads > 0) omp_set_num_threads(threads);
+    const int per_rank = std::max(1, omp_get_num_procs() / MpiSession::ranks_on_this_node());
+    omp_set_num_threads(threads > 0 ? threads : per_rank);
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
     const Topology& topo = comm->topology();
     CpuBackend backend;

@@ -5,7 +5,9 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -85,7 +87,9 @@ nlohmann::json to_json(const GenerationResult& r, bool with_logprobs) {
 }
 
 int run_generate(const GenerateOptions& o, Communicator& comm) {
-  if (o.threads > 0) omp_set_num_threads(o.threads);
+  // Ranks on one node share its cores (default: cores / ranks on this node).
+  const int per_rank = std::max(1, omp_get_num_procs() / MpiSession::ranks_on_this_node());
+  omp_set_num_threads(o.threads > 0 ? o.threads : per_rank);
   const bool driver = comm.topology().is_driver();
 
   // Every rank loads its own shard; a failure on any rank (bad tp, a shard missing on one
@@ -98,7 +102,9 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
   collectively(comm, [&] {
     DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
                  "generate: give exactly one of --prompt and --prompts-file");
-    DSMATH_CHECK(o.kv_cache_gib > 0, "--kv-cache-gib must be positive, got ", o.kv_cache_gib);
+    DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
+                 "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
+                 o.kv_cache_gib);
     checkpoint.emplace(Checkpoint::open(o.model_dir));
     const ModelConfig& c = checkpoint->config();
     const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
@@ -116,8 +122,10 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
                                                  ? std::vector<std::string>{o.prompt}
                                                  : read_prompts_file(o.prompts_file);
     for (const std::string& p : prompts)
-      requests.push_back({build_prompt(*tokenizer, p, format), o.sampling, 0});
-    for (const GenerationRequest& r : requests) r.params.validate();
+      // Each line is its own sample stream: repeated questions (maj@k) get different samples.
+      requests.push_back({build_prompt(*tokenizer, p, format), o.sampling, requests.size()});
+    // Checked here, inside collectively(), so a bad request stops every rank cleanly.
+    for (size_t i = 0; i < requests.size(); ++i) check_request(*model, requests[i], i);
   });
 
   ModelRunner runner(*model, comm);
@@ -184,7 +192,8 @@ int main(int argc, char** argv) {
   gen->add_option("--format", g.format, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  gen->add_option("--threads", g.threads, "CPU threads per rank (default: all cores)");
+  gen->add_option("--threads", g.threads,
+                  "CPU threads per rank (default: the node's cores / its ranks)");
   gen->add_option("--kv-cache-gib", g.kv_cache_gib, "KV cache memory per rank, GiB")
       ->capture_default_str();
 

@@ -32,16 +32,17 @@ import json, sys
 assert open(sys.argv[2]).read() == json.load(open(sys.argv[1]))["text"] + "\n"
 PY
 
-printf '%s\n' '"Let x = 2."' '{"prompt": "What is 3*3?"}' '"1+1="' > "$TMP/prompts.jsonl"
+printf '%s\n' '{"prompt": "What is 3*3?"}' '"Let x = 2."' '"1+1="' '"1+1="' > "$TMP/prompts.jsonl"
 "$BIN/dsmath-worker" generate --model "$TMP/model" --prompts-file "$TMP/prompts.jsonl" \
   --max-new-tokens 5 --temperature 0.8 --seed 3 --ignore-eos --format json > "$TMP/batch.jsonl"
 "$BIN/dsmath-worker" generate --model "$TMP/model" --prompt "What is 3*3?" \
   --max-new-tokens 5 --temperature 0.8 --seed 3 --ignore-eos --format json > "$TMP/alone.json"
-check "--prompts-file: one line per prompt, batch-invariant" python3 - "$TMP/batch.jsonl" "$TMP/alone.json" <<'PY'
+check "--prompts-file: one line per prompt, batch-invariant, a stream per line" python3 - "$TMP/batch.jsonl" "$TMP/alone.json" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
-assert len(lines) == 3 and all(l["completion_tokens"] == 5 for l in lines)
-assert lines[1]["token_ids"] == json.load(open(sys.argv[2]))["token_ids"]
+assert len(lines) == 4 and all(l["completion_tokens"] == 5 for l in lines)
+assert lines[0]["token_ids"] == json.load(open(sys.argv[2]))["token_ids"]  # line 0: stream 0, as alone
+assert lines[2]["token_ids"] != lines[3]["token_ids"]  # the same prompt twice: two samples
 PY
 
 expect_error() {  # expect_error NAME PATTERN COMMAND...: must exit non-zero naming PATTERN

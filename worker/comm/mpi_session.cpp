@@ -62,4 +62,13 @@ void MpiSession::abort(int exit_code, const std::string& message) {
   std::_Exit(exit_code);  // MPI_Abort should not return; never let a caller continue if it does
 }
 
+int MpiSession::ranks_on_this_node(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  DSMATH_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int size = 1;
+  DSMATH_MPI_CHECK(MPI_Comm_size(node, &size));
+  DSMATH_MPI_CHECK(MPI_Comm_free(&node));
+  return size;
+}
+
 }  // namespace dsmath

@@ -40,6 +40,10 @@ class MpiSession {
   // collective).
   [[noreturn]] static void abort(int exit_code, const std::string& message);
 
+  // How many ranks of `comm` share this node (collective over `comm`): ranks divide the
+  // node's cores between them instead of each starting a thread per core.
+  static int ranks_on_this_node(MPI_Comm comm = MPI_COMM_WORLD);
+
  private:
   bool owns_mpi_ = false;
   Topology topology_;

@@ -71,25 +71,33 @@ Generator::Generator(ModelRunner& runner, const Tokenizer& tokenizer,
       eos_token_ids_(std::move(eos_token_ids)),
       blocks_(runner.model().kv_blocks(), runner.model().block_size()) {}
 
+int64_t check_request(const LlamaModel& model, const GenerationRequest& r, size_t index) {
+  r.params.validate();
+  const int64_t context = model.config().max_position_embeddings;
+  const int64_t prompt_len = int64_t(r.prompt.size());
+  DSMATH_CHECK(prompt_len > 0, "request ", index, ": the prompt has no tokens");
+  DSMATH_CHECK(prompt_len < context, "request ", index, ": the prompt has ", prompt_len,
+               " tokens, the model's context (max_position_embeddings) is ", context);
+  // Written so that a huge max_new_tokens ("unlimited") cannot overflow.
+  const int64_t capacity =
+      prompt_len + std::min(std::max<int64_t>(r.params.max_new_tokens, 1), context - prompt_len);
+  const int64_t blocks = (capacity + model.block_size() - 1) / model.block_size();
+  DSMATH_CHECK(blocks <= model.kv_blocks(), "request ", index, ": prompt + max_new_tokens needs ",
+               blocks, " KV blocks, the cache has ", model.kv_blocks(),
+               "; lower max_new_tokens or give the KV cache more memory");
+  return capacity;
+}
+
 std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRequest>& requests) {
-  const int64_t context = runner_.model().config().max_position_embeddings;
   const int32_t block_size = blocks_.block_size();
   std::vector<Sequence> seqs;
   seqs.reserve(requests.size());
   std::deque<Sequence*> waiting;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
-    r.params.validate();
     const int64_t prompt_len = int64_t(r.prompt.size());
-    DSMATH_CHECK(prompt_len > 0, "request ", i, ": the prompt has no tokens");
-    DSMATH_CHECK(prompt_len < context, "request ", i, ": the prompt has ", prompt_len,
-                 " tokens, the model's context (max_position_embeddings) is ", context);
-    const int64_t capacity =
-        std::min(context, prompt_len + std::max<int64_t>(r.params.max_new_tokens, 1));
+    const int64_t capacity = check_request(runner_.model(), r, i);
     const int32_t need = int32_t((capacity + block_size - 1) / block_size);
-    DSMATH_CHECK(need <= blocks_.num_blocks(), "request ", i, ": prompt + max_new_tokens needs ",
-                 need, " KV blocks, the cache has ", blocks_.num_blocks(),
-                 "; lower max_new_tokens or give the KV cache more memory");
     seqs.push_back(Sequence{&r, IncrementalDetokenizer(tokenizer_, /*skip_special_tokens=*/true),
                             r.prompt, capacity, need, BlockTable{}, GenerationResult{}});
     seqs.back().result.prompt_tokens = prompt_len;
@@ -101,6 +109,14 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
   }
 
   std::vector<Sequence*> running;
+  // On an error mid-run, give the running sequences' blocks back: the Generator outlives it.
+  struct ReleaseOnError {
+    BlockManager& blocks;
+    std::vector<Sequence*>& running;
+    ~ReleaseOnError() {
+      for (Sequence* s : running) blocks.free(s->table);
+    }
+  } release{blocks_, running};
   int32_t reserved = 0;
   while (!waiting.empty() || !running.empty()) {
     // Admit in arrival order while the worst case of every running sequence still fits.

@@ -33,6 +33,12 @@ struct GenerationResult {
   int64_t completion_tokens = 0;
 };
 
+// Validates a request against a model replica and returns the KV positions it may use
+// (prompt + max_new_tokens, within the context). Throws Error naming the request by `index`
+// when its sampling parameters are invalid, its prompt is empty or too long for the context,
+// or it could never fit the KV cache.
+int64_t check_request(const LlamaModel& model, const GenerationRequest& request, size_t index);
+
 class Generator {
  public:
   Generator(ModelRunner& runner, const Tokenizer& tokenizer, std::vector<int32_t> eos_token_ids);

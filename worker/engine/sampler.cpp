@@ -16,7 +16,10 @@ void SamplingParams::validate() const {
   DSMATH_CHECK(top_k >= 0, "top_k must be >= 0 (0 = off), got ", top_k);
   DSMATH_CHECK(top_p > 0 && top_p <= 1, "top_p must be in (0, 1], got ", top_p);
   DSMATH_CHECK(min_p >= 0 && min_p <= 1, "min_p must be in [0, 1], got ", min_p);
-  DSMATH_CHECK(repetition_penalty > 0, "repetition_penalty must be > 0, got ", repetition_penalty);
+  DSMATH_CHECK(std::isfinite(repetition_penalty) && repetition_penalty > 0,
+               "repetition_penalty must be finite and > 0, got ", repetition_penalty);
+  DSMATH_CHECK(std::isfinite(presence_penalty), "presence_penalty must be finite");
+  DSMATH_CHECK(std::isfinite(frequency_penalty), "frequency_penalty must be finite");
   DSMATH_CHECK(max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", max_new_tokens);
   DSMATH_CHECK(top_logprobs >= 0 && top_logprobs <= 20, "top_logprobs must be in [0, 20], got ",
                top_logprobs);
@@ -24,6 +27,8 @@ void SamplingParams::validate() const {
 }
 
 namespace {
+
+constexpr double kGreedyBelowTemperature = 1e-5;
 
 // Penalties act on the raw logits, before temperature (as HF and vLLM apply them).
 void apply_penalties(std::vector<float>& z, const SamplingParams& p,
@@ -113,7 +118,9 @@ SampledToken sample_token(std::span<const float> logits, const SamplingParams& p
   DSMATH_CHECK(!logits.empty(), "sample_token: empty logits");
   std::vector<float> z(logits.begin(), logits.end());
   apply_penalties(z, params, history, prompt_len);
-  const int32_t chosen = params.temperature == 0.0
+  // Below ~1e-5 the scaled logits overflow f32; such a temperature is greedy in effect (vLLM
+  // draws the same line).
+  const int32_t chosen = params.temperature < kGreedyBelowTemperature
                              ? argmax(z)
                              : draw(z, params, philox_uniform(params.seed, sample_index, step));
 

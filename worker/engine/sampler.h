@@ -1,7 +1,7 @@
 // Turns one row of logits into the next token.
 //
 // Order (as vLLM / HF): penalties on the raw logits -> temperature -> top_k -> top_p ->
-// min_p -> draw with the counter-based RNG. Temperature 0 means greedy (argmax).
+// min_p -> draw with the counter-based RNG. Temperature 0 (or below 1e-5) means greedy.
 // The reported logprob is the chosen token's log-probability under the model, i.e. the
 // log_softmax of the raw logits before any of these transforms.
 #pragma once

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "common/core/error.h"
@@ -42,6 +43,13 @@ TEST(Sampler, GreedyPicksFirstArgmax) {
   SamplingParams p;
   p.temperature = 0;
   EXPECT_EQ(sample_token(std::vector<float>{1, 3, 2, 3}, p, {}, 0, 0, 0).token, 1);
+}
+
+TEST(Sampler, TinyTemperatureIsGreedy) {
+  SamplingParams p;
+  p.temperature = 1e-40;  // 1/T overflows f32: must not turn into NaN and pick a junk token
+  const std::vector<float> z{0.5f, 2.0f, 1.0f, -3.0f};
+  for (uint64_t step = 0; step < 20; ++step) EXPECT_EQ(sample_token(z, p, {}, 0, 0, step).token, 1);
 }
 
 TEST(Sampler, FollowsTheDistribution) {
@@ -137,6 +145,12 @@ TEST(Sampler, ValidateNamesTheField) {
   }
   p = {};
   p.temperature = -1;
+  EXPECT_THROW(p.validate(), Error);
+  p = {};
+  p.repetition_penalty = std::numeric_limits<double>::infinity();
+  EXPECT_THROW(p.validate(), Error);
+  p = {};
+  p.presence_penalty = std::nan("");
   EXPECT_THROW(p.validate(), Error);
 }
 
