@@ -6,6 +6,7 @@ For each case it makes the checkpoint with dsmath-make-model (seeded, so the C++
 identical one), runs LlamaForCausalLM in float32 (bf16 weights upcast exactly; eager attention) and
 writes tests/data/golden/<case>.json:
   make_model_args   arguments the test passes to dsmath-make-model
+  config_overrides  config.json keys replaced afterwards (e.g. rope_scaling), by the test too
   prompts           token ids (encoded by the HF tokenizer, BOS included)
   top_logits        per prompt, per position: the TOP_K largest logits and their ids
   greedy            per prompt: GREEDY_TOKENS argmax tokens (EOS not treated specially)
@@ -38,6 +39,12 @@ CASES = {
                                           "--seed", "3"],
     "tiny_gqa_safetensors_f16": ["--preset", "tiny", "--kv-heads", "1", "--dtype", "f16",
                                  "--format", "safetensors", "--seed", "12"],
+    "tiny_rope_linear_scaling": ["--preset", "tiny", "--seed", "13"],
+}
+# config.json keys set after dsmath-make-model writes the checkpoint (the test does the same).
+CONFIG_OVERRIDES = {
+    "tiny_rope_linear_scaling": {"rope_scaling": {"type": "linear", "factor": 4.0},
+                                 "rope_theta": 500000.0},
 }
 
 PROMPTS = [
@@ -69,6 +76,12 @@ def main(build_dir: Path) -> None:
     for name, args in CASES.items():
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([str(make_model), *args, "--out", tmp], check=True)
+            overrides = CONFIG_OVERRIDES.get(name, {})
+            if overrides:
+                config_path = Path(tmp) / "config.json"
+                config = json.loads(config_path.read_text())
+                config.update(overrides)
+                config_path.write_text(json.dumps(config, indent=2))
             tok = AutoTokenizer.from_pretrained(tmp)
             model = LlamaForCausalLM.from_pretrained(tmp, torch_dtype=torch.float32,
                                                      attn_implementation="eager")
@@ -85,7 +98,8 @@ def main(build_dir: Path) -> None:
                 cont, margin = greedy(model, ids, GREEDY_TOKENS)
                 continuations.append(cont)
                 min_margin = min(min_margin, margin)
-        golden = {"make_model_args": args, "prompts": prompts, "top_k": TOP_K,
+        golden = {"make_model_args": args, "config_overrides": CONFIG_OVERRIDES.get(name, {}),
+                  "prompts": prompts, "top_k": TOP_K,
                   "top_logits": top_logits, "greedy": continuations,
                   "min_greedy_margin": min_margin,
                   "reference": f"transformers {transformers.__version__}, torch {torch.__version__}"}

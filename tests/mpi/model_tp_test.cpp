@@ -50,6 +50,12 @@ TEST_P(HfGolden, LogitsAndGreedyMatchTransformers) {
   const nlohmann::json golden = nlohmann::json::parse(in);
   const auto dir =
       testing::make_model(GetParam(), golden["make_model_args"].get<std::vector<std::string>>());
+  if (is_rank0() && !golden["config_overrides"].empty()) {  // e.g. rope_scaling
+    auto config = nlohmann::json::parse(std::ifstream(dir / "config.json"));
+    config.update(golden["config_overrides"]);
+    std::ofstream(dir / "config.json") << config.dump();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
   {
     Replica r(dir, MPI_COMM_WORLD);
     const int64_t vocab = r.checkpoint.config().vocab_size;
