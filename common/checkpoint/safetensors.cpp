@@ -33,18 +33,6 @@ uint64_t json_u64(const Json& v, const std::string& where) {
 
 }  // namespace
 
-const char* safetensors_dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "F32";
-    case DType::F16:
-      return "F16";
-    case DType::BF16:
-      return "BF16";
-  }
-  return "?";
-}
-
 std::vector<TensorInfo> read_safetensors(const MappedFile& file) {
   const std::string fname = file.path().string();
   const auto bytes = file.bytes();

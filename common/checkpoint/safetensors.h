@@ -15,7 +15,4 @@ namespace dsmath {
 // offsets inside the data, no overlaps) and returns tensors pointing into the map.
 std::vector<TensorInfo> read_safetensors(const MappedFile& file);
 
-// The dtype strings of the format ("BF16", "F16", "F32").
-const char* safetensors_dtype_name(DType t);
-
 }  // namespace dsmath

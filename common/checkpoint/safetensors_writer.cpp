@@ -19,7 +19,7 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   for (const TensorSpec& t : tensors) {
     if (!seen.insert(t.name).second) fail(path.string(), ": duplicate tensor '", t.name, "'");
     uint64_t n = t.nbytes();
-    header[t.name] = {{"dtype", safetensors_dtype_name(t.dtype)},
+    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + n}}};
     offset += n;

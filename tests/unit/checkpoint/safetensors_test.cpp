@@ -17,37 +17,12 @@ const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 1
   "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 1, "num_attention_heads": 2,
   "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16"})";
 
-// Three tensors, one per dtype; element i of each is i/4 - 1 (exact in all three dtypes).
-struct Sample {
-  std::vector<TensorSpec> specs = {{"a.bf16", DType::BF16, {3, 4}},
-                                   {"b.f16", DType::F16, {5}},
-                                   {"c.f32", DType::F32, {2, 2, 2}}};
-  std::vector<std::vector<std::byte>> bufs;
-
-  Sample() {
-    for (const TensorSpec& s : specs) {
-      std::vector<std::byte> b(s.nbytes());
-      for (int64_t i = 0; i < s.numel(); ++i) {
-        float v = float(i) / 4 - 1;
-        if (s.dtype == DType::F32) {
-          std::memcpy(b.data() + 4 * i, &v, 4);
-        } else {
-          uint16_t h = s.dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
-          std::memcpy(b.data() + 2 * i, &h, 2);
-        }
-      }
-      bufs.push_back(std::move(b));
-    }
-  }
-  void write(const std::filesystem::path& file) const {
-    write_safetensors(file, specs, fill_from_buffers(bufs, specs));
-  }
+struct Sample : test::SampleTensors {
+  void write(const std::filesystem::path& file) const { write_safetensors(file, specs, filler()); }
 };
 
 void expect_values(const TensorInfo& t) {
-  for (int64_t i = 0; i < t.numel(); ++i)
-    ASSERT_EQ(load_as_f32(t.data, t.dtype, size_t(i)), float(i) / 4 - 1)
-        << t.name << "[" << i << "]";
+  test::expect_sample_values(t);
 }
 
 // A safetensors file from a raw header string and data bytes, for corruptions.

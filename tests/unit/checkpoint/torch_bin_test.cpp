@@ -60,35 +60,14 @@ std::vector<TensorInfo> read(const std::filesystem::path& p) {
   return read_torch_bin(f);  // pointers dangle after this; tests only look at metadata
 }
 
-struct Sample {
-  std::vector<TensorSpec> specs = {{"a.bf16", DType::BF16, {3, 4}},
-                                   {"b.f16", DType::F16, {5}},
-                                   {"c.f32", DType::F32, {2, 2, 2}}};
-  std::vector<std::vector<std::byte>> bufs;
-  Sample() {
-    for (const TensorSpec& s : specs) {
-      std::vector<std::byte> b(s.nbytes());
-      for (int64_t i = 0; i < s.numel(); ++i) {
-        float v = float(i) / 4 - 1;
-        if (s.dtype == DType::F32) {
-          std::memcpy(b.data() + 4 * i, &v, 4);
-        } else {
-          uint16_t h = s.dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
-          std::memcpy(b.data() + 2 * i, &h, 2);
-        }
-      }
-      bufs.push_back(std::move(b));
-    }
-  }
+struct Sample : test::SampleTensors {
   void write(const std::filesystem::path& p, bool zip64 = false) const {
-    write_torch_bin(p, specs, fill_from_buffers(bufs, specs), zip64);
+    write_torch_bin(p, specs, filler(), zip64);
   }
 };
 
 void expect_values(const TensorInfo& t) {
-  for (int64_t i = 0; i < t.numel(); ++i)
-    ASSERT_EQ(load_as_f32(t.data, t.dtype, size_t(i)), float(i) / 4 - 1)
-        << t.name << "[" << i << "]";
+  test::expect_sample_values(t);
 }
 
 TEST(TorchBin, WriterRoundTripsThroughCheckpoint) {
