@@ -62,17 +62,26 @@ TEST_P(HfGolden, LogitsAndGreedyMatchTransformers) {
     for (size_t p = 0; p < golden["prompts"].size(); ++p) {
       const auto ids = golden["prompts"][p].get<std::vector<int32_t>>();
       const std::vector<float> logits = r.all_logits(ids);
+      // Only rank 0 has logits. No ASSERT here: returning early on rank 0 would leave the
+      // other ranks waiting in the next prompt's collectives.
       if (!is_rank0()) continue;
-      ASSERT_EQ(logits.size(), ids.size() * size_t(vocab));
+      if (logits.size() != ids.size() * size_t(vocab)) {
+        ADD_FAILURE() << "prompt " << p << ": " << logits.size() << " logits";
+        continue;
+      }
+      size_t mismatches = 0;
       for (size_t pos = 0; pos < ids.size(); ++pos) {
         const auto& top = golden["top_logits"][p][pos];
         for (size_t k = 0; k < top["ids"].size(); ++k) {
           const int32_t id = top["ids"][k];
-          ASSERT_NEAR(logits[pos * size_t(vocab) + size_t(id)], top["values"][k].get<double>(),
-                      1e-3)
-              << "prompt " << p << " position " << pos << " token " << id;
+          const double ours = logits[pos * size_t(vocab) + size_t(id)];
+          const double want = top["values"][k].get<double>();
+          if (std::abs(ours - want) > 1e-3 && mismatches++ == 0)
+            ADD_FAILURE() << "prompt " << p << " position " << pos << " token " << id << ": logit "
+                          << ours << ", transformers " << want;
         }
       }
+      EXPECT_EQ(mismatches, 0u) << "prompt " << p << ": logits off by more than 1e-3";
     }
 
     ASSERT_GT(golden["min_greedy_margin"].get<double>(), 2e-3)
@@ -111,11 +120,11 @@ TEST_P(TpEqualsTp1, LogitsAndGreedyTokens) {
     const std::vector<float> logits = tp.all_logits(prompt);
     if (is_rank0()) {
       Replica single(dir, MPI_COMM_SELF);
-      ASSERT_EQ(single.model.layout().tp_size, 1);
+      EXPECT_EQ(single.model.layout().tp_size, 1);
       const std::vector<float> reference = single.all_logits(prompt);
-      ASSERT_EQ(logits.size(), reference.size());
+      EXPECT_EQ(logits.size(), reference.size());
       double worst = 0;
-      for (size_t i = 0; i < logits.size(); ++i)
+      for (size_t i = 0; i < std::min(logits.size(), reference.size()); ++i)
         worst = std::max(worst, double(std::abs(logits[i] - reference[i])));
       EXPECT_LT(worst, 1e-4) << "tp " << testing::world_size() << " vs tp 1";
     }
