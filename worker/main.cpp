@@ -38,6 +38,7 @@ struct GenerateOptions {
   std::string format = "text";
   int threads = 0;
   double kv_cache_gib = 4.0;
+  int64_t n = 1;  // samples per prompt
 };
 
 // --prompts-file: one JSON value per line, a string or an object with "prompt".
@@ -121,9 +122,14 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
     const std::vector<std::string> prompts = o.prompts_file.empty()
                                                  ? std::vector<std::string>{o.prompt}
                                                  : read_prompts_file(o.prompts_file);
-    for (const std::string& p : prompts)
-      // Each line is its own sample stream: repeated questions (maj@k) get different samples.
-      requests.push_back({build_prompt(*tokenizer, p, format), o.sampling, requests.size()});
+    DSMATH_CHECK(o.n >= 1, "--n must be at least 1, got ", o.n);
+    // Every sample has its own RNG stream (prompt i, sample k -> stream i * n + k), so repeated
+    // questions and the n samples of one question all differ; samples of one prompt share its
+    // prefill.
+    for (const std::string& p : prompts) {
+      const std::vector<int32_t> ids = build_prompt(*tokenizer, p, format);
+      for (int64_t k = 0; k < o.n; ++k) requests.push_back({ids, o.sampling, requests.size()});
+    }
     // Checked here, inside collectively(), so a bad request stops every rank cleanly.
     for (size_t i = 0; i < requests.size(); ++i) check_request(*model, requests[i], i);
   });
@@ -139,9 +145,15 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
     results = generator.generate(requests);
   }
   runner.shutdown();
-  for (const GenerationResult& r : results) {
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerationResult& r = results[i];
     if (o.format == "json") {
-      std::cout << to_json(r, o.logprobs).dump() << "\n";
+      nlohmann::json j = to_json(r, o.logprobs);
+      if (o.n > 1) {
+        j["prompt_index"] = int64_t(i) / o.n;
+        j["sample_index"] = int64_t(i) % o.n;
+      }
+      std::cout << j.dump() << "\n";
     } else {
       std::cout << r.text << "\n";
     }
@@ -194,6 +206,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--threads", g.threads,
                   "CPU threads per rank (default: the node's cores / its ranks)");
+  gen->add_option("--n", g.n, "Samples per prompt (they share the prompt's prefill)")
+      ->capture_default_str();
   gen->add_option("--kv-cache-gib", g.kv_cache_gib, "KV cache memory per rank, GiB")
       ->capture_default_str();
 

@@ -45,6 +45,15 @@ assert lines[0]["token_ids"] == json.load(open(sys.argv[2]))["token_ids"]  # lin
 assert lines[2]["token_ids"] != lines[3]["token_ids"]  # the same prompt twice: two samples
 PY
 
+"$BIN/dsmath-worker" generate --model "$TMP/model" --prompt "What is 5+7?" --n 3 \
+  --max-new-tokens 6 --temperature 1.0 --seed 2 --ignore-eos --format json > "$TMP/n3.jsonl"
+check "--n 3: three different samples of one prompt, indexed" python3 - "$TMP/n3.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert [(l["prompt_index"], l["sample_index"]) for l in lines] == [(0, 0), (0, 1), (0, 2)], lines
+assert len({tuple(l["token_ids"]) for l in lines}) == 3
+PY
+
 expect_error() {  # expect_error NAME PATTERN COMMAND...: must exit non-zero naming PATTERN
   local name=$1 pattern=$2; shift 2
   if "$@" > "$TMP/out" 2> "$TMP/err"; then echo "FAIL $name: exited 0"; fails=$((fails + 1));
@@ -72,5 +81,5 @@ assert plain[1] == []
 assert [json.loads(l) for l in open(d + "/round.jsonl")] == [json.loads(l) for l in open(d + "/texts.jsonl")]
 PY
 
-echo "$((7 - fails)) passed, $fails failed"
+echo "$((8 - fails)) passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/core/error.h"
 #include "tests/mpi/model_fixture.h"
@@ -208,6 +209,49 @@ TEST(BatchInvariance, MixedPrefillAndDecodeStepsUnderALimitedCache) {
       if (is_rank0()) {
         EXPECT_EQ(alone[0].token_ids, together[i].token_ids) << "sequence " << i;
       }
+    }
+  }
+  testing::remove_on_rank0(dir);
+}
+
+// The n samples of one prompt share its prefill (forked KV blocks, copy-on-write on the
+// partial last block) and still get exactly the tokens each gets alone.
+TEST(SharedPrefill, SamplesOfOnePromptForkItsBlocks) {
+  const auto dir =
+      testing::make_model("shared", {"--preset", "tiny", "--kv-heads", "2", "--seed", "14"});
+  {
+    Replica r(dir, MPI_COMM_WORLD);
+    const Tokenizer tokenizer = Tokenizer::load(dir);
+    GenerationRequest q;
+    q.prompt = tokenizer.encode("Find the sum of all integers k with 1 <= k <= 100.");  // > 1 block
+    q.params.temperature = 1.0;
+    q.params.seed = 99;
+    q.params.ignore_eos = true;
+    q.params.max_new_tokens = 20;  // crosses into new blocks after the copy-on-write
+    std::vector<GenerationRequest> batch;
+    for (uint64_t k = 0; k < 4; ++k) {
+      batch.push_back(q);
+      batch.back().sample_index = k;
+    }
+    GenerationRequest other = q;
+    other.prompt = tokenizer.encode("Another problem.");
+    batch.insert(batch.begin() + 2, other);
+
+    ModelRunner runner(r.model, *r.comm);
+    if (!runner.is_driver()) {
+      runner.follow();
+    } else {
+      Generator generator(runner, tokenizer, {});
+      const auto together = generator.generate(batch);
+      EXPECT_EQ(generator.shared_prefill_tokens(), 3 * int64_t(q.prompt.size()));
+      std::set<std::vector<int32_t>> distinct;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const auto alone = generator.generate({batch[i]});
+        EXPECT_EQ(alone[0].token_ids, together[i].token_ids) << "request " << i;
+        if (i != 2) distinct.insert(together[i].token_ids);
+      }
+      EXPECT_EQ(distinct.size(), 4u) << "the samples of one prompt should differ";
+      runner.shutdown();
     }
   }
   testing::remove_on_rank0(dir);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <deque>
 #include <optional>
+#include <unordered_map>
 
 #include "common/core/error.h"
 
@@ -17,6 +18,9 @@ struct Sequence {
   int32_t reserved_blocks;
   BlockTable table;
   GenerationResult result;
+  // Set while this sequence waits for another one with the same prompt to prefill it: it then
+  // forks that sequence's blocks instead of computing the prompt again.
+  Sequence* prefill_leader = nullptr;
 };
 
 bool contains(const std::vector<int32_t>& ids, int32_t id) {
@@ -120,15 +124,29 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
   int32_t reserved = 0;
   while (!waiting.empty() || !running.empty()) {
     // Admit in arrival order while the worst case of every running sequence still fits.
+    // Samples of the same prompt admitted together share one prefill (n samples per problem).
+    std::vector<Sequence*> admitted;
     while (!waiting.empty() &&
            reserved + waiting.front()->reserved_blocks <= blocks_.num_blocks()) {
-      reserved += waiting.front()->reserved_blocks;
-      running.push_back(waiting.front());
+      Sequence* s = waiting.front();
       waiting.pop_front();
+      reserved += s->reserved_blocks;
+      for (Sequence* other : admitted) {
+        if (other->prefill_leader == nullptr && other->history == s->history) {
+          s->prefill_leader = other;
+          shared_prefill_tokens_ += int64_t(s->history.size());
+          break;
+        }
+      }
+      admitted.push_back(s);
+      running.push_back(s);
     }
 
+    // One plan row per sequence that computes something; followers read their leader's row.
     StepPlan plan;
+    std::unordered_map<const Sequence*, int64_t> row_of;
     for (Sequence* s : running) {
+      if (s->prefill_leader) continue;
       const int32_t done = s->table.num_tokens;  // positions already in the cache
       StepSequence step;
       step.first_position = done;
@@ -136,15 +154,22 @@ std::vector<GenerationResult> Generator::generate(const std::vector<GenerationRe
       for (const BlockCopy& c : blocks_.append(s->table, int32_t(step.tokens.size())))
         plan.copies.push_back({c.src, c.dst});
       step.block_table = s->table.blocks;
+      row_of[s] = int64_t(plan.sequences.size());
       plan.sequences.push_back(std::move(step));
     }
     const std::vector<float> logits = runner_.step(plan);
+    for (Sequence* s : running) {
+      if (!s->prefill_leader) continue;
+      s->table = blocks_.fork(s->prefill_leader->table);  // before the leader can finish
+      row_of[s] = row_of.at(s->prefill_leader);
+      s->prefill_leader = nullptr;
+    }
 
     const int64_t vocab = runner_.model().config().vocab_size;
     std::vector<Sequence*> still_running;
     for (size_t b = 0; b < running.size(); ++b) {
       Sequence& s = *running[b];
-      const std::span<const float> row(logits.data() + int64_t(b) * vocab, size_t(vocab));
+      const std::span<const float> row(logits.data() + row_of.at(&s) * vocab, size_t(vocab));
       accept_token(s,
                    sample_token(row, s.request->params, s.history, s.request->prompt.size(),
                                 s.request->sample_index, s.result.token_ids.size()),

@@ -3,7 +3,9 @@
 // one token each), samples every sequence's next token and checks its stop conditions.
 // Sequences are admitted while their worst-case KV blocks (prompt + max_new_tokens) fit the
 // cache, and finished sequences free their blocks for the waiting ones, so any number of
-// requests runs in bounded memory without preemption.
+// requests runs in bounded memory without preemption. Requests with the same prompt admitted
+// together (the n samples of one problem) share one prefill: the others fork its KV blocks
+// (copy-on-write on the partial last block) and sample from its logits.
 #pragma once
 
 #include <cstdint>
@@ -47,11 +49,15 @@ class Generator {
   // for the context, or too long for the whole KV cache.
   std::vector<GenerationResult> generate(const std::vector<GenerationRequest>& requests);
 
+  // Prompt tokens not computed because another sample of the same prompt prefilled them.
+  int64_t shared_prefill_tokens() const { return shared_prefill_tokens_; }
+
  private:
   ModelRunner& runner_;
   const Tokenizer& tokenizer_;
   std::vector<int32_t> eos_token_ids_;
   BlockManager blocks_;
+  int64_t shared_prefill_tokens_ = 0;
 };
 
 }  // namespace dsmath
