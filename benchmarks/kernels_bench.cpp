@@ -22,19 +22,14 @@
 #include "common/core/dtype.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
+#include "tests/support/random_floats.h"
 
 namespace {
 
 using dsmath::DType;
 using dsmath::WeightView;
 
-std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
+using dsmath::testing::random_floats;
 
 std::vector<uint16_t> random_half(size_t n, DType t) {
   std::mt19937 rng(7);

@@ -11,6 +11,7 @@
 
 #include "common/core/error.h"
 #include "kernels/cpu/attention.h"
+#include "tests/support/random_floats.h"
 #include "worker/engine/block_manager.h"
 
 namespace dsmath {
@@ -27,11 +28,7 @@ ModelConfig tiny_config(int64_t layers = 3, int64_t kv_heads = 2, int64_t head_d
 }
 
 std::vector<float> random_floats(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
-  std::vector<float> v(n);
-  for (auto& f : v) f = dist(rng);
-  return v;
+  return testing::random_floats(n, seed, 2.0f);
 }
 
 std::vector<float> row_of(const float* p, int64_t n) {

@@ -20,17 +20,12 @@
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/softmax.h"
+#include "tests/support/random_floats.h"
 
 namespace dsmath::cpu {
 namespace {
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
+using dsmath::testing::random_floats;
 
 // A tensor stored in `t` (bytes) built from f32 values.
 std::vector<unsigned char> store(const std::vector<float>& v, DType t) {

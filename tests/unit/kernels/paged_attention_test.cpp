@@ -12,17 +12,12 @@
 
 #include "common/core/error.h"
 #include "kernels/cpu/attention.h"
+#include "tests/support/random_floats.h"
 
 namespace dsmath::cpu {
 namespace {
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-scale, scale);
-  std::vector<float> v(n);
-  for (auto& f : v) f = dist(rng);
-  return v;
-}
+using dsmath::testing::random_floats;
 
 // kv_len contiguous rows scattered into a pool of blocks through a shuffled table. Every slot
 // no row was written to holds NaN, so reading one would poison the output.
