@@ -12,8 +12,8 @@
 
 #include "common/core/error.h"
 #include "tests/mpi/model_fixture.h"
+#include "tests/support/engine_driver.h"
 #include "worker/comm/collective_error.h"
-#include "worker/engine/generator.h"
 
 namespace dsmath {
 namespace {
@@ -30,16 +30,37 @@ std::vector<std::string> golden_cases() {
   return names;
 }
 
-// Runs `requests` through a Generator on the driver while the other ranks follow.
-std::vector<GenerationResult> generate(Replica& r, const Tokenizer& tokenizer,
-                                       const std::vector<GenerationRequest>& requests) {
+struct GenerationRequest {  // one sample of a prompt
+  std::string key;  // keys its random streams (default: "request-<index in the list>")
+  std::vector<int32_t> prompt;
+  SamplingParams params;
+  int32_t sample_index = 0;
+};
+
+// Runs `requests` through one Engine on the driver while the other ranks follow; results come
+// back in request order (empty on other ranks).
+std::vector<testing::Completion> generate(Replica& r, const std::vector<GenerationRequest>& requests,
+                                          EngineConfig config = {}) {
   ModelRunner runner(r.model, *r.comm);
   if (!runner.is_driver()) {
     runner.follow();
     return {};
   }
-  Generator generator(runner, tokenizer, {});
-  auto results = generator.generate(requests);
+  std::vector<testing::Completion> results;
+  {
+    Engine engine(runner, config);
+    auto key = [&](size_t i) {
+      return requests[i].key.empty() ? "request-" + std::to_string(i) : requests[i].key;
+    };
+    for (size_t i = 0; i < requests.size(); ++i) {
+      // Sample k of a request with n = k + 1 has the stream (key, k); only sample k is kept.
+      const GenerationRequest& q = requests[i];
+      engine.add({key(i), q.prompt, q.params, q.sample_index + 1});
+    }
+    const testing::Completions done = testing::run_until_idle(engine);
+    for (size_t i = 0; i < requests.size(); ++i)
+      results.push_back(done.at({key(i), requests[i].sample_index}));
+  }
   runner.shutdown();
   return results;
 }
@@ -97,7 +118,7 @@ TEST_P(HfGolden, LogitsAndGreedyMatchTransformers) {
       q.params.max_new_tokens = int64_t(golden["greedy"][0].size());
       requests.push_back(q);
     }
-    const auto results = generate(r, tokenizer, requests);  // all prompts in one batch
+    const auto results = generate(r, requests);  // all prompts in one batch
     for (size_t p = 0; p < results.size(); ++p)
       EXPECT_EQ(results[p].token_ids, golden["greedy"][p].get<std::vector<int32_t>>())
           << "prompt " << p;
@@ -137,10 +158,10 @@ TEST_P(TpEqualsTp1, LogitsAndGreedyTokens) {
     q.params.temperature = 0;
     q.params.ignore_eos = true;
     q.params.max_new_tokens = 12;
-    const auto at_tp = generate(tp, tokenizer, {q});
+    const auto at_tp = generate(tp, {q});
     if (is_rank0()) {
       Replica single(dir, MPI_COMM_SELF);
-      const auto at_1 = generate(single, tokenizer, {q});
+      const auto at_1 = generate(single, {q});
       EXPECT_EQ(at_tp[0].token_ids, at_1[0].token_ids);
     }
   }
@@ -160,6 +181,7 @@ TEST(BatchInvariance, AloneEqualsInsideAMixedBatchOf16) {
       std::vector<GenerationRequest> batch;
       for (int i = 0; i < 16; ++i) {
         GenerationRequest q;
+        q.key = "problem-" + std::to_string(i);
         std::string text = "Problem " + std::to_string(i) + ":";
         for (int w = 0; w < (i * 7) % 23; ++w) text += " x^" + std::to_string(w) + " +";
         q.prompt = tokenizer.encode(text);
@@ -168,16 +190,16 @@ TEST(BatchInvariance, AloneEqualsInsideAMixedBatchOf16) {
         q.params.seed = 77;
         q.params.ignore_eos = true;
         q.params.max_new_tokens = 4 + i % 5;  // sequences finish at different steps
-        q.sample_index = uint64_t(i % 3);
+        q.sample_index = i % 3;
         batch.push_back(q);
       }
-      const auto together = generate(r, tokenizer, batch);
+      const auto together = generate(r, batch);
       const size_t probe = 11;
-      const auto alone = generate(r, tokenizer, {batch[probe]});
+      const auto alone = generate(r, {batch[probe]});
       if (is_rank0()) {
         EXPECT_EQ(alone[0].token_ids, together[probe].token_ids) << "T=" << temperature;
         for (size_t i = 0; i < batch.size(); ++i)
-          EXPECT_EQ(together[i].completion_tokens, batch[i].params.max_new_tokens);
+          EXPECT_EQ(int64_t(together[i].token_ids.size()), batch[i].params.max_new_tokens);
       }
     }
   }
@@ -195,6 +217,7 @@ TEST(BatchInvariance, MixedPrefillAndDecodeStepsUnderALimitedCache) {
     std::vector<GenerationRequest> batch;
     for (int i = 0; i < 6; ++i) {
       GenerationRequest q;
+      q.key = "question-" + std::to_string(i);
       q.prompt =
           tokenizer.encode("Question " + std::to_string(i) + std::string(size_t(i) * 3, '?'));
       q.params.temperature = 0.7;
@@ -203,9 +226,9 @@ TEST(BatchInvariance, MixedPrefillAndDecodeStepsUnderALimitedCache) {
       q.params.max_new_tokens = 6 + 3 * i;  // every sequence needs 2 of the 5 blocks
       batch.push_back(q);
     }
-    const auto together = generate(small_cache, tokenizer, batch);
+    const auto together = generate(small_cache, batch);
     for (size_t i = 0; i < batch.size(); ++i) {
-      const auto alone = generate(small_cache, tokenizer, {batch[i]});
+      const auto alone = generate(small_cache, {batch[i]});
       if (is_rank0()) {
         EXPECT_EQ(alone[0].token_ids, together[i].token_ids) << "sequence " << i;
       }
@@ -222,37 +245,36 @@ TEST(SharedPrefill, SamplesOfOnePromptForkItsBlocks) {
   {
     Replica r(dir, MPI_COMM_WORLD);
     const Tokenizer tokenizer = Tokenizer::load(dir);
-    GenerationRequest q;
-    q.prompt = tokenizer.encode("Find the sum of all integers k with 1 <= k <= 100.");  // > 1 block
-    q.params.temperature = 1.0;
-    q.params.seed = 99;
-    q.params.ignore_eos = true;
-    q.params.max_new_tokens = 20;  // crosses into new blocks after the copy-on-write
-    std::vector<GenerationRequest> batch;
-    for (uint64_t k = 0; k < 4; ++k) {
-      batch.push_back(q);
-      batch.back().sample_index = k;
-    }
-    GenerationRequest other = q;
-    other.prompt = tokenizer.encode("Another problem.");
-    batch.insert(batch.begin() + 2, other);
+    SamplingParams p;
+    p.temperature = 1.0;
+    p.seed = 99;
+    p.ignore_eos = true;
+    p.max_new_tokens = 20;  // crosses into new blocks after the copy-on-write
+    const auto prompt = tokenizer.encode("Find the sum of all integers k with 1 <= k <= 100.");
+    ASSERT_GT(prompt.size(), 16u);  // more than one block
 
     ModelRunner runner(r.model, *r.comm);
     if (!runner.is_driver()) {
       runner.follow();
     } else {
-      Generator generator(runner, tokenizer, {});
-      const auto together = generator.generate(batch);
-      EXPECT_EQ(generator.shared_prefill_tokens(), 3 * int64_t(q.prompt.size()));
+      EngineConfig config;
+      config.prefix_caching = false;  // only the fork may share the prompt here
+      Engine engine(runner, config);
+      engine.add({"q", prompt, p, 4});
+      const auto other = tokenizer.encode("Another problem.");
+      engine.add({"other", other, p, 1});
+      const testing::Completions together = testing::run_until_idle(engine);
+      EXPECT_EQ(engine.stats().prefill_tokens, int64_t(prompt.size() + other.size()));
       std::set<std::vector<int32_t>> distinct;
-      for (size_t i = 0; i < batch.size(); ++i) {
-        const auto alone = generator.generate({batch[i]});
-        EXPECT_EQ(alone[0].token_ids, together[i].token_ids) << "request " << i;
-        if (i != 2) distinct.insert(together[i].token_ids);
+      for (int32_t k = 0; k < 4; ++k) {
+        engine.add({"q", prompt, p, k + 1});  // sample k computed alone, as the last of k + 1
+        const testing::Completions alone = testing::run_until_idle(engine);
+        EXPECT_EQ(alone.at({"q", k}).token_ids, together.at({"q", k}).token_ids) << "sample " << k;
+        distinct.insert(together.at({"q", k}).token_ids);
       }
       EXPECT_EQ(distinct.size(), 4u) << "the samples of one prompt should differ";
-      runner.shutdown();
     }
+    runner.shutdown();
   }
   testing::remove_on_rank0(dir);
 }
@@ -275,6 +297,9 @@ class CountingCommunicator final : public Communicator {
     inner_.broadcast(data, bytes, root);
   }
   void barrier() override { inner_.barrier(); }
+  void await_broadcast(void* data, size_t bytes, int root) override {
+    inner_.await_broadcast(data, bytes, root);
+  }
   int all_reduces = 0, all_gathers = 0;
 
  private:

@@ -36,6 +36,12 @@ class Communicator {
 
   virtual void barrier() = 0;
 
+  // A broadcast that receivers may wait on for a long time (an idle group's next step plan):
+  // a waiting rank sleeps between polls instead of spinning on a core, waking within about a
+  // millisecond of the root's call. Collective, but it does not match broadcast(): every rank
+  // must call await_broadcast for the same message. Default: broadcast().
+  virtual void await_broadcast(void* data, size_t bytes, int root) { broadcast(data, bytes, root); }
+
   // The MPI communicator that carries this group's control traffic (collectively(), the NCCL
   // bootstrap); MPI_COMM_NULL for a group that is one process without MPI.
   virtual MPI_Comm control_comm() const { return MPI_COMM_NULL; }

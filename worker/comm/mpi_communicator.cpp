@@ -1,7 +1,9 @@
 #include "worker/comm/mpi_communicator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 #include <cstring>
 #include <vector>
 
@@ -82,6 +84,28 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
     const int n = static_cast<int>(std::min(bytes - done, max_chunk_));
     DSMATH_MPI_CHECK(MPI_Bcast(p + done, n, MPI_BYTE, root, comm_));
     done += n;
+  }
+}
+
+// MPI's blocking collectives busy-poll: an idle follower would burn a core. A non-blocking
+// broadcast polled with MPI_Test spins only briefly (the next plan of a busy group is usually
+// there within microseconds), then sleeps between polls, backing off to 1 ms.
+void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root) {
+  check_root(root, "await_broadcast");
+  DSMATH_CHECK(bytes <= max_chunk_, "await_broadcast: ", bytes, " bytes is more than one piece (",
+               max_chunk_, "); use broadcast for bulk data");
+  MPI_Request request;
+  DSMATH_MPI_CHECK(MPI_Ibcast(data, int(bytes), MPI_BYTE, root, comm_, &request));
+  using Clock = std::chrono::steady_clock;
+  const auto spin_until = Clock::now() + std::chrono::microseconds(200);
+  auto pause = std::chrono::microseconds(20);
+  for (;;) {
+    int done = 0;
+    DSMATH_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    if (Clock::now() < spin_until) continue;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(1000));
   }
 }
 

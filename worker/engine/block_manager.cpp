@@ -14,8 +14,10 @@ int64_t blocks_for(int64_t tokens, int64_t block_size) {
 
 }  // namespace
 
-BlockManager::BlockManager(int32_t num_blocks, int32_t block_size)
-    : block_size_(block_size), ref_counts_(size_t(std::max(num_blocks, 0)), 0) {
+BlockManager::BlockManager(int32_t num_blocks, int32_t block_size, bool prefix_caching)
+    : block_size_(block_size),
+      ref_counts_(size_t(std::max(num_blocks, 0)), 0),
+      prefix_caching_(prefix_caching) {
   DSMATH_CHECK(num_blocks > 0, "block manager: num_blocks ", num_blocks, " must be positive");
   DSMATH_CHECK(block_size > 0, "block manager: block_size ", block_size, " must be positive");
   free_.reserve(size_t(num_blocks));
@@ -86,15 +88,62 @@ int32_t BlockManager::ref_count(BlockId block) const {
   return ref_counts_[size_t(block)];
 }
 
+int32_t BlockManager::take_cached_prefix(BlockTable& table, std::span<const int32_t> tokens,
+                                         int32_t max_blocks, std::vector<BlockHash>& hashes) {
+  DSMATH_CHECK(table.num_tokens == 0 && hashes.empty(),
+               "block manager: a cached prefix starts an empty table");
+  if (!prefix_caching_) return 0;
+  const int32_t full = int32_t(std::min<int64_t>(max_blocks, int64_t(tokens.size()) / block_size_));
+  BlockHash parent = 0;
+  for (int32_t i = 0; i < full; ++i) {
+    const auto block_tokens = tokens.subspan(size_t(i) * size_t(block_size_), size_t(block_size_));
+    const BlockHash hash = chain_block_hash(parent, block_tokens);
+    const std::optional<BlockId> hit = cache_.find(hash, parent, block_tokens);
+    if (!hit) break;
+    if (ref_counts_[size_t(*hit)]++ == 0) cache_.on_referenced(*hit);
+    table.blocks.push_back(*hit);
+    table.num_tokens += block_size_;
+    hashes.push_back(hash);
+    parent = hash;
+  }
+  return table.num_tokens;
+}
+
+void BlockManager::cache_full_blocks(const BlockTable& table, std::span<const int32_t> tokens,
+                                     int32_t computed, std::vector<BlockHash>& hashes) {
+  if (!prefix_caching_) return;
+  DSMATH_CHECK(computed <= table.num_tokens && size_t(computed) <= tokens.size(),
+               "block manager: ", computed, " computed tokens exceed the table or the sequence");
+  for (size_t i = hashes.size(); int64_t(i + 1) * block_size_ <= computed; ++i) {
+    const auto block_tokens = tokens.subspan(i * size_t(block_size_), size_t(block_size_));
+    const BlockHash parent = i == 0 ? 0 : hashes[i - 1];
+    const BlockHash hash = chain_block_hash(parent, block_tokens);
+    cache_.insert(hash, parent, block_tokens, table.blocks[i]);
+    hashes.push_back(hash);
+  }
+}
+
 BlockId BlockManager::allocate() {
-  const BlockId b = free_.back();
-  free_.pop_back();
+  BlockId b;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else {
+    const std::optional<BlockId> evicted = cache_.evict();
+    DSMATH_CHECK(evicted.has_value(), "block manager: no free KV block left");
+    b = *evicted;
+  }
   ref_counts_[size_t(b)] = 1;
   return b;
 }
 
 void BlockManager::release(BlockId block) {
-  if (--ref_counts_[size_t(block)] == 0) free_.push_back(block);
+  if (--ref_counts_[size_t(block)] != 0) return;
+  if (cache_.is_cached(block)) {
+    cache_.on_unreferenced(block);  // stays cached until its memory is needed
+  } else {
+    free_.push_back(block);
+  }
 }
 
 }  // namespace dsmath

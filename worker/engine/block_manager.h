@@ -4,14 +4,19 @@
 // prefill) and copied on write when a sequence is about to write into a shared, partially filled
 // last block. This class only does the bookkeeping; the caller performs the returned block
 // copies on the KV storage (PagedKVCache::copy_blocks) before writing new rows.
+//
+// With prefix caching on, full blocks are also indexed by the hash of the tokens up to their end
+// (PrefixCache): a sequence can start from blocks that hold its prefix already, and a block whose
+// last reference goes stays cached, evictable, until the free list runs dry.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
-namespace dsmath {
+#include "worker/engine/prefix_cache.h"
 
-using BlockId = int32_t;
+namespace dsmath {
 
 struct BlockTable {
   std::vector<BlockId> blocks;  // always exactly ceil(num_tokens / block_size) entries
@@ -25,11 +30,15 @@ struct BlockCopy {
 
 class BlockManager {
  public:
-  explicit BlockManager(int32_t num_blocks, int32_t block_size = 16);
+  explicit BlockManager(int32_t num_blocks, int32_t block_size = 16, bool prefix_caching = false);
 
   int32_t block_size() const { return block_size_; }
   int32_t num_blocks() const { return int32_t(ref_counts_.size()); }
-  int32_t num_free() const { return int32_t(free_.size()); }
+  bool prefix_caching() const { return prefix_caching_; }
+  // Blocks an append can take: never used, or cached and unreferenced (evicted on demand).
+  int32_t num_free() const { return int32_t(free_.size()) + cache_.num_evictable(); }
+  int32_t num_cached_free() const { return cache_.num_evictable(); }
+  int32_t num_used() const { return num_blocks() - num_free(); }
 
   // Free blocks that append(table, new_tokens) would take: the new blocks past the end, plus
   // one for the copy of a shared partial last block.
@@ -52,6 +61,18 @@ class BlockManager {
 
   int32_t ref_count(BlockId block) const;
 
+  // Prefix caching. `tokens` are a sequence's tokens; `hashes` the chained hashes of its full
+  // blocks so far, which the caller keeps with the sequence (empty for an empty table).
+  //
+  // Starts the empty `table` with the longest cached run of blocks that holds tokens' prefix,
+  // at most `max_blocks` blocks; returns how many tokens those blocks cover.
+  int32_t take_cached_prefix(BlockTable& table, std::span<const int32_t> tokens,
+                             int32_t max_blocks, std::vector<BlockHash>& hashes);
+  // Indexes the blocks of `table` that are full within its first `computed` tokens (their rows
+  // written) and not indexed yet. No-op with prefix caching off.
+  void cache_full_blocks(const BlockTable& table, std::span<const int32_t> tokens,
+                         int32_t computed, std::vector<BlockHash>& hashes);
+
  private:
   void check_table(const BlockTable& table, const char* op) const;
   BlockId allocate();
@@ -60,6 +81,8 @@ class BlockManager {
   int32_t block_size_;
   std::vector<int32_t> ref_counts_;  // per block; 0 = free
   std::vector<BlockId> free_;        // stack: the most recently freed block is reused first
+  bool prefix_caching_;
+  PrefixCache cache_;
 };
 
 }  // namespace dsmath

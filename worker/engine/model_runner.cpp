@@ -4,6 +4,28 @@
 
 namespace dsmath {
 
+namespace {
+
+// A plan travels as its length, through await_broadcast (followers of an idle group wait there
+// without spinning), then its words.
+void send_plan(Communicator& control, const StepPlan& plan) {
+  std::vector<int32_t> words = plan.serialize();
+  uint64_t size = words.size();
+  control.await_broadcast(&size, sizeof(size), 0);
+  control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
+}
+
+StepPlan receive_plan(Communicator& control) {
+  uint64_t size = 0;
+  control.await_broadcast(&size, sizeof(size), 0);
+  DSMATH_CHECK(size > 0 && size < (uint64_t(1) << 31), "step plan of ", size, " words");
+  std::vector<int32_t> words(size);
+  control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
+  return StepPlan::deserialize(words);
+}
+
+}  // namespace
+
 ModelRunner::ModelRunner(LlamaModel& model, Communicator& control)
     : model_(model), control_(control) {}
 
@@ -18,19 +40,14 @@ ModelRunner::~ModelRunner() {
 
 std::vector<float> ModelRunner::step(const StepPlan& plan) {
   DSMATH_CHECK(is_driver(), "ModelRunner::step runs on the driver (rank 0) only");
-  if (control_.topology().world_size > 1) {
-    std::vector<int32_t> words = plan.serialize();
-    broadcast_vector(control_, words, 0);
-  }
+  if (control_.topology().world_size > 1) send_plan(control_, plan);
   return model_.forward(plan);
 }
 
 void ModelRunner::follow() {
   DSMATH_CHECK(!is_driver(), "ModelRunner::follow runs on ranks other than 0");
   for (;;) {
-    std::vector<int32_t> words;
-    broadcast_vector(control_, words, 0);
-    const StepPlan plan = StepPlan::deserialize(words);
+    const StepPlan plan = receive_plan(control_);
     if (plan.shutdown) return;
     model_.forward(plan);
   }
@@ -42,8 +59,7 @@ void ModelRunner::shutdown() {
   if (control_.topology().world_size > 1) {
     StepPlan plan;
     plan.shutdown = true;
-    std::vector<int32_t> words = plan.serialize();
-    broadcast_vector(control_, words, 0);
+    send_plan(control_, plan);
   }
 }
 

@@ -2,13 +2,18 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <unordered_map>
 
 #include "common/core/error.h"
 #include "worker/engine/rng.h"
 
 namespace dsmath {
+
+namespace {
+// Below ~1e-5 the scaled logits overflow f32; such a temperature is greedy in effect (vLLM
+// draws the same line).
+constexpr double kGreedyBelowTemperature = 1e-5;
+}  // namespace
 
 void SamplingParams::validate() const {
   DSMATH_CHECK(std::isfinite(temperature) && temperature >= 0,
@@ -23,12 +28,24 @@ void SamplingParams::validate() const {
   DSMATH_CHECK(max_new_tokens >= 0, "max_new_tokens must be >= 0, got ", max_new_tokens);
   DSMATH_CHECK(top_logprobs >= 0 && top_logprobs <= 20, "top_logprobs must be in [0, 20], got ",
                top_logprobs);
-  for (const std::string& s : stop) DSMATH_CHECK(!s.empty(), "stop strings must not be empty");
+}
+
+bool SamplingParams::greedy() const {
+  return temperature < kGreedyBelowTemperature;
 }
 
 namespace {
 
-constexpr double kGreedyBelowTemperature = 1e-5;
+// Reused per thread: no vocabulary-sized allocation per token.
+struct Scratch {
+  std::vector<float> penalized, prob;
+  std::vector<int32_t> candidates;
+};
+thread_local Scratch scratch;
+
+bool has_penalties(const SamplingParams& p) {
+  return p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+}
 
 // Penalties act on the raw logits, before temperature (as HF and vLLM apply them).
 void apply_penalties(std::vector<float>& z, const SamplingParams& p,
@@ -52,61 +69,111 @@ void apply_penalties(std::vector<float>& z, const SamplingParams& p,
   }
 }
 
-int32_t argmax(const std::vector<float>& z) {
-  return int32_t(std::max_element(z.begin(), z.end()) - z.begin());  // first max, as torch
+// Index of the first maximum (as torch.argmax); throws on a NaN or infinite logit.
+size_t checked_argmax(std::span<const float> z) {
+  size_t best = 0;
+  bool finite = true;
+  for (size_t i = 0; i < z.size(); ++i) {
+    finite &= std::isfinite(z[i]);
+    if (z[i] > z[best]) best = i;
+  }
+  if (!finite) {
+    const size_t bad = size_t(std::find_if(z.begin(), z.end(), [](float v) {
+                                return !std::isfinite(v);
+                              }) -
+                              z.begin());
+    fail("the model produced a non-finite logit (", z[bad], " for token ", bad,
+         "); the sequence cannot be continued");
+  }
+  return best;
 }
 
-// Draws from softmax(z / T) restricted by top_k, top_p and min_p.
-int32_t draw(std::vector<float>& z, const SamplingParams& p, double u) {
-  const float inv_t = float(1.0 / p.temperature);
-  for (float& v : z) v *= inv_t;
+// Better candidate first: higher probability, then lower id (a fixed order for ties).
+struct MoreLikely {
+  const float* p;
+  bool operator()(int32_t a, int32_t b) const {
+    return p[a] > p[b] || (p[a] == p[b] && a < b);
+  }
+};
 
-  std::vector<int32_t> cand(z.size());
-  std::iota(cand.begin(), cand.end(), 0);
-  const bool filtered = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0;
-  if (filtered) {
-    auto better = [&](int32_t a, int32_t b) {
-      return z[size_t(a)] > z[size_t(b)] || (z[size_t(a)] == z[size_t(b)] && a < b);
-    };
-    if (p.top_k > 0 && size_t(p.top_k) < cand.size()) {
-      std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), better);
-      cand.resize(size_t(p.top_k));
+// The candidates that top_k / top_p / min_p may keep, sorted most likely first, and the mass
+// top_p is measured against. prob[] holds exp((z - zmax) / T), so the most likely token has 1.
+double sorted_candidates(const std::vector<float>& prob, double total, const SamplingParams& p,
+                         std::vector<int32_t>& cand) {
+  const int32_t vocab = int32_t(prob.size());
+  cand.clear();
+  if (p.top_k > 0 && p.top_k < vocab) {
+    cand.resize(size_t(vocab));
+    for (int32_t i = 0; i < vocab; ++i) cand[size_t(i)] = i;
+    std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), MoreLikely{prob.data()});
+    cand.resize(size_t(p.top_k));
+    total = 0;  // top_p then measures within the top k (renormalized), as vLLM does
+    for (int32_t i : cand) total += prob[size_t(i)];
+  } else {
+    // Only tokens above a threshold can be kept: min_p gives one outright; for top_p, lower it
+    // until the tokens above it hold the nucleus mass.
+    const double need = p.top_p < 1.0 ? p.top_p * total : 0.0;
+    float threshold = p.min_p > 0 ? float(p.min_p) : 1.0f / 1024;
+    for (;;) {
+      cand.clear();
+      double mass = 0;
+      for (int32_t i = 0; i < vocab; ++i)
+        if (prob[size_t(i)] >= threshold) {
+          cand.push_back(i);
+          mass += prob[size_t(i)];
+        }
+      if (p.min_p > 0 || mass >= need || threshold == 0.0f) break;
+      threshold = threshold < 1e-30f ? 0.0f : threshold / 64;
     }
-    std::sort(cand.begin(), cand.end(), better);
+  }
+  std::sort(cand.begin(), cand.end(), MoreLikely{prob.data()});
+  return total;
+}
+
+// Draws from softmax(z / T) restricted by top_k, top_p and min_p, with uniform u in [0, 1).
+int32_t draw(std::span<const float> z, float zmax, const SamplingParams& p, double u,
+             double* total_out) {
+  std::vector<float>& prob = scratch.prob;
+  prob.resize(z.size());
+  const float inv_t = float(1.0 / p.temperature);
+  double total = 0;
+  for (size_t i = 0; i < z.size(); ++i) total += prob[i] = std::exp((z[i] - zmax) * inv_t);
+  *total_out = total;
+
+  const bool filtered = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0;
+  if (!filtered) {  // the whole vocabulary, in id order
+    const double target = u * total;
+    double cum = 0;
+    for (size_t i = 0; i < prob.size(); ++i)
+      if (target < (cum += prob[i])) return int32_t(i);
+    return int32_t(checked_argmax(z));  // rounding left target at the very end
   }
 
-  const float zmax = *std::max_element(z.begin(), z.end());
-  std::vector<double> prob(cand.size());
-  double total = 0;
-  for (size_t i = 0; i < cand.size(); ++i)
-    total += prob[i] = std::exp(double(z[size_t(cand[i])] - zmax));
-
+  std::vector<int32_t>& cand = scratch.candidates;
+  const double nucleus_total = sorted_candidates(prob, total, p, cand);
   size_t keep = cand.size();
   if (p.top_p < 1.0) {  // smallest prefix whose mass reaches top_p (at least one token)
     double cum = 0;
     for (size_t i = 0; i < keep; ++i) {
-      if (cum >= p.top_p * total) {
+      if (cum >= p.top_p * nucleus_total) {
         keep = i;
         break;
       }
-      cum += prob[i];
+      cum += prob[size_t(cand[i])];
     }
   }
   if (p.min_p > 0.0) {  // drop tokens less likely than min_p x the most likely one
-    const double floor = p.min_p * prob[0];
+    const double floor = p.min_p * prob[size_t(cand[0])];
     size_t i = 1;
-    while (i < keep && prob[i] >= floor) ++i;
+    while (i < keep && prob[size_t(cand[i])] >= floor) ++i;
     keep = i;
   }
-
   double mass = 0;
-  for (size_t i = 0; i < keep; ++i) mass += prob[i];
+  for (size_t i = 0; i < keep; ++i) mass += prob[size_t(cand[i])];
   const double target = u * mass;
   double cum = 0;
-  for (size_t i = 0; i < keep; ++i) {
-    cum += prob[i];
-    if (target < cum) return cand[i];
-  }
+  for (size_t i = 0; i < keep; ++i)
+    if (target < (cum += prob[size_t(cand[i])])) return cand[i];
   return cand[keep - 1];
 }
 
@@ -114,32 +181,47 @@ int32_t draw(std::vector<float>& z, const SamplingParams& p, double u) {
 
 SampledToken sample_token(std::span<const float> logits, const SamplingParams& params,
                           std::span<const int32_t> history, size_t prompt_len,
-                          uint64_t sample_index, uint64_t step) {
+                          const SampleKey& key) {
   DSMATH_CHECK(!logits.empty(), "sample_token: empty logits");
-  std::vector<float> z(logits.begin(), logits.end());
-  apply_penalties(z, params, history, prompt_len);
-  // Below ~1e-5 the scaled logits overflow f32; such a temperature is greedy in effect (vLLM
-  // draws the same line).
-  const int32_t chosen = params.temperature < kGreedyBelowTemperature
-                             ? argmax(z)
-                             : draw(z, params, philox_uniform(params.seed, sample_index, step));
+  const size_t raw_argmax = checked_argmax(logits);
+  const bool penalized = has_penalties(params);
+  std::span<const float> z = logits;
+  size_t z_argmax = raw_argmax;
+  if (penalized) {
+    scratch.penalized.assign(logits.begin(), logits.end());
+    apply_penalties(scratch.penalized, params, history, prompt_len);
+    z = scratch.penalized;
+    z_argmax = checked_argmax(z);
+  }
 
-  // log_softmax of the raw logits: the model's own probability of each token.
-  const float lmax = *std::max_element(logits.begin(), logits.end());
-  double sum = 0;
-  for (float v : logits) sum += std::exp(double(v - lmax));
+  SampledToken out;
+  double sampled_total = 0;  // sum of exp(z - zmax) when the draw computed it at T = 1
+  if (params.greedy()) {
+    out.token = int32_t(z_argmax);
+  } else {
+    const double u = philox_uniform(params.seed, key.stream, key.sample_index, key.step);
+    out.token = draw(z, z[z_argmax], params, u, &sampled_total);
+  }
+  if (!params.logprobs && params.top_logprobs == 0) return out;
+
+  // log_softmax of the raw logits: the model's own probability of each token. The draw's exp
+  // pass is that sum already when nothing transformed the logits.
+  const float lmax = logits[raw_argmax];
+  double sum = sampled_total;
+  if (penalized || params.greedy() || params.temperature != 1.0) {
+    sum = 0;
+    for (float v : logits) sum += std::exp(v - lmax);
+  }
   const double log_z = double(lmax) + std::log(sum);
-  SampledToken out{chosen, float(double(logits[size_t(chosen)]) - log_z), {}};
+  out.logprob = float(double(logits[size_t(out.token)]) - log_z);
 
   if (params.top_logprobs > 0) {
-    std::vector<int32_t> idx(logits.size());
-    std::iota(idx.begin(), idx.end(), 0);
+    std::vector<int32_t>& idx = scratch.candidates;
+    idx.resize(logits.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
     const size_t k = std::min(idx.size(), size_t(params.top_logprobs));
     std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(k), idx.end(),
-                      [&](int32_t a, int32_t b) {
-                        return logits[size_t(a)] > logits[size_t(b)] ||
-                               (logits[size_t(a)] == logits[size_t(b)] && a < b);
-                      });
+                      MoreLikely{logits.data()});
     for (size_t i = 0; i < k; ++i)
       out.top.push_back({idx[i], float(double(logits[size_t(idx[i])]) - log_z)});
   }

@@ -3,7 +3,11 @@
 // Order (as vLLM / HF): penalties on the raw logits -> temperature -> top_k -> top_p ->
 // min_p -> draw with the counter-based RNG. Temperature 0 (or below 1e-5) means greedy.
 // The reported logprob is the chosen token's log-probability under the model, i.e. the
-// log_softmax of the raw logits before any of these transforms.
+// log_softmax of the raw logits before any of these transforms; it is computed only when asked.
+//
+// Cost: one pass for the max (which also rejects NaN / infinite logits), one float exp pass
+// when sampling, and a sort of the surviving candidates only (top_k's k, or the tokens above
+// a probability threshold for top_p / min_p), never of the whole vocabulary.
 #pragma once
 
 #include <cstdint>
@@ -24,12 +28,13 @@ struct SamplingParams {
   uint64_t seed = 0;
   int64_t max_new_tokens = 256;
   bool ignore_eos = false;
-  std::vector<std::string> stop;        // stop strings (not included in the output)
   std::vector<int32_t> stop_token_ids;  // besides the model's EOS ids
+  bool logprobs = false;                // report the chosen token's logprob
   int64_t top_logprobs = 0;             // also report this many alternatives per token
 
   // Throws Error naming the field when a value is out of range.
   void validate() const;
+  bool greedy() const;
 };
 
 struct TokenLogprob {
@@ -38,15 +43,24 @@ struct TokenLogprob {
 };
 
 struct SampledToken {
-  int32_t token;
-  float logprob;                  // log_softmax(raw logits)[token]
+  int32_t token = -1;
+  float logprob = 0;              // log_softmax(raw logits)[token], when asked
   std::vector<TokenLogprob> top;  // top_logprobs best alternatives, best first
+};
+
+// Where a draw comes from: the request's stream (rng_stream_id of its key), the sample, and the
+// index of the token within the sample.
+struct SampleKey {
+  uint64_t stream = 0;
+  uint64_t sample_index = 0;
+  uint64_t step = 0;
 };
 
 // `history`: prompt + generated tokens so far (repetition penalty looks at both, presence and
 // frequency penalties at the generated part, which starts at `prompt_len`).
+// Throws Error when a logit is NaN or infinite (the model broke down for this sequence).
 SampledToken sample_token(std::span<const float> logits, const SamplingParams& params,
                           std::span<const int32_t> history, size_t prompt_len,
-                          uint64_t sample_index, uint64_t step);
+                          const SampleKey& key);
 
 }  // namespace dsmath

@@ -55,9 +55,11 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
 
   backend_.rms_norm(x_, weights_.final_norm, float(c.rms_norm_eps), normed_);
   if (plan.all_logits) return vocab_parallel_logits(normed_);
-  // Only each sequence's last token needs logits.
+  // Only the last token of each sequence that samples this step needs logits.
   std::vector<int64_t> last_rows;
-  for (const AttentionSequence& s : seqs) last_rows.push_back(s.row + s.tokens - 1);
+  for (size_t i = 0; i < seqs.size(); ++i)
+    if (plan.sequences[i].logits) last_rows.push_back(seqs[i].row + seqs[i].tokens - 1);
+  if (last_rows.empty()) return {};  // prompt chunks only: no lm_head this step
   backend_.gather_rows(normed_, last_rows, last_);
   return vocab_parallel_logits(last_);
 }

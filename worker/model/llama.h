@@ -34,8 +34,8 @@ class LlamaModel {
   size_t shard_bytes() const { return weights_.bytes(config_); }  // this rank's weights
 
   // Runs the plan. Returns logits on the driver (rank 0), row-major [rows, vocab_size]: one
-  // row per sequence (its last token), or one per token when plan.all_logits. Other ranks get
-  // an empty vector.
+  // row per sequence whose `logits` is set (its last token), or one per token when
+  // plan.all_logits. Other ranks get an empty vector.
   std::vector<float> forward(const StepPlan& plan);
 
  private:

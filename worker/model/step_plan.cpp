@@ -5,7 +5,7 @@
 namespace dsmath {
 
 // Layout: flags, #copies, (src, dst)*, #sequences, then per sequence:
-// first_position, #tokens, tokens*, #blocks, blocks*.
+// first_position, logits, #tokens, tokens*, #blocks, blocks*.
 std::vector<int32_t> StepPlan::serialize() const {
   std::vector<int32_t> w;
   w.push_back(int32_t(all_logits) | int32_t(shutdown) << 1);
@@ -14,6 +14,7 @@ std::vector<int32_t> StepPlan::serialize() const {
   w.push_back(int32_t(sequences.size()));
   for (const StepSequence& s : sequences) {
     w.push_back(s.first_position);
+    w.push_back(int32_t(s.logits));
     w.push_back(int32_t(s.tokens.size()));
     w.insert(w.end(), s.tokens.begin(), s.tokens.end());
     w.push_back(int32_t(s.block_table.size()));
@@ -41,6 +42,7 @@ StepPlan StepPlan::deserialize(std::span<const int32_t> w) {
   for (size_t i = count(); i > 0; --i) {
     StepSequence s;
     s.first_position = next();
+    s.logits = next() != 0;
     for (size_t n = count(); n > 0; --n) s.tokens.push_back(next());
     for (size_t n = count(); n > 0; --n) s.block_table.push_back(next());
     p.sequences.push_back(std::move(s));

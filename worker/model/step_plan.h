@@ -12,6 +12,7 @@ struct StepSequence {
   std::vector<int32_t> tokens;       // new tokens: a prompt, a prompt chunk or one decode token
   int32_t first_position = 0;        // position of tokens[0]
   std::vector<int32_t> block_table;  // KV blocks covering positions [0, first_position + size)
+  bool logits = true;  // this step samples from it (false: a prompt chunk before the last)
 };
 
 struct KVBlockCopy {
@@ -21,7 +22,7 @@ struct KVBlockCopy {
 struct StepPlan {
   std::vector<KVBlockCopy> copies;  // copy-on-write, applied before the forward
   std::vector<StepSequence> sequences;
-  bool all_logits = false;  // logits for every token instead of each sequence's last one
+  bool all_logits = false;  // logits for every token instead of each sampled sequence's last one
   bool shutdown = false;    // followers leave their loop
 
   std::vector<int32_t> serialize() const;

@@ -20,36 +20,37 @@ std::vector<float> log_probs(std::vector<double> p) {
 
 std::map<int32_t, int> histogram(const std::vector<float>& logits, const SamplingParams& p, int n) {
   std::map<int32_t, int> h;
-  for (int step = 0; step < n; ++step) ++h[sample_token(logits, p, {}, 0, 0, uint64_t(step)).token];
+  for (int step = 0; step < n; ++step) ++h[sample_token(logits, p, {}, 0, {0, 0, uint64_t(step)}).token];
   return h;
 }
 
-TEST(Philox, UniformAndKeyedByAllThreeInputs) {
+TEST(Philox, UniformAndKeyedByAllFourInputs) {
   double sum = 0;
-  for (uint64_t i = 0; i < 10000; ++i) {
-    const double u = philox_uniform(7, 0, i);
+  for (uint64_t i = 0; i < 100000; ++i) {
+    const double u = philox_uniform(7, 0, 0, i);
     ASSERT_GE(u, 0.0);
     ASSERT_LT(u, 1.0);
     sum += u;
   }
-  EXPECT_NEAR(sum / 10000, 0.5, 0.01);
-  EXPECT_EQ(philox_uniform(1, 2, 3), philox_uniform(1, 2, 3));
-  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(2, 2, 3));
-  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(1, 3, 3));
-  EXPECT_NE(philox_uniform(1, 2, 3), philox_uniform(1, 2, 4));
+  EXPECT_NEAR(sum / 100000, 0.5, 0.005);  // 5 standard errors
+  EXPECT_EQ(philox_uniform(1, 9, 2, 3), philox_uniform(1, 9, 2, 3));
+  EXPECT_NE(philox_uniform(1, 9, 2, 3), philox_uniform(2, 9, 2, 3));
+  EXPECT_NE(philox_uniform(1, 9, 2, 3), philox_uniform(1, 8, 2, 3));
+  EXPECT_NE(philox_uniform(1, 9, 2, 3), philox_uniform(1, 9, 3, 3));
+  EXPECT_NE(philox_uniform(1, 9, 2, 3), philox_uniform(1, 9, 2, 4));
 }
 
 TEST(Sampler, GreedyPicksFirstArgmax) {
   SamplingParams p;
   p.temperature = 0;
-  EXPECT_EQ(sample_token(std::vector<float>{1, 3, 2, 3}, p, {}, 0, 0, 0).token, 1);
+  EXPECT_EQ(sample_token(std::vector<float>{1, 3, 2, 3}, p, {}, 0, {0, 0, 0}).token, 1);
 }
 
 TEST(Sampler, TinyTemperatureIsGreedy) {
   SamplingParams p;
   p.temperature = 1e-40;  // 1/T overflows f32: must not turn into NaN and pick a junk token
   const std::vector<float> z{0.5f, 2.0f, 1.0f, -3.0f};
-  for (uint64_t step = 0; step < 20; ++step) EXPECT_EQ(sample_token(z, p, {}, 0, 0, step).token, 1);
+  for (uint64_t step = 0; step < 20; ++step) EXPECT_EQ(sample_token(z, p, {}, 0, {0, 0, step}).token, 1);
 }
 
 TEST(Sampler, FollowsTheDistribution) {
@@ -95,10 +96,10 @@ TEST(Sampler, SameKeySameToken) {
   p.seed = 5;
   const auto z = log_probs({0.25, 0.25, 0.25, 0.25});
   for (uint64_t step = 0; step < 50; ++step)
-    EXPECT_EQ(sample_token(z, p, {}, 0, 3, step).token, sample_token(z, p, {}, 0, 3, step).token);
+    EXPECT_EQ(sample_token(z, p, {}, 0, {0, 3, step}).token, sample_token(z, p, {}, 0, {0, 3, step}).token);
   int differ = 0;
   for (uint64_t step = 0; step < 50; ++step)
-    differ += sample_token(z, p, {}, 0, 3, step).token != sample_token(z, p, {}, 0, 4, step).token;
+    differ += sample_token(z, p, {}, 0, {0, 3, step}).token != sample_token(z, p, {}, 0, {0, 4, step}).token;
   EXPECT_GT(differ, 20);  // another sample index is another stream
 }
 
@@ -110,7 +111,7 @@ TEST(Sampler, LogprobIsUnderTheRawModel) {
   p.top_logprobs = 2;
   const auto z = log_probs({0.5, 0.3, 0.2});
   const std::vector<int32_t> history{2};
-  const SampledToken t = sample_token(z, p, history, 0, 0, 0);
+  const SampledToken t = sample_token(z, p, history, 0, {0, 0, 0});
   EXPECT_EQ(t.token, 0);
   EXPECT_NEAR(t.logprob, std::log(0.5), 1e-6);
   ASSERT_EQ(t.top.size(), 2u);
@@ -124,14 +125,14 @@ TEST(Sampler, PenaltiesChangeTheChoice) {
   const std::vector<float> z{2.0f, 1.9f, -1.0f};
   const std::vector<int32_t> history{7, 0};  // prompt token 7, generated token 0
   p.repetition_penalty = 1.2;                // 2.0 / 1.2 < 1.9
-  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 1);
+  EXPECT_EQ(sample_token(z, p, history, 1, {0, 0, 0}).token, 1);
   p.repetition_penalty = 1.0;
   p.presence_penalty = 0.5;
-  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 1);
+  EXPECT_EQ(sample_token(z, p, history, 1, {0, 0, 0}).token, 1);
   p.presence_penalty = 0.0;
   p.frequency_penalty = 0.05;  // one occurrence: 2.0 - 0.05 > 1.9
-  EXPECT_EQ(sample_token(z, p, history, 1, 0, 0).token, 0);
-  EXPECT_EQ(sample_token(z, p, history, 2, 0, 0).token, 0);  // token 0 is in the prompt part
+  EXPECT_EQ(sample_token(z, p, history, 1, {0, 0, 0}).token, 0);
+  EXPECT_EQ(sample_token(z, p, history, 2, {0, 0, 0}).token, 0);  // token 0 is in the prompt part
 }
 
 TEST(Sampler, ValidateNamesTheField) {

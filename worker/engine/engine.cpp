@@ -1,0 +1,307 @@
+#include "worker/engine/engine.h"
+
+#include <algorithm>
+
+#include "common/core/error.h"
+#include "worker/engine/rng.h"
+
+namespace dsmath {
+
+std::string_view finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone: return "";
+    case FinishReason::kEos: return "eos";
+    case FinishReason::kStopToken: return "stop_token";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kCancelled: return "cancelled";
+    case FinishReason::kError: return "error";
+  }
+  return "";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool contains(const std::vector<int32_t>& ids, int32_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+SchedulerConfig scheduler_config(const EngineConfig& c) {
+  return {c.max_step_tokens, std::min(c.max_running, c.max_step_tokens)};
+}
+
+}  // namespace
+
+Engine::Engine(ModelRunner& runner, EngineConfig config)
+    : runner_(runner),
+      config_(std::move(config)),
+      blocks_(runner.model().kv_blocks(), runner.model().block_size(), config_.prefix_caching),
+      scheduler_(blocks_, scheduler_config(config_)) {
+  DSMATH_CHECK(runner.is_driver(), "the engine runs on the driver (rank 0) only");
+  DSMATH_CHECK(config_.max_samples >= 1, "the engine's largest n must be at least 1");
+  config_.max_running = std::min(config_.max_running, config_.max_step_tokens);
+  publish_stats();
+}
+
+Engine::~Engine() = default;
+
+void Engine::add(EngineRequest request) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back(std::move(request));
+  wake_.notify_one();
+}
+
+void Engine::cancel(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back(Stop{key, -1, FinishReason::kCancelled});
+  wake_.notify_one();
+}
+
+void Engine::stop(const std::string& key, int32_t sample_index) {
+  std::lock_guard lock(mutex_);
+  commands_.push_back(Stop{key, sample_index, FinishReason::kStop});
+  wake_.notify_one();
+}
+
+bool Engine::has_work() {
+  std::lock_guard lock(mutex_);
+  return !commands_.empty() || !live_.empty();
+}
+
+bool Engine::wait_for_work(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  return wake_.wait_for(lock, timeout, [&] { return !commands_.empty() || !live_.empty(); });
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lock(mutex_);
+  return published_;
+}
+
+void Engine::check(const EngineRequest& r) const {
+  const ModelConfig& c = runner_.model().config();
+  DSMATH_CHECK(!r.key.empty(), "the request key is empty");
+  DSMATH_CHECK(!live_.count(r.key), "the request key is already used by a live request");
+  DSMATH_CHECK(r.n >= 1 && r.n <= config_.max_samples, "n must be in [1, ", config_.max_samples,
+               "], got ", r.n);
+  r.params.validate();
+  const int64_t prompt_len = int64_t(r.prompt.size());
+  DSMATH_CHECK(prompt_len > 0, "the prompt has no tokens");
+  DSMATH_CHECK(prompt_len < c.max_position_embeddings, "the prompt has ", prompt_len,
+               " tokens, the model's context (max_position_embeddings) is ",
+               c.max_position_embeddings);
+  for (size_t i = 0; i < r.prompt.size(); ++i)
+    DSMATH_CHECK(r.prompt[i] >= 0 && r.prompt[i] < c.vocab_size, "prompt token ", i, " (id ",
+                 r.prompt[i], ") is outside the vocabulary of ", c.vocab_size);
+  const int64_t capacity =
+      prompt_len + std::min(r.params.max_new_tokens, c.max_position_embeddings - prompt_len);
+  const int64_t blocks = (capacity + blocks_.block_size() - 1) / blocks_.block_size();
+  DSMATH_CHECK(blocks <= blocks_.num_blocks(), "prompt + max_new_tokens needs ", blocks,
+               " KV blocks, the cache has ", blocks_.num_blocks(),
+               "; lower max_new_tokens or give the KV cache more memory");
+}
+
+void Engine::take_in(EngineRequest& r, std::vector<EngineEvent>& events) {
+  try {
+    check(r);
+  } catch (const Error& e) {
+    EngineEvent refused{r.key, -1};
+    refused.finish = FinishReason::kError;
+    refused.error = cat("request '", r.key, "': ", e.what());
+    events.push_back(std::move(refused));
+    return;
+  }
+  const int64_t context = runner_.model().config().max_position_embeddings;
+  auto request = std::make_shared<Request>();
+  request->key = r.key;
+  request->stream = rng_stream_id(r.key);
+  request->params = std::move(r.params);
+  request->n = r.n;
+  request->prompt_len = int32_t(r.prompt.size());
+  request->capacity = request->prompt_len +
+                      std::min<int64_t>(request->params.max_new_tokens, context - request->prompt_len);
+  counters_.prompt_tokens += request->prompt_len;
+
+  LiveRequest& live = live_[r.key];
+  live.request = request;
+  live.unfinished = r.n;
+  for (int32_t i = 0; i < r.n; ++i) {
+    auto s = std::make_unique<Sequence>();
+    s->request = request;
+    s->sample_index = i;
+    s->arrival = arrivals_++;
+    s->tokens = r.prompt;
+    live.samples.push_back(std::move(s));
+  }
+  if (request->params.max_new_tokens == 0) {
+    for (auto& s : live.samples) {
+      EngineEvent e{r.key, s->sample_index};
+      finish(*s, FinishReason::kLength, "", e);
+      events.push_back(std::move(e));
+    }
+    return;
+  }
+  // Sample 0 computes the prompt; the others fork its blocks when it is done.
+  Sequence& leader = *live.samples[0];
+  for (int32_t i = 1; i < r.n; ++i) leader.forks.push_back(live.samples[size_t(i)].get());
+  scheduler_.enqueue(&leader);
+}
+
+void Engine::apply(const Stop& stop, std::vector<EngineEvent>& events) {
+  const auto it = live_.find(stop.key);
+  if (it == live_.end()) return;  // finished already, or never added: nothing to do
+  for (auto& s : it->second.samples) {
+    if (s->finish != FinishReason::kNone) continue;
+    if (stop.sample_index >= 0 && s->sample_index != stop.sample_index) continue;
+    EngineEvent e{stop.key, s->sample_index};
+    finish(*s, stop.reason, "", e);
+    events.push_back(std::move(e));
+  }
+}
+
+void Engine::finish(Sequence& s, FinishReason reason, std::string error, EngineEvent& event) {
+  scheduler_.remove(&s);
+  s.finish = reason;
+  event.finish = reason;
+  event.error = std::move(error);
+  event.prompt_tokens = s.request->prompt_len;
+  event.cached_prompt_tokens = s.request->cached_prompt_tokens;
+  event.completion_tokens = s.generated();
+  --live_.at(s.request->key).unfinished;
+}
+
+void Engine::sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& to_sample,
+                               const std::vector<float>& logits, std::vector<EngineEvent>& events) {
+  const size_t vocab = size_t(runner_.model().config().vocab_size);
+  const int64_t n = int64_t(to_sample.size());
+  std::vector<SampledToken> sampled(to_sample.size());
+  std::vector<std::string> errors(to_sample.size());
+  // Rows are independent; each thread keeps its own scratch (sampler.cpp).
+#pragma omp parallel for schedule(dynamic) if (n > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const auto [s, row] = to_sample[size_t(i)];
+    try {
+      const std::span<const float> z(logits.data() + row * vocab, vocab);
+      sampled[size_t(i)] =
+          sample_token(z, s->request->params, s->tokens, size_t(s->request->prompt_len),
+                       {s->request->stream, uint64_t(s->sample_index), uint64_t(s->generated())});
+    } catch (const std::exception& e) {
+      errors[size_t(i)] = e.what();
+    }
+  }
+  for (size_t i = 0; i < to_sample.size(); ++i) {
+    Sequence& s = *to_sample[i].first;
+    const SamplingParams& p = s.request->params;
+    EngineEvent e{s.request->key, s.sample_index};
+    if (!errors[i].empty()) {
+      finish(s, FinishReason::kError, cat("request '", s.request->key, "': ", errors[i]), e);
+      events.push_back(std::move(e));
+      continue;
+    }
+    const int32_t token = sampled[i].token;
+    s.tokens.push_back(token);
+    ++counters_.generated_tokens;
+    e.token = std::move(sampled[i]);
+    FinishReason reason = FinishReason::kNone;
+    if (!p.ignore_eos && contains(config_.eos_token_ids, token)) {
+      reason = FinishReason::kEos;
+    } else if (contains(p.stop_token_ids, token)) {
+      reason = FinishReason::kStopToken;
+    } else if (s.generated() >= p.max_new_tokens || int64_t(s.tokens.size()) >= s.request->capacity) {
+      reason = FinishReason::kLength;
+    }
+    if (reason != FinishReason::kNone) finish(s, reason, "", e);
+    events.push_back(std::move(e));
+  }
+}
+
+std::vector<EngineEvent> Engine::step() {
+  const auto started = Clock::now();
+  std::vector<Command> commands;
+  {
+    std::lock_guard lock(mutex_);
+    commands.swap(commands_);
+  }
+  std::vector<EngineEvent> events;
+  for (Command& c : commands) {
+    if (auto* r = std::get_if<EngineRequest>(&c)) {
+      take_in(*r, events);
+    } else {
+      apply(std::get<Stop>(c), events);
+    }
+  }
+
+  const ScheduledStep scheduled = scheduler_.schedule();
+  if (!scheduled.chunks.empty()) {
+    StepPlan plan;
+    for (const BlockCopy& c : scheduled.copies) plan.copies.push_back({c.src, c.dst});
+    for (const ScheduledChunk& c : scheduled.chunks) {
+      const Sequence& s = *c.sequence;
+      StepSequence q;
+      q.first_position = s.computed;
+      q.tokens.assign(s.tokens.begin() + s.computed, s.tokens.begin() + s.computed + c.tokens);
+      q.block_table = s.table.blocks;
+      q.logits = c.tokens == s.pending();  // the sequence's last token: it samples
+      plan.sequences.push_back(std::move(q));
+    }
+    const auto forward_started = Clock::now();
+    const std::vector<float> logits = runner_.step(plan);
+    counters_.forward_seconds += seconds_since(forward_started);
+
+    std::vector<std::pair<Sequence*, size_t>> to_sample;  // (sequence, logits row)
+    size_t rows = 0;
+    for (size_t i = 0; i < scheduled.chunks.size(); ++i) {
+      Sequence& s = *scheduled.chunks[i].sequence;
+      const int32_t tokens = scheduled.chunks[i].tokens;
+      const bool decode = tokens == 1 && s.pending() == 1 && s.generated() > 0;
+      if (!decode) counters_.prefill_tokens += tokens;
+      s.computed += tokens;
+      blocks_.cache_full_blocks(s.table, s.tokens, s.computed, s.block_hashes);
+      if (!plan.sequences[i].logits) continue;
+      const size_t row = rows++;
+      to_sample.push_back({&s, row});
+      // The request's other samples take the prompt just computed and sample from its logits.
+      for (Sequence* f : s.forks) {
+        f->table = blocks_.fork(s.table);
+        f->computed = s.computed;
+        f->block_hashes = s.block_hashes;
+        scheduler_.add_running(f);
+        to_sample.push_back({f, row});
+      }
+      s.forks.clear();
+    }
+    sample_and_accept(to_sample, logits, events);
+  }
+
+  for (auto it = live_.begin(); it != live_.end();)
+    it = it->second.unfinished == 0 ? live_.erase(it) : std::next(it);
+  ++counters_.steps;
+  counters_.step_seconds += seconds_since(started);
+  publish_stats();
+  return events;
+}
+
+void Engine::publish_stats() {
+  EngineStats s = counters_;
+  int64_t unfinished = 0;
+  for (const auto& [key, live] : live_) unfinished += live.unfinished;
+  s.running = scheduler_.num_running();
+  s.queued = unfinished - s.running;  // waiting sequences and the forks waiting on a prefill
+  s.preempted = scheduler_.num_preempted();
+  s.preemptions = scheduler_.preemptions();
+  s.live_requests = int64_t(live_.size());
+  s.kv_blocks_free = blocks_.num_free() - blocks_.num_cached_free();
+  s.kv_blocks_cached = blocks_.num_cached_free();
+  s.kv_blocks_used = blocks_.num_used();
+  s.prefix_cache_hit_tokens = scheduler_.cache_hit_tokens();
+  std::lock_guard lock(mutex_);
+  published_ = s;
+}
+
+}  // namespace dsmath
