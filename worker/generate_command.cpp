@@ -42,7 +42,7 @@ struct LineState {
 // OpenAI's finish_reason ("stop" covers EOS, stop tokens and stop strings) and what stopped it.
 nlohmann::json to_json(const LineState& l, const SampleOutput& s, size_t index, bool logprobs) {
   const bool by_string = s.text.stopped();
-  const char* reason = by_string ? "stop"
+  const char* reason = by_string                           ? "stop"
                        : s.finish == FinishReason::kLength ? "length"
                        : s.finish == FinishReason::kError  ? "error"
                                                            : "stop";

@@ -15,8 +15,8 @@ struct GenerateOptions {
   std::string prompt;
   std::string prompts_file;
   bool chat = false;
-  std::string cot;       // "", "en", "zh"
-  PromptLine defaults;   // sampling, n and stop strings from the flags
+  std::string cot;      // "", "en", "zh"
+  PromptLine defaults;  // sampling, n and stop strings from the flags
   std::string format = "text";
   int threads = 0;
   double kv_cache_gib = 4.0;

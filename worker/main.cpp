@@ -40,8 +40,7 @@ int main(int argc, char** argv) {
   gen->add_option("--presence-penalty", s.presence_penalty, "OpenAI presence penalty");
   gen->add_option("--frequency-penalty", s.frequency_penalty, "OpenAI frequency penalty");
   gen->add_option("--seed", s.seed, "Random seed");
-  gen->add_option("--stop", g.defaults.stop,
-                  "Stop string (repeatable); the text ends before it");
+  gen->add_option("--stop", g.defaults.stop, "Stop string (repeatable); the text ends before it");
   gen->add_option("--stop-token-id", s.stop_token_ids, "Extra stop token id (repeatable)");
   gen->add_flag("--ignore-eos", s.ignore_eos, "Keep generating past EOS");
   gen->add_flag("--logprobs", s.logprobs, "Report each generated token's log-probability");

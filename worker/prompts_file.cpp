@@ -30,8 +30,8 @@ PromptLine parse_line(const nlohmann::json& j, const PromptLine& defaults,
   }
   if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
     fail(where, ": expected a JSON string or an object with a string \"prompt\"");
-  static const std::set<std::string> known = {"id",   "prompt", "max_new_tokens", "temperature",
-                                              "top_p", "top_k", "min_p",          "seed",
+  static const std::set<std::string> known = {"id",    "prompt", "max_new_tokens", "temperature",
+                                              "top_p", "top_k",  "min_p",          "seed",
                                               "n",     "stop"};
   for (const auto& [field, value] : j.items())
     DSMATH_CHECK(known.count(field), where, ": unknown field \"", field, "\" (known: id, prompt, ",
@@ -87,7 +87,8 @@ std::vector<PromptLine> read_prompts_file(const std::string& path, const PromptL
     try {
       line.params.validate();
       DSMATH_CHECK(line.n >= 1, "n must be at least 1, got ", line.n);
-      for (const std::string& s : line.stop) DSMATH_CHECK(!s.empty(), "stop strings must not be empty");
+      for (const std::string& s : line.stop)
+        DSMATH_CHECK(!s.empty(), "stop strings must not be empty");
     } catch (const Error& e) {
       fail(where, ": ", e.what());
     }

@@ -31,7 +31,7 @@ std::vector<std::string> golden_cases() {
 }
 
 struct GenerationRequest {  // one sample of a prompt
-  std::string key;  // keys its random streams (default: "request-<index in the list>")
+  std::string key;          // keys its random streams (default: "request-<index in the list>")
   std::vector<int32_t> prompt;
   SamplingParams params;
   int32_t sample_index = 0;
@@ -39,7 +39,8 @@ struct GenerationRequest {  // one sample of a prompt
 
 // Runs `requests` through one Engine on the driver while the other ranks follow; results come
 // back in request order (empty on other ranks).
-std::vector<testing::Completion> generate(Replica& r, const std::vector<GenerationRequest>& requests,
+std::vector<testing::Completion> generate(Replica& r,
+                                          const std::vector<GenerationRequest>& requests,
                                           EngineConfig config = {}) {
   ModelRunner runner(r.model, *r.comm);
   if (!runner.is_driver()) {

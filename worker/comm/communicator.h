@@ -37,8 +37,8 @@ class Communicator {
   virtual void barrier() = 0;
 
   // A broadcast that receivers may wait on for a long time (an idle group's next step plan):
-  // a waiting rank sleeps between polls instead of spinning on a core, waking within about a
-  // millisecond of the root's call. Collective, but it does not match broadcast(): every rank
+  // a waiting rank sleeps between polls instead of spinning on a core, waking within a few
+  // milliseconds of the root's call. Collective, but it does not match broadcast(): every rank
   // must call await_broadcast for the same message. Default: broadcast().
   virtual void await_broadcast(void* data, size_t bytes, int root) { broadcast(data, bytes, root); }
 

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <thread>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "worker/comm/checked_call.h"
@@ -89,7 +89,8 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
 
 // MPI's blocking collectives busy-poll: an idle follower would burn a core. A non-blocking
 // broadcast polled with MPI_Test spins only briefly (the next plan of a busy group is usually
-// there within microseconds), then sleeps between polls, backing off to 1 ms.
+// there within microseconds), then sleeps between polls, backing off to 2 ms: an idle follower
+// costs about 1% of a core, and a plan reaches the group within a few milliseconds.
 void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root) {
   check_root(root, "await_broadcast");
   DSMATH_CHECK(bytes <= max_chunk_, "await_broadcast: ", bytes, " bytes is more than one piece (",
@@ -105,7 +106,7 @@ void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root) {
     if (done) return;
     if (Clock::now() < spin_until) continue;
     std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(1000));
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
   }
 }
 

@@ -66,12 +66,12 @@ class BlockManager {
   //
   // Starts the empty `table` with the longest cached run of blocks that holds tokens' prefix,
   // at most `max_blocks` blocks; returns how many tokens those blocks cover.
-  int32_t take_cached_prefix(BlockTable& table, std::span<const int32_t> tokens,
-                             int32_t max_blocks, std::vector<BlockHash>& hashes);
+  int32_t take_cached_prefix(BlockTable& table, std::span<const int32_t> tokens, int32_t max_blocks,
+                             std::vector<BlockHash>& hashes);
   // Indexes the blocks of `table` that are full within its first `computed` tokens (their rows
   // written) and not indexed yet. No-op with prefix caching off.
-  void cache_full_blocks(const BlockTable& table, std::span<const int32_t> tokens,
-                         int32_t computed, std::vector<BlockHash>& hashes);
+  void cache_full_blocks(const BlockTable& table, std::span<const int32_t> tokens, int32_t computed,
+                         std::vector<BlockHash>& hashes);
 
  private:
   void check_table(const BlockTable& table, const char* op) const;

@@ -9,13 +9,20 @@ namespace dsmath {
 
 std::string_view finish_reason_name(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kNone: return "";
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kStopToken: return "stop_token";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kCancelled: return "cancelled";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kStopToken:
+      return "stop_token";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kCancelled:
+      return "cancelled";
+    case FinishReason::kError:
+      return "error";
   }
   return "";
 }
@@ -124,8 +131,8 @@ void Engine::take_in(EngineRequest& r, std::vector<EngineEvent>& events) {
   request->params = std::move(r.params);
   request->n = r.n;
   request->prompt_len = int32_t(r.prompt.size());
-  request->capacity = request->prompt_len +
-                      std::min<int64_t>(request->params.max_new_tokens, context - request->prompt_len);
+  request->capacity = request->prompt_len + std::min<int64_t>(request->params.max_new_tokens,
+                                                              context - request->prompt_len);
   counters_.prompt_tokens += request->prompt_len;
 
   LiveRequest& live = live_[r.key];
@@ -213,7 +220,8 @@ void Engine::sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& 
       reason = FinishReason::kEos;
     } else if (contains(p.stop_token_ids, token)) {
       reason = FinishReason::kStopToken;
-    } else if (s.generated() >= p.max_new_tokens || int64_t(s.tokens.size()) >= s.request->capacity) {
+    } else if (s.generated() >= p.max_new_tokens ||
+               int64_t(s.tokens.size()) >= s.request->capacity) {
       reason = FinishReason::kLength;
     }
     if (reason != FinishReason::kNone) finish(s, reason, "", e);

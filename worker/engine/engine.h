@@ -47,7 +47,8 @@ struct EngineRequest {
 
 struct EngineEvent {
   EngineEvent() = default;
-  EngineEvent(std::string key, int32_t sample_index) : key(std::move(key)), sample_index(sample_index) {}
+  EngineEvent(std::string key, int32_t sample_index)
+      : key(std::move(key)), sample_index(sample_index) {}
 
   std::string key;
   int32_t sample_index = 0;           // -1: the request was refused as a whole
@@ -61,9 +62,9 @@ struct EngineEvent {
 };
 
 struct EngineStats {
-  int64_t queued = 0;      // samples waiting (new or preempted)
-  int64_t running = 0;     // samples holding KV blocks
-  int64_t preempted = 0;   // waiting after a preemption, now
+  int64_t queued = 0;       // samples waiting (new or preempted)
+  int64_t running = 0;      // samples holding KV blocks
+  int64_t preempted = 0;    // waiting after a preemption, now
   int64_t preemptions = 0;  // since start
   int64_t live_requests = 0;
   int32_t kv_blocks_used = 0, kv_blocks_free = 0, kv_blocks_cached = 0;  // cached: unreferenced

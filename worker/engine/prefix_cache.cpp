@@ -23,8 +23,8 @@ std::optional<BlockId> PrefixCache::find(BlockHash hash, BlockHash parent,
   const auto it = by_hash_.find(hash);
   if (it == by_hash_.end()) return std::nullopt;
   const Entry& e = by_block_.at(it->second);
-  if (e.parent != parent || !std::equal(tokens.begin(), tokens.end(), e.tokens.begin(),
-                                        e.tokens.end()))
+  if (e.parent != parent ||
+      !std::equal(tokens.begin(), tokens.end(), e.tokens.begin(), e.tokens.end()))
     return std::nullopt;  // a hash collision: treat as a miss
   return it->second;
 }

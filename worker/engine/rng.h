@@ -23,8 +23,7 @@ inline uint64_t rng_stream_id(std::string_view key) {
 
 // Counter = (step, sample_index, stream); both step and sample_index stay below 2^32 (the
 // context length and the samples per request are far smaller).
-inline double philox_uniform(uint64_t seed, uint64_t stream, uint64_t sample_index,
-                             uint64_t step) {
+inline double philox_uniform(uint64_t seed, uint64_t stream, uint64_t sample_index, uint64_t step) {
   uint32_t c0 = uint32_t(step), c1 = uint32_t(sample_index);
   uint32_t c2 = uint32_t(stream), c3 = uint32_t(stream >> 32);
   uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);

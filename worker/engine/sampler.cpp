@@ -78,10 +78,8 @@ size_t checked_argmax(std::span<const float> z) {
     if (z[i] > z[best]) best = i;
   }
   if (!finite) {
-    const size_t bad = size_t(std::find_if(z.begin(), z.end(), [](float v) {
-                                return !std::isfinite(v);
-                              }) -
-                              z.begin());
+    const size_t bad = size_t(
+        std::find_if(z.begin(), z.end(), [](float v) { return !std::isfinite(v); }) - z.begin());
     fail("the model produced a non-finite logit (", z[bad], " for token ", bad,
          "); the sequence cannot be continued");
   }
@@ -91,46 +89,34 @@ size_t checked_argmax(std::span<const float> z) {
 // Better candidate first: higher probability, then lower id (a fixed order for ties).
 struct MoreLikely {
   const float* p;
-  bool operator()(int32_t a, int32_t b) const {
-    return p[a] > p[b] || (p[a] == p[b] && a < b);
-  }
+  bool operator()(int32_t a, int32_t b) const { return p[a] > p[b] || (p[a] == p[b] && a < b); }
 };
 
-// The candidates that top_k / top_p / min_p may keep, sorted most likely first, and the mass
-// top_p is measured against. prob[] holds exp((z - zmax) / T), so the most likely token has 1.
-double sorted_candidates(const std::vector<float>& prob, double total, const SamplingParams& p,
-                         std::vector<int32_t>& cand) {
-  const int32_t vocab = int32_t(prob.size());
-  cand.clear();
-  if (p.top_k > 0 && p.top_k < vocab) {
-    cand.resize(size_t(vocab));
-    for (int32_t i = 0; i < vocab; ++i) cand[size_t(i)] = i;
-    std::nth_element(cand.begin(), cand.begin() + p.top_k, cand.end(), MoreLikely{prob.data()});
-    cand.resize(size_t(p.top_k));
-    total = 0;  // top_p then measures within the top k (renormalized), as vLLM does
-    for (int32_t i : cand) total += prob[size_t(i)];
-  } else {
-    // Only tokens above a threshold can be kept: min_p gives one outright; for top_p, lower it
-    // until the tokens above it hold the nucleus mass.
-    const double need = p.top_p < 1.0 ? p.top_p * total : 0.0;
-    float threshold = p.min_p > 0 ? float(p.min_p) : 1.0f / 1024;
-    for (;;) {
-      cand.clear();
-      double mass = 0;
-      for (int32_t i = 0; i < vocab; ++i)
-        if (prob[size_t(i)] >= threshold) {
-          cand.push_back(i);
-          mass += prob[size_t(i)];
-        }
-      if (p.min_p > 0 || mass >= need || threshold == 0.0f) break;
-      threshold = threshold < 1e-30f ? 0.0f : threshold / 64;
+// Reorders cand[0, n) so that its first `keep` entries are the most likely ones whose mass
+// first reaches `need` (top_p's nucleus), and returns keep. A bisection with nth_element:
+// O(n) expected, no sort.
+size_t nucleus(std::vector<int32_t>& cand, size_t n, const std::vector<float>& prob, double need) {
+  size_t lo = 0, hi = n;  // mass of cand[0, lo) < need <= mass of cand[0, hi)
+  double mass_before_lo = 0;
+  while (hi - lo > 1) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(cand.begin() + ptrdiff_t(lo), cand.begin() + ptrdiff_t(mid),
+                     cand.begin() + ptrdiff_t(hi), MoreLikely{prob.data()});
+    double mass = 0;
+    for (size_t i = lo; i < mid; ++i) mass += prob[size_t(cand[i])];
+    if (mass_before_lo + mass >= need) {
+      hi = mid;
+    } else {
+      mass_before_lo += mass;
+      lo = mid;
     }
   }
-  std::sort(cand.begin(), cand.end(), MoreLikely{prob.data()});
-  return total;
+  return std::min(n, lo + 1);
 }
 
 // Draws from softmax(z / T) restricted by top_k, top_p and min_p, with uniform u in [0, 1).
+// The kept tokens are those at least as likely as a cutoff token; the draw walks them in id
+// order, so nothing is sorted.
 int32_t draw(std::span<const float> z, float zmax, const SamplingParams& p, double u,
              double* total_out) {
   std::vector<float>& prob = scratch.prob;
@@ -140,41 +126,42 @@ int32_t draw(std::span<const float> z, float zmax, const SamplingParams& p, doub
   for (size_t i = 0; i < z.size(); ++i) total += prob[i] = std::exp((z[i] - zmax) * inv_t);
   *total_out = total;
 
-  const bool filtered = p.top_k > 0 || p.top_p < 1.0 || p.min_p > 0.0;
-  if (!filtered) {  // the whole vocabulary, in id order
-    const double target = u * total;
-    double cum = 0;
-    for (size_t i = 0; i < prob.size(); ++i)
-      if (target < (cum += prob[i])) return int32_t(i);
-    return int32_t(checked_argmax(z));  // rounding left target at the very end
-  }
-
-  std::vector<int32_t>& cand = scratch.candidates;
-  const double nucleus_total = sorted_candidates(prob, total, p, cand);
-  size_t keep = cand.size();
-  if (p.top_p < 1.0) {  // smallest prefix whose mass reaches top_p (at least one token)
-    double cum = 0;
-    for (size_t i = 0; i < keep; ++i) {
-      if (cum >= p.top_p * nucleus_total) {
-        keep = i;
-        break;
-      }
-      cum += prob[size_t(cand[i])];
+  const MoreLikely more_likely{prob.data()};
+  const size_t vocab = prob.size();
+  int32_t cutoff = -1;  // the least likely token kept by top_k / top_p; -1: no such limit
+  if (p.top_k > 0 || p.top_p < 1.0) {
+    std::vector<int32_t>& cand = scratch.candidates;
+    cand.resize(vocab);
+    for (size_t i = 0; i < vocab; ++i) cand[i] = int32_t(i);
+    size_t n = vocab;
+    double mass = total;
+    if (p.top_k > 0 && size_t(p.top_k) < vocab) {
+      n = size_t(p.top_k);
+      std::nth_element(cand.begin(), cand.begin() + ptrdiff_t(n - 1), cand.end(), more_likely);
+      mass = 0;  // top_p then measures within the top k (renormalized), as vLLM does
+      for (size_t i = 0; i < n; ++i) mass += prob[size_t(cand[i])];
     }
+    if (p.top_p < 1.0) n = nucleus(cand, n, prob, p.top_p * mass);
+    cutoff = *std::min_element(cand.begin(), cand.begin() + ptrdiff_t(n),
+                               [&](int32_t a, int32_t b) { return more_likely(b, a); });
   }
-  if (p.min_p > 0.0) {  // drop tokens less likely than min_p x the most likely one
-    const double floor = p.min_p * prob[size_t(cand[0])];
-    size_t i = 1;
-    while (i < keep && prob[size_t(cand[i])] >= floor) ++i;
-    keep = i;
-  }
-  double mass = 0;
-  for (size_t i = 0; i < keep; ++i) mass += prob[size_t(cand[i])];
-  const double target = u * mass;
+  // min_p: drop tokens less likely than min_p x the most likely one (whose prob is 1).
+  const float floor = float(p.min_p);
+  auto kept = [&](size_t i) {
+    return (cutoff < 0 || !more_likely(cutoff, int32_t(i))) && prob[i] >= floor;
+  };
+  double kept_mass = 0;
+  int32_t last_kept = -1;
+  for (size_t i = 0; i < vocab; ++i)
+    if (kept(i)) {
+      kept_mass += prob[i];
+      last_kept = int32_t(i);
+    }
+  const double target = u * kept_mass;
   double cum = 0;
-  for (size_t i = 0; i < keep; ++i)
-    if (target < (cum += prob[size_t(cand[i])])) return cand[i];
-  return cand[keep - 1];
+  for (size_t i = 0; i < vocab; ++i)
+    if (kept(i) && target < (cum += prob[i])) return int32_t(i);
+  return last_kept;  // rounding left the target at the very end
 }
 
 }  // namespace

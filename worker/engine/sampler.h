@@ -6,8 +6,7 @@
 // log_softmax of the raw logits before any of these transforms; it is computed only when asked.
 //
 // Cost: one pass for the max (which also rejects NaN / infinite logits), one float exp pass
-// when sampling, and a sort of the surviving candidates only (top_k's k, or the tokens above
-// a probability threshold for top_p / min_p), never of the whole vocabulary.
+// when sampling, selections (nth_element) for top_k and top_p, and no sort of the vocabulary.
 #pragma once
 
 #include <cstdint>

@@ -130,9 +130,8 @@ ScheduledStep Scheduler::schedule() {
 
   // Decodes first, then prompts part-way through; oldest first within each.
   std::vector<Sequence*> order = running_;
-  std::stable_partition(order.begin(), order.end(), [](const Sequence* s) {
-    return s->pending() == 1;
-  });
+  std::stable_partition(order.begin(), order.end(),
+                        [](const Sequence* s) { return s->pending() == 1; });
   for (Sequence* s : order) {
     if (s->preempted || budget == 0) continue;  // preempted by an older sequence this step
     const int32_t want = std::min(s->pending(), budget);

@@ -40,10 +40,10 @@ struct Request {
 struct Sequence {
   std::shared_ptr<Request> request;
   int32_t sample_index = 0;
-  uint64_t arrival = 0;          // engine-wide order; the newest running sequence is preempted first
-  std::vector<int32_t> tokens;   // the prompt, then the generated tokens
-  BlockTable table;              // blocks for positions [0, table.num_tokens)
-  int32_t computed = 0;          // positions whose keys and values are in the cache
+  uint64_t arrival = 0;         // engine-wide order; the newest running sequence is preempted first
+  std::vector<int32_t> tokens;  // the prompt, then the generated tokens
+  BlockTable table;             // blocks for positions [0, table.num_tokens)
+  int32_t computed = 0;         // positions whose keys and values are in the cache
   std::vector<BlockHash> block_hashes;  // of its full blocks, for the prefix cache
   // The other samples of the request, waiting for this one's prefill to fork it (leader only).
   std::vector<Sequence*> forks;

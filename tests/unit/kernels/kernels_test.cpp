@@ -5,9 +5,14 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -87,9 +92,31 @@ void check_linear(LinearPath path, const LinearCase& c, uint32_t seed) {
 
 const DType kDTypes[] = {DType::F32, DType::F16, DType::BF16};
 
-TEST(Linear, RunsEveryPathTheCpuHas) {
-  ASSERT_TRUE(linear_path_supported(LinearPath::Portable));
-  ASSERT_TRUE(linear_path_supported(linear_best_path()));
+// What /proc/cpuinfo says this CPU can run: an oracle independent of the kernels' own CPUID
+// checks. Empty when there is no /proc/cpuinfo.
+std::set<std::string> cpuinfo_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) {
+      std::istringstream words(line.substr(line.find(':') + 1));
+      return {std::istream_iterator<std::string>(words), std::istream_iterator<std::string>()};
+    }
+  return {};
+}
+
+bool cpuinfo_supports(const std::set<std::string>& flags, LinearPath p) {
+  const bool avx2 = flags.count("avx2") && flags.count("fma") && flags.count("f16c");
+  if (p == LinearPath::Avx2) return avx2;
+  if (p == LinearPath::Avx512) return avx2 && flags.count("avx512f");
+  return true;
+}
+
+TEST(Linear, DetectsThePathsThisCpuHas) {
+  const auto flags = cpuinfo_flags();
+  if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to compare with";
+  for (LinearPath p : {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512})
+    EXPECT_EQ(linear_path_supported(p), cpuinfo_supports(flags, p)) << path_name(p);
   std::cout << "linear paths on this CPU:";
   for (LinearPath p : paths()) std::cout << " " << path_name(p);
   std::cout << "; linear() uses " << path_name(linear_best_path()) << "\n";
@@ -106,7 +133,18 @@ TEST(Linear, MatchesReferenceAllDTypesAndOddShapes) {
           for (int64_t k : {1, 7, 8, 9, 16, 17, 257}) check_linear(path, {t, m, n, k}, ++seed);
 }
 
+// linear() runs the most capable path /proc/cpuinfo allows (DSMATH_KERNELS_ISA may cap it).
 TEST(Linear, LinearUsesTheBestPath) {
+  const auto flags = cpuinfo_flags();
+  if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to compare with";
+  LinearPath want = cpuinfo_supports(flags, LinearPath::Avx512) ? LinearPath::Avx512
+                    : cpuinfo_supports(flags, LinearPath::Avx2) ? LinearPath::Avx2
+                                                                : LinearPath::Portable;
+  if (const char* cap = std::getenv("DSMATH_KERNELS_ISA")) {
+    if (std::string(cap) == "portable") want = LinearPath::Portable;
+    if (std::string(cap) == "avx2" && want == LinearPath::Avx512) want = LinearPath::Avx2;
+  }
+  EXPECT_EQ(path_name(linear_best_path()), std::string(path_name(want)));
   for (DType t : kDTypes) {
     const int64_t m = 5, n = 29, k = 133;
     const auto x = random_floats(size_t(m * k), 41);
@@ -114,7 +152,7 @@ TEST(Linear, LinearUsesTheBestPath) {
     const WeightView w{wb.data(), t, n, k};
     std::vector<float> a(size_t(m * n)), b(size_t(m * n));
     linear(x.data(), m, w, a.data());
-    linear_on_path(linear_best_path(), x.data(), m, w, b.data());
+    linear_on_path(want, x.data(), m, w, b.data());
     EXPECT_EQ(a, b) << dtype_name(t);
   }
 }

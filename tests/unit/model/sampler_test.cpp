@@ -20,7 +20,8 @@ std::vector<float> log_probs(std::vector<double> p) {
 
 std::map<int32_t, int> histogram(const std::vector<float>& logits, const SamplingParams& p, int n) {
   std::map<int32_t, int> h;
-  for (int step = 0; step < n; ++step) ++h[sample_token(logits, p, {}, 0, {0, 0, uint64_t(step)}).token];
+  for (int step = 0; step < n; ++step)
+    ++h[sample_token(logits, p, {}, 0, {0, 0, uint64_t(step)}).token];
   return h;
 }
 
@@ -50,7 +51,8 @@ TEST(Sampler, TinyTemperatureIsGreedy) {
   SamplingParams p;
   p.temperature = 1e-40;  // 1/T overflows f32: must not turn into NaN and pick a junk token
   const std::vector<float> z{0.5f, 2.0f, 1.0f, -3.0f};
-  for (uint64_t step = 0; step < 20; ++step) EXPECT_EQ(sample_token(z, p, {}, 0, {0, 0, step}).token, 1);
+  for (uint64_t step = 0; step < 20; ++step)
+    EXPECT_EQ(sample_token(z, p, {}, 0, {0, 0, step}).token, 1);
 }
 
 TEST(Sampler, FollowsTheDistribution) {
@@ -96,10 +98,12 @@ TEST(Sampler, SameKeySameToken) {
   p.seed = 5;
   const auto z = log_probs({0.25, 0.25, 0.25, 0.25});
   for (uint64_t step = 0; step < 50; ++step)
-    EXPECT_EQ(sample_token(z, p, {}, 0, {0, 3, step}).token, sample_token(z, p, {}, 0, {0, 3, step}).token);
+    EXPECT_EQ(sample_token(z, p, {}, 0, {0, 3, step}).token,
+              sample_token(z, p, {}, 0, {0, 3, step}).token);
   int differ = 0;
   for (uint64_t step = 0; step < 50; ++step)
-    differ += sample_token(z, p, {}, 0, {0, 3, step}).token != sample_token(z, p, {}, 0, {0, 4, step}).token;
+    differ += sample_token(z, p, {}, 0, {0, 3, step}).token !=
+              sample_token(z, p, {}, 0, {0, 4, step}).token;
   EXPECT_GT(differ, 20);  // another sample index is another stream
 }
 
