@@ -2,7 +2,7 @@
 # The main job on the built-in `small` model, from a fresh machine:
 # install packages, build, write a random DeepSeekMath-shaped checkpoint, then with a worker
 # group of 2 tensor-parallel ranks under mpirun: answer one math question in the chat format
-# and run a small batch of prompts through the batched step loop.
+# and run a small batch of prompts (ids, per-line n) through the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/install-deps.sh
@@ -23,13 +23,13 @@ echo "== one query (chat + chain-of-thought, greedy; tp $NP) =="
   --prompt "What is the integral of x^2 from 0 to 2?" \
   --max-new-tokens 32 --temperature 0 --logprobs --format json
 
-echo "== a small batch (4 prompts, sampled, one batched run; tp $NP) =="
+echo "== a small batch (4 prompts, sampled, 2 samples of the first; tp $NP) =="
 PROMPTS=$(mktemp)
 trap 'rm -f "$PROMPTS"' EXIT
 cat > "$PROMPTS" <<'JSONL'
-{"prompt": "Find x if 2x + 3 = 11."}
-{"prompt": "What is 17 * 23?"}
-{"prompt": "Simplify \\frac{6}{8}."}
+{"id": "linear-1", "prompt": "Find x if 2x + 3 = 11.", "n": 2}
+{"id": "arith-1", "prompt": "What is 17 * 23?"}
+{"id": "frac-1", "prompt": "Simplify \\frac{6}{8}.", "max_new_tokens": 12}
 "请通过逐步推理来解答问题：1+2+...+10 = ?"
 JSONL
 "${MPIRUN[@]}" "$BIN/dsmath-worker" generate --threads "$THREADS" --model "$MODEL" --prompts-file "$PROMPTS" --chat --cot \
