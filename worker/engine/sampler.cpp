@@ -1,11 +1,13 @@
 #include "worker/engine/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <unordered_map>
 
 #include "common/core/error.h"
 #include "worker/engine/rng.h"
+#include "worker/engine/truncation.h"
 
 namespace dsmath {
 
@@ -38,7 +40,7 @@ namespace {
 
 // Reused per thread: no vocabulary-sized allocation per token.
 struct Scratch {
-  std::vector<float> penalized, prob;
+  std::vector<float> penalized, prob, masked;
   std::vector<int32_t> candidates;
 };
 thread_local Scratch scratch;
@@ -70,20 +72,101 @@ void apply_penalties(std::vector<float>& z, const SamplingParams& p,
 }
 
 // Index of the first maximum (as torch.argmax); throws on a NaN or infinite logit.
+// The vocabulary-wide passes are compiled for AVX-512, AVX2 and plain x86-64, and the loader
+// picks the widest this CPU has (GCC function multiversioning).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define DSMATH_WIDEST_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DSMATH_WIDEST_SIMD
+#endif
+
+// max(z), and whether every value is finite (v - v is 0 exactly for finite v). Lane-wise, so
+// it vectorizes.
+DSMATH_WIDEST_SIMD float finite_max(const float* z, size_t n, bool* finite) {
+  float top[16], bad[16];
+  for (size_t j = 0; j < 16; ++j) top[j] = z[0], bad[j] = 0.0f;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (size_t j = 0; j < 16; ++j) {
+      top[j] = std::max(top[j], z[i + j]);
+      bad[j] += z[i + j] - z[i + j];  // NaN once any value is NaN or infinite
+    }
+  float m = top[0], b = 0.0f;
+  for (size_t j = 0; j < 16; ++j) m = std::max(m, top[j]), b += bad[j];
+  for (; i < n; ++i) m = std::max(m, z[i]), b += z[i] - z[i];
+  *finite = b == 0.0f;
+  return m;
+}
+
+// Index of the first maximum (as torch.argmax); throws on a NaN or infinite logit.
 size_t checked_argmax(std::span<const float> z) {
-  size_t best = 0;
   bool finite = true;
-  for (size_t i = 0; i < z.size(); ++i) {
-    finite &= std::isfinite(z[i]);
-    if (z[i] > z[best]) best = i;
-  }
+  const float m = finite_max(z.data(), z.size(), &finite);
   if (!finite) {
     const size_t bad = size_t(
         std::find_if(z.begin(), z.end(), [](float v) { return !std::isfinite(v); }) - z.begin());
     fail("the model produced a non-finite logit (", z[bad], " for token ", bad,
          "); the sequence cannot be continued");
   }
-  return best;
+  return size_t(std::find(z.begin(), z.end(), m) - z.begin());
+}
+
+// e^x for x <= 0, to ~2e-7 relative, in plain arithmetic the compiler vectorizes (libm's expf
+// is a call per element; this file is built with -fno-trapping-math so that the clamp and the
+// selections below become vector blends). x = n ln2 + g with integer n and |g| <= ln2 / 2; e^g by
+// its Taylor series to degree 6 (error below 1.2e-7); 2^n goes into the exponent bits. Below -86
+// the result is clamped near 4e-38: a probability that small next to the top token's 1 is 0.
+inline float exp_nonpositive(float x) {
+  x = std::max(x, -86.0f);
+  const float t = x * 1.44269504089f;
+  const float rounded = t + 12582912.0f;  // 1.5 * 2^23: rounds t to the nearest integer
+  const float n = rounded - 12582912.0f;
+  const float g = (t - n) * 0.69314718056f;
+  const float p =
+      1.0f + g * (1.0f + g * (0.5f + g * (1.0f / 6 +
+                                          g * (1.0f / 24 + g * (1.0f / 120 + g * (1.0f / 720))))));
+  const int32_t exponent = std::bit_cast<int32_t>(rounded) - 0x4B400000;  // n as an integer
+  return std::bit_cast<float>(std::bit_cast<int32_t>(p) + exponent * (1 << 23));
+}
+
+// Sum of v in a fixed order: eight float partial sums (so the loop vectorizes), then doubles.
+inline double lane_sum(const std::vector<float>& v) {
+  float lanes[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= v.size(); i += 8)
+    for (size_t j = 0; j < 8; ++j) lanes[j] += v[i + j];
+  double total = 0;
+  for (float l : lanes) total += l;
+  for (; i < v.size(); ++i) total += v[i];
+  return total;
+}
+
+// prob[i] = exp((z[i] - zmax) * inv_t); returns their sum.
+DSMATH_WIDEST_SIMD double exp_pass(std::span<const float> z, float zmax, float inv_t,
+                                   std::vector<float>& prob) {
+  prob.resize(z.size());
+  const float* in = z.data();
+  float* out = prob.data();
+  for (size_t i = 0; i < z.size(); ++i) out[i] = exp_nonpositive((in[i] - zmax) * inv_t);
+  return lane_sum(prob);
+}
+
+// masked[i] = prob[i] where token i is kept (at least min_p times as likely as the top token,
+// whose prob is 1, and within the cutoff), else 0; returns the kept mass. Branch-free, so it
+// vectorizes.
+DSMATH_WIDEST_SIMD double mask_kept(const std::vector<float>& prob, float min_p,
+                                    const TruncationCutoff& cut, std::vector<float>& masked) {
+  const float cut_prob = cut.token < 0 ? -1.0f : cut.prob;
+  const int32_t cut_token = cut.token, n = int32_t(prob.size());
+  masked.resize(prob.size());
+  const float* in = prob.data();
+  float* out = masked.data();
+  for (int32_t i = 0; i < n; ++i) {
+    const float q = in[i];
+    const bool keep = q >= min_p && (q > cut_prob || (q == cut_prob && i <= cut_token));
+    out[i] = keep ? q : 0.0f;
+  }
+  return lane_sum(masked);
 }
 
 // Better candidate first: higher probability, then lower id (a fixed order for ties).
@@ -92,76 +175,38 @@ struct MoreLikely {
   bool operator()(int32_t a, int32_t b) const { return p[a] > p[b] || (p[a] == p[b] && a < b); }
 };
 
-// Reorders cand[0, n) so that its first `keep` entries are the most likely ones whose mass
-// first reaches `need` (top_p's nucleus), and returns keep. A bisection with nth_element:
-// O(n) expected, no sort.
-size_t nucleus(std::vector<int32_t>& cand, size_t n, const std::vector<float>& prob, double need) {
-  size_t lo = 0, hi = n;  // mass of cand[0, lo) < need <= mass of cand[0, hi)
-  double mass_before_lo = 0;
-  while (hi - lo > 1) {
-    const size_t mid = lo + (hi - lo) / 2;
-    std::nth_element(cand.begin() + ptrdiff_t(lo), cand.begin() + ptrdiff_t(mid),
-                     cand.begin() + ptrdiff_t(hi), MoreLikely{prob.data()});
-    double mass = 0;
-    for (size_t i = lo; i < mid; ++i) mass += prob[size_t(cand[i])];
-    if (mass_before_lo + mass >= need) {
-      hi = mid;
-    } else {
-      mass_before_lo += mass;
-      lo = mid;
-    }
-  }
-  return std::min(n, lo + 1);
-}
-
 // Draws from softmax(z / T) restricted by top_k, top_p and min_p, with uniform u in [0, 1).
-// The kept tokens are those at least as likely as a cutoff token; the draw walks them in id
-// order, so nothing is sorted.
+// The kept tokens are those at least as likely as a cutoff token (truncation.h) and, for
+// min_p, at least min_p times as likely as the top one; the draw walks them in id order.
 int32_t draw(std::span<const float> z, float zmax, const SamplingParams& p, double u,
              double* total_out) {
   std::vector<float>& prob = scratch.prob;
-  prob.resize(z.size());
-  const float inv_t = float(1.0 / p.temperature);
-  double total = 0;
-  for (size_t i = 0; i < z.size(); ++i) total += prob[i] = std::exp((z[i] - zmax) * inv_t);
+  const double total = exp_pass(z, zmax, float(1.0 / p.temperature), prob);
   *total_out = total;
+  const TruncationCutoff cut = truncation_cutoff(prob, total, p.top_k, p.top_p);
 
-  const MoreLikely more_likely{prob.data()};
-  const size_t vocab = prob.size();
-  int32_t cutoff = -1;  // the least likely token kept by top_k / top_p; -1: no such limit
-  if (p.top_k > 0 || p.top_p < 1.0) {
-    std::vector<int32_t>& cand = scratch.candidates;
-    cand.resize(vocab);
-    for (size_t i = 0; i < vocab; ++i) cand[i] = int32_t(i);
-    size_t n = vocab;
-    double mass = total;
-    if (p.top_k > 0 && size_t(p.top_k) < vocab) {
-      n = size_t(p.top_k);
-      std::nth_element(cand.begin(), cand.begin() + ptrdiff_t(n - 1), cand.end(), more_likely);
-      mass = 0;  // top_p then measures within the top k (renormalized), as vLLM does
-      for (size_t i = 0; i < n; ++i) mass += prob[size_t(cand[i])];
-    }
-    if (p.top_p < 1.0) n = nucleus(cand, n, prob, p.top_p * mass);
-    cutoff = *std::min_element(cand.begin(), cand.begin() + ptrdiff_t(n),
-                               [&](int32_t a, int32_t b) { return more_likely(b, a); });
-  }
-  // min_p: drop tokens less likely than min_p x the most likely one (whose prob is 1).
-  const float floor = float(p.min_p);
-  auto kept = [&](size_t i) {
-    return (cutoff < 0 || !more_likely(cutoff, int32_t(i))) && prob[i] >= floor;
-  };
-  double kept_mass = 0;
-  int32_t last_kept = -1;
-  for (size_t i = 0; i < vocab; ++i)
-    if (kept(i)) {
-      kept_mass += prob[i];
-      last_kept = int32_t(i);
-    }
-  const double target = u * kept_mass;
+  std::vector<float>& masked = scratch.masked;
+  const double target = u * mask_kept(prob, float(p.min_p), cut, masked);
+  // Walk blocks of 256 by their sums, then the block where the target falls.
+  const size_t n = masked.size(), block = 256;
   double cum = 0;
-  for (size_t i = 0; i < vocab; ++i)
-    if (kept(i) && target < (cum += prob[i])) return int32_t(i);
-  return last_kept;  // rounding left the target at the very end
+  size_t b = 0;
+  for (; b + block <= n; b += block) {
+    float sum = 0;
+    for (size_t i = b; i < b + block; ++i) sum += masked[i];
+    if (target < cum + sum) break;
+    cum += sum;
+  }
+  int32_t last_kept = -1;
+  for (size_t i = b; i < n; ++i) {
+    if (masked[i] == 0.0f) continue;
+    last_kept = int32_t(i);
+    if (target < (cum += masked[i])) return int32_t(i);
+  }
+  if (last_kept >= 0) return last_kept;  // rounding left the target past the end
+  for (size_t i = n; i-- > 0;)
+    if (masked[i] != 0.0f) return int32_t(i);
+  return 0;
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // log_softmax of the raw logits before any of these transforms; it is computed only when asked.
 //
 // Cost: one pass for the max (which also rejects NaN / infinite logits), one float exp pass
-// when sampling, selections (nth_element) for top_k and top_p, and no sort of the vocabulary.
+// when sampling, a histogram pass for top_k / top_p (truncation.h), and no sort of the
+// vocabulary.
 #pragma once
 
 #include <cstdint>

@@ -2,12 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
+#include <random>
 
 #include "common/core/error.h"
 #include "worker/engine/rng.h"
+#include "worker/engine/truncation.h"
 
 namespace dsmath {
 namespace {
@@ -157,6 +160,63 @@ TEST(Sampler, ValidateNamesTheField) {
   p = {};
   p.presence_penalty = std::nan("");
   EXPECT_THROW(p.validate(), Error);
+}
+
+}  // namespace
+}  // namespace dsmath
+
+namespace dsmath {
+namespace {
+
+// The kept set by the definition: sort the whole vocabulary, take top_k, then the shortest
+// prefix whose mass reaches top_p of the top-k mass.
+std::vector<bool> reference_kept(const std::vector<float>& prob, int64_t top_k, double top_p) {
+  std::vector<int32_t> order(prob.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return prob[size_t(a)] > prob[size_t(b)] || (prob[size_t(a)] == prob[size_t(b)] && a < b);
+  });
+  size_t n = top_k > 0 ? std::min(order.size(), size_t(top_k)) : order.size();
+  double mass = 0;
+  for (size_t i = 0; i < n; ++i) mass += prob[size_t(order[i])];
+  if (top_p < 1.0) {
+    double cum = 0;
+    size_t keep = n;
+    for (size_t i = 0; i < n; ++i) {
+      if (cum >= top_p * mass) {
+        keep = i;
+        break;
+      }
+      cum += prob[size_t(order[i])];
+    }
+    n = keep;
+  }
+  std::vector<bool> kept(prob.size(), false);
+  for (size_t i = 0; i < n; ++i) kept[size_t(order[i])] = true;
+  return kept;
+}
+
+TEST(Truncation, KeepsWhatSortingTheVocabularyKeeps) {
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 200; ++trial) {
+    const size_t vocab = 1 + rng() % 3000;
+    const double spread = 0.5 + (rng() % 100) / 5.0;  // flat to very peaked
+    std::normal_distribution<float> normal(0, float(spread));
+    std::vector<float> z(vocab);
+    for (float& v : z) v = trial % 5 == 0 ? float(int(normal(rng))) : normal(rng);  // ties too
+    const float zmax = *std::max_element(z.begin(), z.end());
+    std::vector<float> prob(vocab);
+    double total = 0;
+    for (size_t i = 0; i < vocab; ++i) total += prob[i] = std::exp(z[i] - zmax);
+    const int64_t top_k = trial % 3 == 0 ? 0 : 1 + int64_t(rng() % 50);
+    const double top_p = trial % 4 == 1 ? 1.0 : 0.05 + (rng() % 95) / 100.0;
+    const TruncationCutoff cut = truncation_cutoff(prob, total, top_k, top_p);
+    const std::vector<bool> want = reference_kept(prob, top_k, top_p);
+    for (size_t i = 0; i < vocab; ++i)
+      ASSERT_EQ(cut.keeps(int32_t(i), prob[i]), want[i])
+          << "trial " << trial << " token " << i << " vocab " << vocab << " top_k " << top_k
+          << " top_p " << top_p;
+  }
 }
 
 }  // namespace

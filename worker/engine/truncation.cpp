@@ -1,0 +1,108 @@
+#include "worker/engine/truncation.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <vector>
+
+namespace dsmath {
+
+namespace {
+
+constexpr int kBuckets = 1 << 14;
+
+int bucket_of(float p) {
+  return int(std::bit_cast<uint32_t>(p) >> 16);  // p in [0, 1]: at most 0x3F80
+}
+
+// Two interleaved halves (even and odd tokens) so that runs of tokens in one bucket do not
+// wait on each other's read-modify-write.
+struct Histogram {
+  std::array<float, kBuckets> mass, mass2;
+  std::array<int32_t, kBuckets> count, count2;
+  std::vector<int32_t> members;  // of the boundary bucket, most likely first
+};
+thread_local Histogram hist;
+
+// The tokens of bucket b, most likely first.
+void sorted_bucket(std::span<const float> prob, int b, std::vector<int32_t>& out) {
+  out.clear();
+  for (size_t i = 0; i < prob.size(); ++i)
+    if (bucket_of(prob[i]) == b) out.push_back(int32_t(i));
+  std::sort(out.begin(), out.end(), [&](int32_t x, int32_t y) {
+    return prob[size_t(x)] > prob[size_t(y)] || (prob[size_t(x)] == prob[size_t(y)] && x < y);
+  });
+}
+
+}  // namespace
+
+TruncationCutoff truncation_cutoff(std::span<const float> prob, double total, int64_t top_k,
+                                   double top_p) {
+  const bool use_k = top_k > 0 && size_t(top_k) < prob.size();
+  const bool use_p = top_p < 1.0;
+  if (!use_k && !use_p) return {};
+  hist.mass.fill(0);
+  hist.mass2.fill(0);
+  hist.count.fill(0);
+  hist.count2.fill(0);
+  size_t i = 0;
+  for (; i + 2 <= prob.size(); i += 2) {
+    const int a = bucket_of(prob[i]), b = bucket_of(prob[i + 1]);
+    hist.mass[size_t(a)] += prob[i];
+    ++hist.count[size_t(a)];
+    hist.mass2[size_t(b)] += prob[i + 1];
+    ++hist.count2[size_t(b)];
+  }
+  if (i < prob.size()) {
+    hist.mass[size_t(bucket_of(prob[i]))] += prob[i];
+    ++hist.count[size_t(bucket_of(prob[i]))];
+  }
+  for (size_t b = 0; b < size_t(kBuckets); ++b) {
+    hist.mass[b] += hist.mass2[b];
+    hist.count[b] += hist.count2[b];
+  }
+
+  TruncationCutoff cut;
+  int k_bucket = -1;  // with top_k: buckets above are kept whole, this one as hist.members
+  double kept_mass = total;
+  if (use_k) {
+    int64_t above = 0;
+    double mass_above = 0;  // bucket sums are floats, accumulated here in double
+    int b = kBuckets - 1;
+    for (; b > 0 && above + hist.count[size_t(b)] < top_k; --b) {
+      above += hist.count[size_t(b)];
+      mass_above += hist.mass[size_t(b)];
+    }
+    k_bucket = b;
+    sorted_bucket(prob, b, hist.members);
+    hist.members.resize(size_t(top_k - above));
+    kept_mass = mass_above;
+    for (int32_t t : hist.members) kept_mass += prob[size_t(t)];
+    cut = {hist.members.back(), prob[size_t(hist.members.back())]};
+  }
+  if (!use_p) return cut;
+
+  const double need = top_p * kept_mass;
+  double cum = 0;
+  int b = kBuckets - 1;
+  for (; b >= std::max(k_bucket, 0); --b) {
+    double m = hist.mass[size_t(b)];
+    if (b == k_bucket) {
+      m = 0;
+      for (int32_t t : hist.members) m += prob[size_t(t)];
+    }
+    if (cum + m >= need) break;
+    cum += m;
+  }
+  if (b < std::max(k_bucket, 0)) return cut;  // rounding: the whole kept set
+  if (b != k_bucket) sorted_bucket(prob, b, hist.members);
+  int32_t last = -1;
+  for (int32_t t : hist.members) {
+    if (last >= 0 && cum >= need) break;
+    cum += prob[size_t(t)];
+    last = t;
+  }
+  return {last, prob[size_t(last)]};
+}
+
+}  // namespace dsmath

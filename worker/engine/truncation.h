@@ -1,0 +1,32 @@
+// Which tokens top_k and top_p keep, without sorting the vocabulary.
+//
+// Probabilities in (0, 1] order the same way as their float bit patterns, so the top 14 bits
+// (exponent and 7 mantissa bits) put every token into one of 16,384 buckets, more likely
+// buckets higher. One pass fills each bucket's count and mass; walking the buckets from the
+// top finds the one bucket where top_k's count or top_p's mass is reached, and only that
+// bucket's tokens are sorted (radix select, as GPU samplers do it). Tokens are ranked by
+// probability, then by lower id for ties.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace dsmath {
+
+// Token i is kept when prob[i] > prob or (prob[i] == prob and i <= token); token -1 keeps all.
+struct TruncationCutoff {
+  int32_t token = -1;
+  float prob = 0;
+  bool keeps(int32_t i, float p) const {
+    return token < 0 || p > prob || (p == prob && i <= token);
+  }
+};
+
+// `prob`: unnormalized probabilities in [0, 1] (the most likely token has 1), summing to
+// `total`. top_k 0 and top_p 1 are off; with both, top_p measures mass within the top k (as
+// vLLM does). top_p keeps the smallest set of most likely tokens whose mass reaches top_p
+// (at least one token).
+TruncationCutoff truncation_cutoff(std::span<const float> prob, double total, int64_t top_k,
+                                   double top_p);
+
+}  // namespace dsmath
