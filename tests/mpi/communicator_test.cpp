@@ -146,6 +146,23 @@ TEST(MpiCommunicator, BroadcastFromEveryRoot) {
   }
 }
 
+// await_broadcast delivers like broadcast, from any root, in order with broadcasts around it,
+// whether receivers spin or sleep.
+TEST(MpiCommunicator, AwaitBroadcastFromEveryRootSpinningOrSleeping) {
+  auto comm = make_mpi_communicator();
+  const Topology& t = comm->topology();
+  for (auto spin : {std::chrono::microseconds(0), std::chrono::microseconds(50000)})
+    for (int root = 0; root < t.world_size; ++root) {
+      uint64_t value = t.rank == root ? 0xD5D5000000000000ull + uint64_t(root) : 0;
+      std::vector<int32_t> body(5, t.rank == root ? root + 1 : 0);
+      if (t.rank != root) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      comm->await_broadcast(&value, sizeof(value), root, spin);
+      comm->broadcast(body.data(), body.size() * sizeof(int32_t), root);
+      EXPECT_EQ(value, 0xD5D5000000000000ull + uint64_t(root));
+      EXPECT_EQ(body, std::vector<int32_t>(5, root + 1));
+    }
+}
+
 TEST(MpiCommunicator, BroadcastInPieces) {
   MpiCommunicator comm(MPI_COMM_WORLD, /*max_chunk=*/3);
   const Topology& t = comm.topology();

@@ -298,8 +298,9 @@ class CountingCommunicator final : public Communicator {
     inner_.broadcast(data, bytes, root);
   }
   void barrier() override { inner_.barrier(); }
-  void await_broadcast(void* data, size_t bytes, int root) override {
-    inner_.await_broadcast(data, bytes, root);
+  void await_broadcast(void* data, size_t bytes, int root,
+                       std::chrono::microseconds spin) override {
+    inner_.await_broadcast(data, bytes, root, spin);
   }
   int all_reduces = 0, all_gathers = 0;
 

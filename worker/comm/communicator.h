@@ -6,6 +6,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -37,10 +38,14 @@ class Communicator {
   virtual void barrier() = 0;
 
   // A broadcast that receivers may wait on for a long time (an idle group's next step plan):
-  // a waiting rank sleeps between polls instead of spinning on a core, waking within a few
-  // milliseconds of the root's call. Collective, but it does not match broadcast(): every rank
-  // must call await_broadcast for the same message. Default: broadcast().
-  virtual void await_broadcast(void* data, size_t bytes, int root) { broadcast(data, bytes, root); }
+  // a waiting rank polls, spinning for `spin` and then sleeping between polls (backing off to
+  // 4 ms), so an idle rank does not burn a core yet wakes within a few milliseconds.
+  // Every rank must call await_broadcast for the same message (it does not match
+  // broadcast()). Default: broadcast().
+  virtual void await_broadcast(void* data, size_t bytes, int root,
+                               std::chrono::microseconds spin = std::chrono::microseconds(200)) {
+    broadcast(data, bytes, root);
+  }
 
   // The MPI communicator that carries this group's control traffic (collectively(), the NCCL
   // bootstrap); MPI_COMM_NULL for a group that is one process without MPI.

@@ -87,26 +87,43 @@ void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
   }
 }
 
-// MPI's blocking collectives busy-poll: an idle follower would burn a core. A non-blocking
-// broadcast polled with MPI_Test spins only briefly (the next plan of a busy group is usually
-// there within microseconds), then sleeps between polls, backing off to 2 ms: an idle follower
-// costs about 1% of a core, and a plan reaches the group within a few milliseconds.
-void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root) {
+// MPI's blocking collectives busy-poll: an idle follower would burn a core. Here the root
+// sends the message to every rank directly (point-to-point, one hop, so a sleeping rank's
+// latency is its own polling interval, not a tree's), and a receiver polls MPI_Test: spinning
+// for `spin` (a busy group's next plan comes within milliseconds), then sleeping between polls,
+// backing off to 4 ms. An idle follower then costs about 1% of a core (on a VM, mostly the
+// wake-ups themselves) and a new plan reaches every rank within about 4 ms.
+void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root,
+                                      std::chrono::microseconds spin) {
   check_root(root, "await_broadcast");
   DSMATH_CHECK(bytes <= max_chunk_, "await_broadcast: ", bytes, " bytes is more than one piece (",
                max_chunk_, "); use broadcast for bulk data");
+  constexpr int kTag = 0x445341;  // "DSA": await_broadcast's messages on this communicator
+  if (topology_.rank == root) {
+    std::vector<MPI_Request> sends;
+    for (int r = 0; r < topology_.world_size; ++r) {
+      if (r == root) continue;
+      sends.emplace_back();
+      DSMATH_MPI_CHECK(MPI_Isend(data, int(bytes), MPI_BYTE, r, kTag, comm_, &sends.back()));
+    }
+    DSMATH_MPI_CHECK(MPI_Waitall(int(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+    return;
+  }
   MPI_Request request;
-  DSMATH_MPI_CHECK(MPI_Ibcast(data, int(bytes), MPI_BYTE, root, comm_, &request));
+  DSMATH_MPI_CHECK(MPI_Irecv(data, int(bytes), MPI_BYTE, root, kTag, comm_, &request));
   using Clock = std::chrono::steady_clock;
-  const auto spin_until = Clock::now() + std::chrono::microseconds(200);
+  const auto spin_until = Clock::now() + spin;
   auto pause = std::chrono::microseconds(20);
   for (;;) {
     int done = 0;
     DSMATH_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
     if (done) return;
-    if (Clock::now() < spin_until) continue;
+    if (Clock::now() < spin_until) {
+      std::this_thread::yield();  // an oversubscribed core goes to whoever has work
+      continue;
+    }
     std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    pause = std::min(pause * 2, std::chrono::microseconds(4000));
   }
 }
 

@@ -26,7 +26,7 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const float* send, size_t count_per_rank, float* recv) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
-  void await_broadcast(void* data, size_t bytes, int root) override;
+  void await_broadcast(void* data, size_t bytes, int root, std::chrono::microseconds spin) override;
   MPI_Comm control_comm() const override { return comm_; }
 
  private:

@@ -82,6 +82,7 @@ bool Engine::has_work() {
 }
 
 bool Engine::wait_for_work(std::chrono::milliseconds timeout) {
+  if (!has_work()) runner_.notify_idle();  // followers sleep too
   std::unique_lock lock(mutex_);
   return wake_.wait_for(lock, timeout, [&] { return !commands_.empty() || !live_.empty(); });
 }

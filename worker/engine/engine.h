@@ -91,7 +91,8 @@ class Engine {
   std::vector<EngineEvent> step();
   // Driver thread: whether requests are live or commands queued.
   bool has_work();
-  // Driver thread: blocks (without spinning) until has_work() or the timeout.
+  // Driver thread: blocks (without spinning) until has_work() or the timeout; when idle, first
+  // tells the followers (ModelRunner::notify_idle) so they sleep as well.
   bool wait_for_work(std::chrono::milliseconds timeout);
 
   EngineStats stats() const;  // any thread: as of the end of the last step

@@ -1,23 +1,29 @@
 #include "worker/engine/model_runner.h"
 
+#include <chrono>
+
 #include "common/core/error.h"
 
 namespace dsmath {
 
 namespace {
 
+// How long a follower spins for the next plan of a busy group before it sleeps between polls:
+// longer than the driver's sampling and scheduling between two steps.
+constexpr std::chrono::microseconds kBusySpin(50000);
+
 // A plan travels as its length, through await_broadcast (followers of an idle group wait there
 // without spinning), then its words.
 void send_plan(Communicator& control, const StepPlan& plan) {
   std::vector<int32_t> words = plan.serialize();
   uint64_t size = words.size();
-  control.await_broadcast(&size, sizeof(size), 0);
+  control.await_broadcast(&size, sizeof(size), 0, kBusySpin);
   control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
 }
 
-StepPlan receive_plan(Communicator& control) {
+StepPlan receive_plan(Communicator& control, std::chrono::microseconds spin) {
   uint64_t size = 0;
-  control.await_broadcast(&size, sizeof(size), 0);
+  control.await_broadcast(&size, sizeof(size), 0, spin);
   DSMATH_CHECK(size > 0 && size < (uint64_t(1) << 31), "step plan of ", size, " words");
   std::vector<int32_t> words(size);
   control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
@@ -40,16 +46,30 @@ ModelRunner::~ModelRunner() {
 
 std::vector<float> ModelRunner::step(const StepPlan& plan) {
   DSMATH_CHECK(is_driver(), "ModelRunner::step runs on the driver (rank 0) only");
+  idle_sent_ = false;
   if (control_.topology().world_size > 1) send_plan(control_, plan);
   return model_.forward(plan);
 }
 
+void ModelRunner::notify_idle() {
+  DSMATH_CHECK(is_driver(), "ModelRunner::notify_idle runs on the driver (rank 0) only");
+  if (idle_sent_ || shut_down_) return;
+  idle_sent_ = true;
+  if (control_.topology().world_size > 1) {
+    StepPlan plan;
+    plan.idle = true;
+    send_plan(control_, plan);
+  }
+}
+
 void ModelRunner::follow() {
   DSMATH_CHECK(!is_driver(), "ModelRunner::follow runs on ranks other than 0");
+  bool idle = false;
   for (;;) {
-    const StepPlan plan = receive_plan(control_);
+    const StepPlan plan = receive_plan(control_, idle ? std::chrono::microseconds(0) : kBusySpin);
     if (plan.shutdown) return;
-    model_.forward(plan);
+    idle = plan.idle;
+    if (!idle) model_.forward(plan);
   }
 }
 

@@ -1,6 +1,8 @@
 // Drives one tensor-parallel group. The driver (rank 0) calls step(): the plan is broadcast
 // over the control-plane communicator and every rank runs the same forward; followers sit in
 // follow() until the driver calls shutdown() (also done by the destructor on the driver).
+// Between plans a follower spins (a busy group's next plan comes within milliseconds) unless
+// the driver said it is idle (notify_idle): then it sleeps between polls.
 #pragma once
 
 #include <vector>
@@ -24,6 +26,9 @@ class ModelRunner {
   std::vector<float> step(const StepPlan& plan);
   // Followers only: runs the driver's plans until it shuts the group down.
   void follow();
+  // Driver only: tells the followers that no step comes soon, so they wait sleeping rather
+  // than spinning. Sent once per idle spell; the next step() ends it.
+  void notify_idle();
   // Driver only: releases the followers. Idempotent.
   void shutdown();
 
@@ -31,6 +36,7 @@ class ModelRunner {
   LlamaModel& model_;
   Communicator& control_;
   bool shut_down_ = false;
+  bool idle_sent_ = false;
 };
 
 }  // namespace dsmath

@@ -37,6 +37,13 @@ int32_t Scheduler::seats_taken() const {
 }
 
 void Scheduler::remove(Sequence* s) {
+  // A sample still waiting for its leader's prefill is only on that leader's list.
+  auto detach = [s](Sequence* leader) {
+    auto& f = leader->forks;
+    f.erase(std::remove(f.begin(), f.end(), s), f.end());
+  };
+  for (Sequence* leader : waiting_) detach(leader);
+  for (Sequence* leader : running_) detach(leader);
   Sequence* heir = nullptr;
   if (!s->forks.empty()) {  // the other samples still need the prompt computed
     heir = s->forks.front();

@@ -8,7 +8,7 @@ namespace dsmath {
 // first_position, logits, #tokens, tokens*, #blocks, blocks*.
 std::vector<int32_t> StepPlan::serialize() const {
   std::vector<int32_t> w;
-  w.push_back(int32_t(all_logits) | int32_t(shutdown) << 1);
+  w.push_back(int32_t(all_logits) | int32_t(shutdown) << 1 | int32_t(idle) << 2);
   w.push_back(int32_t(copies.size()));
   for (const KVBlockCopy& c : copies) w.insert(w.end(), {c.src, c.dst});
   w.push_back(int32_t(sequences.size()));
@@ -38,6 +38,7 @@ StepPlan StepPlan::deserialize(std::span<const int32_t> w) {
   const int32_t flags = next();
   p.all_logits = flags & 1;
   p.shutdown = flags & 2;
+  p.idle = flags & 4;
   for (size_t i = count(); i > 0; --i) p.copies.push_back({next(), next()});
   for (size_t i = count(); i > 0; --i) {
     StepSequence s;

@@ -24,6 +24,7 @@ struct StepPlan {
   std::vector<StepSequence> sequences;
   bool all_logits = false;  // logits for every token instead of each sampled sequence's last one
   bool shutdown = false;    // followers leave their loop
+  bool idle = false;        // no forward: the driver has no work, followers may sleep
 
   std::vector<int32_t> serialize() const;
   // Throws Error when `words` is not a well-formed plan.

@@ -148,6 +148,29 @@ TEST_F(EngineTest, CancelDuringPrefillAndDecodeFreesEveryBlock) {
   EXPECT_FALSE(engine.has_work());
 }
 
+// A sample still waiting for its leader's prefill can be stopped alone; the leader and the
+// other samples go on, and the stopped one never receives a token.
+TEST_F(EngineTest, StoppingAForkBeforeThePrefillEndsOnlyThatSample) {
+  LocalReplica r(dir_, 64);
+  EngineConfig config;
+  config.max_step_tokens = 16;
+  Engine engine(r.runner, config);
+  EngineRequest q = greedy("q", tokens(50, 60), 5);
+  q.n = 3;
+  engine.add(q);
+  Completions done;
+  testing::collect(engine.step(), done);  // the first prompt chunk of sample 0
+  engine.stop("q", 2);
+  done = run_until_idle(engine, done);
+  EXPECT_EQ(done.at({"q", 2}).finish, FinishReason::kStop);
+  EXPECT_TRUE(done.at({"q", 2}).token_ids.empty());
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(done.at({"q", k}).finish, FinishReason::kLength);
+    EXPECT_EQ(done.at({"q", k}).token_ids.size(), 5u);
+  }
+  EXPECT_EQ(engine.stats().kv_blocks_used, 0);
+}
+
 // Writes NaN over the embedding row of `token` in the checkpoint's safetensors file.
 void poison_embedding(const std::filesystem::path& file, int32_t token) {
   std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
