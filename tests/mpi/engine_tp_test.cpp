@@ -1,4 +1,5 @@
-// The engine on a tensor-parallel group (mpirun -np 1, 2 and 4): random request streams with
+// The engine on a tensor-parallel group (mpirun -np 1, 2 and 4): random request streams (1,000
+// operations) with
 // chunking, preemption, prefix-cache eviction and cancellations give every sample the tokens
 // it gets alone, at every tp; and an idle group's followers wait without burning CPU.
 #include <gtest/gtest.h>
@@ -35,7 +36,7 @@ TEST(EngineTp, RandomStreamEqualsSoloRuns) {
       testing::StreamOutcome outcome;
       {
         Engine engine(runner, config);
-        outcome = testing::run_random_stream(engine, 11, 300, /*max_prompt=*/60);
+        outcome = testing::run_random_stream(engine, 11, 1000, /*max_prompt=*/60);
       }
       EXPECT_GT(outcome.stats.preemptions, 0);
       EXPECT_GT(outcome.stats.prefix_cache_hit_tokens, 0);
