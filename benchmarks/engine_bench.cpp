@@ -52,7 +52,7 @@ struct LoadResult {
   double seconds = 0;
   int64_t generated = 0, prompt_tokens = 0;
   std::vector<double> ttft, itl;
-  double step_s = 0, forward_s = 0, step64_s = 0, forward64_s = 0;
+  double step_s = 0, forward_s = 0, sample_s = 0, step64_s = 0, forward64_s = 0;
   int64_t steps64 = 0;
 };
 
@@ -87,6 +87,7 @@ LoadResult run_load(Engine& engine, std::vector<EngineRequest> requests, double 
     const EngineStats s1 = engine.stats();
     r.step_s += s1.step_seconds - s0.step_seconds;
     r.forward_s += s1.forward_seconds - s0.forward_seconds;
+    r.sample_s += s1.sample_seconds - s0.sample_seconds;
     if (s1.running >= 56 && s1.running <= 72) {
       r.step64_s += s1.step_seconds - s0.step_seconds;
       r.forward64_s += s1.forward_seconds - s0.forward_seconds;
@@ -139,11 +140,13 @@ std::vector<EngineRequest> make_requests(const Options& o) {
 void print_load(const char* name, const LoadResult& r) {
   std::printf(
       "%-22s %8.1f gen tok/s  %7.1f prompt tok/s  TTFT p50 %7.1f ms p99 %7.1f ms  ITL p50 %6.1f "
-      "ms p99 %6.1f ms  outside-forward %5.2f%% (at ~64 running: %5.2f%% over %ld steps)\n",
+      "ms p99 %6.1f ms  outside-forward %5.2f%% (sampling %5.2f%%; at ~64 running: %5.2f%% over "
+      "%ld steps)\n",
       name, double(r.generated) / r.seconds, double(r.prompt_tokens) / r.seconds,
       1e3 * percentile(r.ttft, 0.5), 1e3 * percentile(r.ttft, 0.99), 1e3 * percentile(r.itl, 0.5),
       1e3 * percentile(r.itl, 0.99), 100.0 * (1 - r.forward_s / r.step_s),
-      r.steps64 ? 100.0 * (1 - r.forward64_s / r.step64_s) : 0.0, long(r.steps64));
+      100.0 * r.sample_s / r.step_s, r.steps64 ? 100.0 * (1 - r.forward64_s / r.step64_s) : 0.0,
+      long(r.steps64));
 }
 
 // Prompt tokens/s with a shared 400-token prefix and a distinct 50-token question each.

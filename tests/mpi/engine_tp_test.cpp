@@ -1,7 +1,7 @@
-// The engine on a tensor-parallel group (mpirun -np 1, 2 and 4): random request streams (1,000
-// operations) with
-// chunking, preemption, prefix-cache eviction and cancellations give every sample the tokens
-// it gets alone, at every tp; and an idle group's followers wait without burning CPU.
+// The engine on a tensor-parallel group (mpirun -np 1, 2 and 4): random request streams of
+// 1,000 operations with chunking, preemption, prefix-cache eviction and cancellations give
+// every sample the tokens it gets alone, at every tp, and leak no block; an idle group's
+// followers wait without burning CPU.
 #include <gtest/gtest.h>
 #include <unistd.h>
 

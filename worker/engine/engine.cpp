@@ -96,8 +96,10 @@ void Engine::check(const EngineRequest& r) const {
   const ModelConfig& c = runner_.model().config();
   DSMATH_CHECK(!r.key.empty(), "the request key is empty");
   DSMATH_CHECK(!live_.count(r.key), "the request key is already used by a live request");
-  DSMATH_CHECK(r.n >= 1 && r.n <= config_.max_samples, "n must be in [1, ", config_.max_samples,
-               "], got ", r.n);
+  // All samples of a request run together after its prefill, so n cannot exceed the seats.
+  const int32_t max_n = std::min(config_.max_samples, config_.max_running);
+  DSMATH_CHECK(r.n >= 1 && r.n <= max_n, "n must be in [1, ", max_n, "], got ", r.n,
+               " (the engine runs at most ", config_.max_running, " sequences at once)");
   r.params.validate();
   const int64_t prompt_len = int64_t(r.prompt.size());
   DSMATH_CHECK(prompt_len > 0, "the prompt has no tokens");
@@ -285,7 +287,9 @@ std::vector<EngineEvent> Engine::step() {
       }
       s.forks.clear();
     }
+    const auto sampling_started = Clock::now();
     sample_and_accept(to_sample, logits, events);
+    counters_.sample_seconds += seconds_since(sampling_started);
   }
 
   for (auto it = live_.begin(); it != live_.end();)

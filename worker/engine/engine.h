@@ -74,6 +74,7 @@ struct EngineStats {
   int64_t generated_tokens = 0;
   int64_t steps = 0;
   double step_seconds = 0, forward_seconds = 0;  // forward: the ModelRunner::step call
+  double sample_seconds = 0;                     // sampling the step's logits rows
 };
 
 class Engine {

@@ -80,35 +80,48 @@ void apply_penalties(std::vector<float>& z, const SamplingParams& p,
 #define DSMATH_WIDEST_SIMD
 #endif
 
-// max(z), and whether every value is finite (v - v is 0 exactly for finite v). Lane-wise, so
-// it vectorizes.
-DSMATH_WIDEST_SIMD float finite_max(const float* z, size_t n, bool* finite) {
-  float top[16], bad[16];
-  for (size_t j = 0; j < 16; ++j) top[j] = z[0], bad[j] = 0.0f;
+// The index of the first maximum of z (as torch.argmax), and whether every value is finite
+// (v - v is 0 exactly for finite v). Sixteen lanes, each keeping its first maximum, so the
+// loop vectorizes; the first maximum overall is the lowest index among the best lanes.
+DSMATH_WIDEST_SIMD size_t finite_argmax(const float* z, size_t n, bool* finite) {
+  constexpr size_t kLanes = 16;
+  float top[kLanes], bad[kLanes];
+  int32_t at[kLanes];
+  for (size_t j = 0; j < kLanes; ++j) top[j] = z[0], at[j] = 0, bad[j] = 0.0f;
   size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (size_t j = 0; j < 16; ++j) {
-      top[j] = std::max(top[j], z[i + j]);
-      bad[j] += z[i + j] - z[i + j];  // NaN once any value is NaN or infinite
+  for (; i + kLanes <= n; i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) {
+      const float v = z[i + j];
+      const bool better = v > top[j];
+      top[j] = better ? v : top[j];
+      at[j] = better ? int32_t(i + j) : at[j];
+      bad[j] += v - v;  // NaN once any value is NaN or infinite
     }
-  float m = top[0], b = 0.0f;
-  for (size_t j = 0; j < 16; ++j) m = std::max(m, top[j]), b += bad[j];
-  for (; i < n; ++i) m = std::max(m, z[i]), b += z[i] - z[i];
+  size_t best = size_t(at[0]);
+  float b = 0.0f;
+  for (size_t j = 0; j < kLanes; ++j) {
+    b += bad[j];
+    if (top[j] > z[best] || (top[j] == z[best] && size_t(at[j]) < best)) best = size_t(at[j]);
+  }
+  for (; i < n; ++i) {
+    b += z[i] - z[i];
+    if (z[i] > z[best]) best = i;
+  }
   *finite = b == 0.0f;
-  return m;
+  return best;
 }
 
-// Index of the first maximum (as torch.argmax); throws on a NaN or infinite logit.
+// Index of the first maximum; throws on a NaN or infinite logit.
 size_t checked_argmax(std::span<const float> z) {
   bool finite = true;
-  const float m = finite_max(z.data(), z.size(), &finite);
+  const size_t best = finite_argmax(z.data(), z.size(), &finite);
   if (!finite) {
     const size_t bad = size_t(
         std::find_if(z.begin(), z.end(), [](float v) { return !std::isfinite(v); }) - z.begin());
     fail("the model produced a non-finite logit (", z[bad], " for token ", bad,
          "); the sequence cannot be continued");
   }
-  return size_t(std::find(z.begin(), z.end(), m) - z.begin());
+  return best;
 }
 
 // e^x for x <= 0, to ~2e-7 relative, in plain arithmetic the compiler vectorizes (libm's expf

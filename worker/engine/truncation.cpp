@@ -9,10 +9,14 @@ namespace dsmath {
 
 namespace {
 
-constexpr int kBuckets = 1 << 14;
+// Bucket keys are the top 16 bits of the float (exponent and 7 mantissa bits). Probabilities
+// below 2^-32 of the top one share bucket 0: however many they are, they hold too little mass to
+// matter to the rest, and inside a bucket the ranking is exact anyway.
+constexpr int kFloorKey = 95 << 7;                // the key of 2^-32
+constexpr int kBuckets = 0x3F80 - kFloorKey + 1;  // up to the key of 1.0
 
 int bucket_of(float p) {
-  return int(std::bit_cast<uint32_t>(p) >> 16);  // p in [0, 1]: at most 0x3F80
+  return std::max(0, int(std::bit_cast<uint32_t>(p) >> 16) - kFloorKey);
 }
 
 // Two interleaved halves (even and odd tokens) so that runs of tokens in one bucket do not

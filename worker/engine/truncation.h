@@ -1,11 +1,11 @@
 // Which tokens top_k and top_p keep, without sorting the vocabulary.
 //
-// Probabilities in (0, 1] order the same way as their float bit patterns, so the top 14 bits
-// (exponent and 7 mantissa bits) put every token into one of 16,384 buckets, more likely
-// buckets higher. One pass fills each bucket's count and mass; walking the buckets from the
-// top finds the one bucket where top_k's count or top_p's mass is reached, and only that
-// bucket's tokens are sorted (radix select, as GPU samplers do it). Tokens are ranked by
-// probability, then by lower id for ties.
+// Probabilities in (0, 1] order the same way as their float bit patterns, so the top bits
+// (exponent and 7 mantissa bits) put every token into one of 4,097 buckets (everything below
+// 2^-32 in the lowest), more likely buckets higher. One pass fills each bucket's count and mass;
+// walking the buckets from the top finds the one bucket where top_k's count or top_p's mass is
+// reached, and only that bucket's tokens are sorted (radix select, as GPU samplers do it). Tokens
+// are ranked by probability, then by lower id for ties.
 #pragma once
 
 #include <cstdint>

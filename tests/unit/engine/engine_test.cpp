@@ -224,11 +224,15 @@ TEST_F(EngineTest, InvalidRequestsComeBackAsErrorEvents) {
   EngineRequest zero_n = greedy("n", tokens(100, 5), 3);
   zero_n.n = 0;
   engine.add(zero_n);
+  EngineRequest too_many = greedy("seats", tokens(100, 5), 3);
+  too_many.n = engine.config().max_running + 1;  // could never run together
+  engine.add(too_many);
   const std::vector<EngineEvent> events = engine.step();
   std::map<std::string, std::string> refused;
   for (const EngineEvent& e : events)
     if (e.sample_index == -1) refused[e.key] += e.error;
-  ASSERT_EQ(refused.size(), 6u);
+  ASSERT_EQ(refused.size(), 7u);
+  EXPECT_NE(refused["seats"].find("at most 256 sequences"), std::string::npos) << refused["seats"];
   EXPECT_NE(refused["temp"].find("temperature"), std::string::npos);
   EXPECT_NE(refused["vocab"].find("outside the vocabulary"), std::string::npos);
   EXPECT_NE(refused["empty"].find("no tokens"), std::string::npos);
