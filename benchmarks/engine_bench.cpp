@@ -1,9 +1,9 @@
 // dsmath-bench-engine: the engine under load, on one replica (any tp under mpirun).
 //   [mpirun -np N] dsmath-bench-engine --model DIR [--requests 256] [--rate R] [--prefix-test]
 // Requests have random prompts (--prompt-min..--prompt-max tokens) and outputs (--out-min..
-// --out-max), n in {1, 4}, sampled at T=0.8 / top_p 0.95. They arrive all at once, or as a
-// Poisson stream of --rate requests/s. Reports generated tokens/s, time to first token and
-// inter-token latency (p50/p99), and the share of step time spent outside the forward
+// --out-max), n in {1, 4}, sampled at --temperature (0.8) / --top-p (0.95). They arrive all at
+// once, or as a Poisson stream of --rate requests/s. Reports generated tokens/s, time to first
+// token and inter-token latency (p50/p99), and the share of step time spent outside the forward
 // (scheduling, sampling, bookkeeping), overall and over steps with about 64 running sequences.
 // --prefix-test: prompt throughput when every prompt starts with the same 400-token few-shot
 // prefix, prefix cache on against off (a ratio from one run).
@@ -43,6 +43,7 @@ struct Options {
   std::string model_dir;
   int requests = 256, prompt_min = 50, prompt_max = 500, out_min = 32, out_max = 256;
   double rate = 0;  // requests/s; 0 = all at once
+  double temperature = 0.8, top_p = 0.95;
   int max_step_tokens = 512, threads = 0, seed = 1;
   double kv_cache_gib = 4;
   bool prefix_test = false, both = false;
@@ -126,8 +127,8 @@ std::vector<EngineRequest> make_requests(const Options& o) {
     EngineRequest r;
     r.key = "r" + std::to_string(i);
     r.prompt = random_tokens(rng, plen(rng));
-    r.params.temperature = 0.8;
-    r.params.top_p = 0.95;
+    r.params.temperature = o.temperature;
+    r.params.top_p = o.top_p;
     r.params.seed = uint64_t(i);
     r.params.ignore_eos = true;
     r.params.max_new_tokens = olen(rng);
@@ -235,6 +236,8 @@ int main(int argc, char** argv) {
   app.add_option("--out-max", o.out_max)->capture_default_str();
   app.add_option("--rate", o.rate, "Poisson arrivals, requests/s (0: all at once)");
   app.add_flag("--both", o.both, "All at once, then as a Poisson stream of --rate");
+  app.add_option("--temperature", o.temperature)->capture_default_str();
+  app.add_option("--top-p", o.top_p)->capture_default_str();
   app.add_option("--max-step-tokens", o.max_step_tokens)->capture_default_str();
   app.add_option("--kv-cache-gib", o.kv_cache_gib)->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads per rank");

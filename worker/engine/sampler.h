@@ -5,9 +5,9 @@
 // The reported logprob is the chosen token's log-probability under the model, i.e. the
 // log_softmax of the raw logits before any of these transforms; it is computed only when asked.
 //
-// Cost: one pass for the max (which also rejects NaN / infinite logits), one float exp pass
-// when sampling, a histogram pass for top_k / top_p (truncation.h), and no sort of the
-// vocabulary.
+// Cost: the vocabulary-wide passes are SIMD kernels (kernels/cpu/sampling.h): one max pass
+// (which also rejects NaN / infinite logits), one exp pass and one mask pass when sampling,
+// plus a histogram pass for top_k / top_p (truncation.h); the vocabulary is never sorted.
 #pragma once
 
 #include <cstdint>

@@ -24,6 +24,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
+#include "kernels/cpu/sampling.h"
 #include "kernels/cpu/softmax.h"
 #include "tests/support/random_floats.h"
 
@@ -478,6 +479,78 @@ TEST(Softmax, LogSoftmaxHandComputed) {
   EXPECT_NEAR(out[0], -1 - z, 1e-5);
   EXPECT_NEAR(out[1], -z, 1e-5);
   EXPECT_NEAR(out[2], -2 - z, 1e-5);
+}
+
+}  // namespace
+}  // namespace dsmath::cpu
+
+// ---- sampling passes: every path against the plain reference --------------------------------
+
+namespace dsmath::cpu {
+namespace {
+
+std::vector<detail::Isa> isas() {
+  std::vector<detail::Isa> out{detail::Isa::Portable};
+  if (detail::hardware_isa() >= detail::Isa::Avx2) out.push_back(detail::Isa::Avx2);
+  if (detail::hardware_isa() >= detail::Isa::Avx512) out.push_back(detail::Isa::Avx512);
+  return out;
+}
+
+TEST(Sampling, ArgmaxFiniteMatchesReferenceIncludingTiesAndNonFinite) {
+  for (int64_t n : {1, 7, 8, 15, 16, 17, 100, 1003}) {
+    auto z = random_floats(size_t(n), uint32_t(n));
+    for (float& v : z) v = std::round(v * 4);  // many ties
+    for (detail::Isa isa : isas()) {
+      const RowArgmax got = argmax_finite_on(isa, z.data(), n);
+      const RowArgmax want = argmax_finite_reference(z.data(), n);
+      EXPECT_EQ(got.index, want.index) << "n " << n << " isa " << int(isa);
+      EXPECT_TRUE(got.finite);
+      for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+        auto broken = z;
+        broken[size_t(n / 2)] = bad;
+        EXPECT_FALSE(argmax_finite_on(isa, broken.data(), n).finite)
+            << "n " << n << " isa " << int(isa) << " value " << bad;
+      }
+    }
+  }
+}
+
+TEST(Sampling, ExpShiftedMatchesReference) {
+  for (int64_t n : {1, 9, 16, 33, 4099}) {
+    auto z = random_floats(size_t(n), uint32_t(n) + 7);
+    for (float& v : z) v *= 40;  // down to e^-80 and the clamp
+    const float max = *std::max_element(z.begin(), z.end());
+    for (float scale : {1.0f, 1.25f, 3.0f}) {
+      std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+      const double want_sum = exp_shifted_reference(z.data(), n, max, scale, want.data());
+      for (detail::Isa isa : isas()) {
+        const double sum = exp_shifted_on(isa, z.data(), n, max, scale, got.data());
+        EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum) << "n " << n << " isa " << int(isa);
+        double worst = 0;
+        for (int64_t i = 0; i < n; ++i)
+          worst = std::max(worst, std::abs(double(got[size_t(i)]) / want[size_t(i)] - 1));
+        EXPECT_LT(worst, 5e-7) << "n " << n << " scale " << scale << " isa " << int(isa);
+      }
+    }
+  }
+}
+
+TEST(Sampling, MaskKeptMatchesReference) {
+  for (int64_t n : {1, 8, 17, 1000}) {
+    auto p = random_floats(size_t(n), uint32_t(n) + 3);
+    for (float& v : p) v = std::round(std::abs(v) * 8) / 8;  // ties at the cutoff
+    for (float floor : {0.0f, 0.25f})
+      for (int64_t cut_i : {int64_t(-1), int64_t(0), n / 2, n - 1}) {
+        const float cut_p = cut_i < 0 ? -1.0f : p[size_t(cut_i)];
+        std::vector<float> want(static_cast<size_t>(n)), got(static_cast<size_t>(n));
+        const double want_sum = mask_kept_reference(p.data(), n, floor, cut_p, cut_i, want.data());
+        for (detail::Isa isa : isas()) {
+          const double sum = mask_kept_on(isa, p.data(), n, floor, cut_p, cut_i, got.data());
+          EXPECT_EQ(got, want) << "n " << n << " cut " << cut_i << " isa " << int(isa);
+          EXPECT_NEAR(sum, want_sum, 1e-5 * (1 + want_sum));
+        }
+      }
+  }
 }
 
 }  // namespace
