@@ -197,10 +197,10 @@ int run(const Options& o, Communicator& comm) {
   EngineConfig config;
   config.max_step_tokens = o.max_step_tokens;
   std::printf(
-      "engine bench: %d requests, prompts %d-%d, outputs %d-%d, n in {1,4}, "
+      "engine bench: %d requests, prompts %d-%d, outputs %d-%d, n in {1,4}, T %.2f, top_p %.2f, "
       "--max-step-tokens %d, tp %d, %d threads/rank\n",
-      o.requests, o.prompt_min, o.prompt_max, o.out_min, o.out_max, o.max_step_tokens,
-      comm.topology().tp_size, omp_get_max_threads());
+      o.requests, o.prompt_min, o.prompt_max, o.out_min, o.out_max, o.temperature, o.top_p,
+      o.max_step_tokens, comm.topology().tp_size, omp_get_max_threads());
   if (o.prefix_test) {
     int64_t hits_on = 0, hits_off = 0;
     const double on = prefix_throughput(runner, config, true, o.requests, &hits_on);

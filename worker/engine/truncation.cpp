@@ -38,6 +38,49 @@ void sorted_bucket(std::span<const float> prob, int b, std::vector<int32_t>& out
   });
 }
 
+// The fast path for a peaked distribution (what a trained model usually gives): when the tokens
+// within 2^-10 of the top one are few and already hold what top_k / top_p keep, only they are
+// ranked, exactly as sorting the whole vocabulary would. Returns false when they are not enough.
+bool cutoff_among_likely(std::span<const float> prob, double total, bool use_k, int64_t top_k,
+                         bool use_p, double top_p, TruncationCutoff& cut) {
+  constexpr float kBar = 1.0f / 1024;
+  constexpr size_t kMaxCandidates = 2048;
+  std::vector<int32_t>& cand = hist.members;
+  cand.clear();
+  double mass = 0;
+  for (size_t i = 0; i < prob.size(); ++i)
+    if (prob[i] >= kBar) {
+      if (cand.size() == kMaxCandidates) return false;
+      cand.push_back(int32_t(i));
+      mass += prob[i];
+    }
+  const bool enough_for_k = !use_k || int64_t(cand.size()) >= top_k;
+  const bool enough_for_p = !use_p || use_k || mass >= top_p * total;
+  if (!enough_for_k || !enough_for_p) return false;
+  std::sort(cand.begin(), cand.end(), [&](int32_t x, int32_t y) {
+    return prob[size_t(x)] > prob[size_t(y)] || (prob[size_t(x)] == prob[size_t(y)] && x < y);
+  });
+  size_t keep = cand.size();
+  double kept_mass = total;
+  if (use_k) {
+    keep = size_t(top_k);
+    kept_mass = 0;
+    for (size_t i = 0; i < keep; ++i) kept_mass += prob[size_t(cand[i])];
+  }
+  if (use_p) {  // the smallest prefix whose mass reaches top_p (at least one token)
+    double cum = 0;
+    for (size_t i = 0; i < keep; ++i) {
+      if (cum >= top_p * kept_mass) {
+        keep = i;
+        break;
+      }
+      cum += prob[size_t(cand[i])];
+    }
+  }
+  cut = {cand[keep - 1], prob[size_t(cand[keep - 1])]};
+  return true;
+}
+
 }  // namespace
 
 TruncationCutoff truncation_cutoff(std::span<const float> prob, double total, int64_t top_k,
@@ -45,6 +88,8 @@ TruncationCutoff truncation_cutoff(std::span<const float> prob, double total, in
   const bool use_k = top_k > 0 && size_t(top_k) < prob.size();
   const bool use_p = top_p < 1.0;
   if (!use_k && !use_p) return {};
+  TruncationCutoff fast;
+  if (cutoff_among_likely(prob, total, use_k, top_k, use_p, top_p, fast)) return fast;
   hist.mass.fill(0);
   hist.mass2.fill(0);
   hist.count.fill(0);
