@@ -1,11 +1,14 @@
 // Which tokens top_k and top_p keep, without sorting the vocabulary.
 //
-// Probabilities in (0, 1] order the same way as their float bit patterns, so the top bits
-// (exponent and 7 mantissa bits) put every token into one of 4,097 buckets (everything below
-// 2^-32 in the lowest), more likely buckets higher. One pass fills each bucket's count and mass;
-// walking the buckets from the top finds the one bucket where top_k's count or top_p's mass is
-// reached, and only that bucket's tokens are sorted (radix select, as GPU samplers do it). Tokens
-// are ranked by probability, then by lower id for ties.
+//   top_k: one pass keeping the k most likely tokens in a heap (a token displaces its root only
+//          about k ln(V/k) times), then top_p within those k.
+//   top_p: if the tokens within 2^-10 of the top one are few and hold the nucleus mass (a
+//          trained model's peaked distribution), only they are sorted. Otherwise a radix
+//          select: probabilities in (0, 1] order like their float bits, so the top 16 bits
+//          put every token into one of 4,097 buckets (all below 2^-32 in the lowest); one
+//          pass sums each bucket's mass, the walk from the top finds the bucket where the
+//          nucleus mass is reached, and only that bucket's tokens are sorted.
+// Tokens are ranked by probability, then by lower id for ties.
 #pragma once
 
 #include <cstdint>
