@@ -9,10 +9,10 @@
 //                   i <= cut_i)), else 0; returns sum_i out_i
 //
 // e^x is a degree-6 Taylor polynomial of e^g with x = n ln2 + g, |g| <= ln2/2 (ln 2 split in two
-// so g is exact), and 2^n put into the exponent bits: relative error below 5e-7 (libm's expf is a call per element). Sums run in
-// a fixed order per path (lane-wise partial sums, then the lanes in order). Each pass has an
-// AVX-512, an AVX2 and a portable path chosen at run time, and a plain reference the tests
-// compare them with.
+// so g is exact), and 2^n put into the exponent bits: relative error below 5e-7 (libm's expf is a
+// call per element). Sums run in a fixed order per path (lane-wise partial sums, then the lanes in
+// order). Each pass has an AVX-512, an AVX2 and a portable path chosen at run time, and a plain
+// reference the tests compare them with.
 #pragma once
 
 #include <cstdint>
