@@ -1,6 +1,6 @@
 // CPU kernels: each optimized op against its plain reference on random inputs (odd sizes,
 // every weight dtype, MHA and GQA, prefill with a past), plus hand-computed cases that pin
-// the math itself (RoPE's rotate_half pairing, RMSNorm, silu, log_softmax).
+// the math itself (RoPE's rotate_half pairing, RMSNorm, silu).
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -25,7 +25,6 @@
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 #include "kernels/cpu/sampling.h"
-#include "kernels/cpu/softmax.h"
 #include "tests/support/random_floats.h"
 
 namespace dsmath::cpu {
@@ -462,23 +461,6 @@ TEST(Embedding, OutOfRangeIdIsAClearError) {
     }
     EXPECT_EQ(out[0], -7.0f) << "nothing written before the ids are validated";
   }
-}
-
-TEST(Softmax, ArgmaxTakesFirstOfTies) {
-  const float x[] = {1, 5, -2, 5, 3};
-  EXPECT_EQ(argmax(x, 5), 1);
-  const float nan_row[] = {1, NAN};
-  EXPECT_THROW(argmax(nan_row, 2), Error);
-}
-
-TEST(Softmax, LogSoftmaxHandComputed) {
-  const float x[] = {1000, 1001, 999};  // huge logits: only a max shift keeps exp finite
-  float out[3];
-  log_softmax(x, 3, out);
-  const double z = std::log(std::exp(-1.0) + 1 + std::exp(-2.0));
-  EXPECT_NEAR(out[0], -1 - z, 1e-5);
-  EXPECT_NEAR(out[1], -z, 1e-5);
-  EXPECT_NEAR(out[2], -2 - z, 1e-5);
 }
 
 }  // namespace

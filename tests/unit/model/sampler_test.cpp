@@ -126,6 +126,38 @@ TEST(Sampler, LogprobIsUnderTheRawModel) {
   EXPECT_NEAR(t.top[1].logprob, std::log(0.3), 1e-6);
 }
 
+TEST(Sampler, LogprobsOfHugeLogitsAreShiftedByTheirMax) {
+  SamplingParams p;
+  p.temperature = 0;
+  p.top_logprobs = 3;
+  const std::vector<float> z{1000, 1001, 999};  // only a max shift keeps exp finite
+  const SampledToken t = sample_token(z, p, {}, 0, {0, 0, 0});
+  const double log_z = std::log(std::exp(-1.0) + 1 + std::exp(-2.0));
+  EXPECT_EQ(t.token, 1);
+  EXPECT_NEAR(t.logprob, -log_z, 1e-5);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[2].token, 2);
+  EXPECT_NEAR(t.top[0].logprob, -log_z, 1e-5);
+  EXPECT_NEAR(t.top[1].logprob, -1 - log_z, 1e-5);
+  EXPECT_NEAR(t.top[2].logprob, -2 - log_z, 1e-5);
+}
+
+TEST(Sampler, NonFiniteLogitsAreAnErrorNamingTheToken) {
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY})
+    for (double temperature : {0.0, 1.0}) {
+      std::vector<float> z(100, 0.5f);
+      z[37] = bad;
+      SamplingParams p;
+      p.temperature = temperature;
+      try {
+        sample_token(z, p, {}, 0, {0, 0, 0});
+        ADD_FAILURE() << "no error for " << bad;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("token 37"), std::string::npos) << e.what();
+      }
+    }
+}
+
 TEST(Sampler, PenaltiesChangeTheChoice) {
   SamplingParams p;
   p.temperature = 0;
