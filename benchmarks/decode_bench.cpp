@@ -54,8 +54,7 @@ int main(int argc, char** argv) {
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
-    const int per_rank = std::max(1, omp_get_num_procs() / MpiSession::ranks_on_this_node());
-    omp_set_num_threads(threads > 0 ? threads : per_rank);
+    MpiSession::set_threads_per_rank(threads);
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
     const Topology& topo = comm->topology();
     CpuBackend backend;

@@ -176,8 +176,7 @@ double prefix_throughput(ModelRunner& runner, EngineConfig config, bool cache, i
 }
 
 int run(const Options& o, Communicator& comm) {
-  const int per_rank = std::max(1, omp_get_num_procs() / MpiSession::ranks_on_this_node());
-  omp_set_num_threads(o.threads > 0 ? o.threads : per_rank);
+  MpiSession::set_threads_per_rank(o.threads);
   std::optional<Checkpoint> checkpoint;
   std::optional<LlamaModel> model;
   CpuBackend backend;

@@ -1,7 +1,5 @@
 #include "worker/generate_command.h"
 
-#include <omp.h>
-
 #include <cmath>
 #include <deque>
 #include <iostream>
@@ -156,9 +154,7 @@ int64_t drive(Engine& engine, const Tokenizer& tokenizer, const PromptFormat& fo
 }  // namespace
 
 int run_generate(const GenerateOptions& o, Communicator& comm) {
-  // Ranks on one node share its cores (default: cores / ranks on this node).
-  const int per_rank = std::max(1, omp_get_num_procs() / MpiSession::ranks_on_this_node());
-  omp_set_num_threads(o.threads > 0 ? o.threads : per_rank);
+  MpiSession::set_threads_per_rank(o.threads);
   const bool driver = comm.topology().is_driver();
 
   // Every rank loads its own shard; a failure on any rank (bad tp, a shard missing on one

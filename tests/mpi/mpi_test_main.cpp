@@ -6,15 +6,12 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include <omp.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <string>
-
-#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -144,7 +141,7 @@ int main(int argc, char** argv) {
   const int rank = mpi.topology().rank, size = mpi.topology().world_size;
   // As dsmath-worker does: the ranks on a node share its cores instead of each starting a
   // thread per core (oversubscribed OpenMP threads spin against each other).
-  omp_set_num_threads(std::max(1, omp_get_num_procs() / dsmath::MpiSession::ranks_on_this_node()));
+  dsmath::MpiSession::set_threads_per_rank();
 
   // The harness's own messages go on a communicator of their own, so they can never be matched
   // with a collective that a test left half-done.

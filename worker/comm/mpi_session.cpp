@@ -1,5 +1,9 @@
 #include "worker/comm/mpi_session.h"
 
+#include <omp.h>
+
+#include <algorithm>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -60,6 +64,11 @@ void MpiSession::abort(int exit_code, const std::string& message) {
   MPI_Finalized(&finalized);
   if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
   std::_Exit(exit_code);  // MPI_Abort should not return; never let a caller continue if it does
+}
+
+void MpiSession::set_threads_per_rank(int threads, MPI_Comm comm) {
+  const int share = std::max(1, omp_get_num_procs() / ranks_on_this_node(comm));
+  omp_set_num_threads(threads > 0 ? threads : share);
 }
 
 int MpiSession::ranks_on_this_node(MPI_Comm comm) {

@@ -44,6 +44,11 @@ class MpiSession {
   // node's cores between them instead of each starting a thread per core.
   static int ranks_on_this_node(MPI_Comm comm = MPI_COMM_WORLD);
 
+  // Sets this rank's OpenMP threads: `threads` when positive, else the node's cores divided
+  // by the ranks of `comm` on it (at least 1), so oversubscribed threads never spin against
+  // each other. Collective over `comm`.
+  static void set_threads_per_rank(int threads = 0, MPI_Comm comm = MPI_COMM_WORLD);
+
  private:
   bool owns_mpi_ = false;
   Topology topology_;
