@@ -3,19 +3,19 @@
 #include <algorithm>
 
 #include "common/core/error.h"
+#include "common/core/hash.h"
 
 namespace dsmath {
 
 BlockHash chain_block_hash(BlockHash parent, std::span<const int32_t> tokens) {
-  // FNV-1a over the parent hash and the token ids, with a SplitMix64 finalizer.
-  uint64_t h = 0xCBF29CE484222325ull ^ parent;
+  // FNV-1a over the parent hash and the token ids (each a whole word, not its bytes, so an
+  // extra shift keeps the high bits moving), finalized by mix64.
+  uint64_t h = kFnvOffset ^ parent;
   for (int32_t t : tokens) {
-    h = (h ^ uint32_t(t)) * 0x100000001B3ull;
+    h = fnv1a_step(h, uint32_t(t));
     h ^= h >> 29;
   }
-  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
-  h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-  return h ^ (h >> 31);
+  return mix64(h);
 }
 
 std::optional<BlockId> PrefixCache::find(BlockHash hash, BlockHash parent,

@@ -8,17 +8,17 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/core/hash.h"
+
 namespace dsmath {
 
 // A request key's 64-bit stream id: FNV-1a over its bytes, then the SplitMix64 finalizer so that
 // keys differing in one character land far apart. Stable across runs, machines and versions:
 // batch jobs rely on it to resume a sample exactly.
 inline uint64_t rng_stream_id(std::string_view key) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : key) h = (h ^ c) * 0x100000001B3ull;
-  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ull;
-  h = (h ^ (h >> 27)) * 0x94D049BB133111EBull;
-  return h ^ (h >> 31);
+  uint64_t h = kFnvOffset;
+  for (unsigned char c : key) h = fnv1a_step(h, c);
+  return mix64(h);
 }
 
 // Counter = (step, sample_index, stream); both step and sample_index stay below 2^32 (the
