@@ -71,7 +71,6 @@ LoadResult run_load(Engine& engine, std::vector<EngineRequest> requests, double 
   std::map<std::string, bool> first_seen;
   const auto start = Clock::now();
   size_t next = 0;
-  const EngineStats before = engine.stats();
   while (next < requests.size() || engine.has_work()) {
     const double now = since(start);
     while (next < requests.size() && arrival[next] <= now) {
@@ -108,7 +107,6 @@ LoadResult run_load(Engine& engine, std::vector<EngineRequest> requests, double 
     }
   }
   r.seconds = since(start);
-  (void)before;
   return r;
 }
 

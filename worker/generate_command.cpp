@@ -184,9 +184,7 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
       PromptLine line = o.defaults;
       line.key = "1";  // as line 1 of a file
       line.prompt = o.prompt;
-      line.params.validate();
-      DSMATH_CHECK(line.n >= 1, "--n must be at least 1, got ", line.n);
-      for (const std::string& s : line.stop) DSMATH_CHECK(!s.empty(), "--stop must not be empty");
+      line.validate();
       lines.push_back(std::move(line));
     } else {
       lines = read_prompts_file(o.prompts_file, o.defaults);

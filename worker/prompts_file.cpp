@@ -65,6 +65,12 @@ PromptLine parse_line(const nlohmann::json& j, const PromptLine& defaults,
 
 }  // namespace
 
+void PromptLine::validate() const {
+  params.validate();
+  DSMATH_CHECK(n >= 1, "n must be at least 1, got ", n);
+  for (const std::string& s : stop) DSMATH_CHECK(!s.empty(), "stop strings must not be empty");
+}
+
 std::vector<PromptLine> read_prompts_file(const std::string& path, const PromptLine& defaults) {
   std::ifstream in(path);
   if (!in) fail("--prompts-file: cannot open ", path);
@@ -85,10 +91,7 @@ std::vector<PromptLine> read_prompts_file(const std::string& path, const PromptL
     DSMATH_CHECK(keys.insert(line.key).second, where, ": id \"", line.key,
                  "\" is used by an earlier line (ids and line numbers key the samples)");
     try {
-      line.params.validate();
-      DSMATH_CHECK(line.n >= 1, "n must be at least 1, got ", line.n);
-      for (const std::string& s : line.stop)
-        DSMATH_CHECK(!s.empty(), "stop strings must not be empty");
+      line.validate();
     } catch (const Error& e) {
       fail(where, ": ", e.what());
     }

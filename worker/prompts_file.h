@@ -23,6 +23,9 @@ struct PromptLine {
   SamplingParams params;
   int32_t n = 1;
   std::vector<std::string> stop;
+
+  // Throws Error naming the field: a sampling value out of range, n below 1, an empty stop.
+  void validate() const;
 };
 
 // Defaults come from the command line (`defaults`). Throws Error naming the file, the line and

@@ -72,11 +72,13 @@ inline StreamOutcome run_random_stream(Engine& engine, uint64_t seed, int64_t op
     }
     collect(engine.step(), out.completions);
     ++out.operations;
-    for (auto it = live.begin(); it != live.end();)
-      it = out.completions.count({*it, out.requests[*it].n - 1}) &&
-                   out.completions[{*it, out.requests[*it].n - 1}].finish != FinishReason::kNone
-               ? live.erase(it)
-               : std::next(it);
+    std::erase_if(live, [&](const std::string& key) {  // every sample finished
+      for (int32_t k = 0; k < out.requests[key].n; ++k) {
+        const auto it = out.completions.find({key, k});
+        if (it == out.completions.end() || it->second.finish == FinishReason::kNone) return false;
+      }
+      return true;
+    });
   }
   out.stats = engine.stats();
   return out;

@@ -39,20 +39,22 @@ bool contains(const std::vector<int32_t>& ids, int32_t id) {
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
 
-SchedulerConfig scheduler_config(const EngineConfig& c) {
-  return {c.max_step_tokens, std::min(c.max_running, c.max_step_tokens)};
+// Every running sequence needs a token of each decode step, so the running limit never
+// exceeds the step budget.
+EngineConfig with_running_limit(EngineConfig c) {
+  c.max_running = std::min(c.max_running, c.max_step_tokens);
+  return c;
 }
 
 }  // namespace
 
 Engine::Engine(ModelRunner& runner, EngineConfig config)
     : runner_(runner),
-      config_(std::move(config)),
+      config_(with_running_limit(std::move(config))),
       blocks_(runner.model().kv_blocks(), runner.model().block_size(), config_.prefix_caching),
-      scheduler_(blocks_, scheduler_config(config_)) {
+      scheduler_(blocks_, {config_.max_step_tokens, config_.max_running}) {
   DSMATH_CHECK(runner.is_driver(), "the engine runs on the driver (rank 0) only");
   DSMATH_CHECK(config_.max_samples >= 1, "the engine's largest n must be at least 1");
-  config_.max_running = std::min(config_.max_running, config_.max_step_tokens);
   publish_stats();
 }
 
@@ -132,7 +134,6 @@ void Engine::take_in(EngineRequest& r, std::vector<EngineEvent>& events) {
   request->key = r.key;
   request->stream = rng_stream_id(r.key);
   request->params = std::move(r.params);
-  request->n = r.n;
   request->prompt_len = int32_t(r.prompt.size());
   request->capacity = request->prompt_len + std::min<int64_t>(request->params.max_new_tokens,
                                                               context - request->prompt_len);

@@ -47,7 +47,6 @@ class PrefixCache {
   std::optional<BlockId> evict();
 
   int32_t num_evictable() const { return int32_t(lru_.size()); }
-  int32_t num_cached() const { return int32_t(by_block_.size()); }
 
  private:
   struct Entry {

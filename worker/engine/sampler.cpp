@@ -83,12 +83,6 @@ size_t checked_argmax(std::span<const float> z) {
   return size_t(best.index);
 }
 
-// Better candidate first: higher probability, then lower id (a fixed order for ties).
-struct MoreLikely {
-  const float* p;
-  bool operator()(int32_t a, int32_t b) const { return p[a] > p[b] || (p[a] == p[b] && a < b); }
-};
-
 // Draws from softmax(z / T) restricted by top_k, top_p and min_p, with uniform u in [0, 1).
 // The kept tokens are those at least as likely as a cutoff token (truncation.h) and, for
 // min_p, at least min_p times as likely as the top one; the draw walks them in id order.
@@ -174,8 +168,7 @@ SampledToken sample_token(std::span<const float> logits, const SamplingParams& p
     idx.resize(logits.size());
     for (size_t i = 0; i < idx.size(); ++i) idx[i] = int32_t(i);
     const size_t k = std::min(idx.size(), size_t(params.top_logprobs));
-    std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(k), idx.end(),
-                      MoreLikely{logits.data()});
+    std::partial_sort(idx.begin(), idx.begin() + ptrdiff_t(k), idx.end(), MoreLikely{logits});
     for (size_t i = 0; i < k; ++i)
       out.top.push_back({idx[i], float(double(logits[size_t(idx[i])]) - log_z)});
   }

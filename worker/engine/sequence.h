@@ -31,7 +31,6 @@ struct Request {
   std::string key;
   uint64_t stream = 0;  // rng_stream_id(key)
   SamplingParams params;
-  int32_t n = 1;
   int32_t prompt_len = 0;
   int64_t capacity = 0;  // positions a sample may reach: prompt + max_new_tokens, within context
   int32_t cached_prompt_tokens = 0;  // prompt tokens the prefix cache supplied

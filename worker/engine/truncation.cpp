@@ -27,13 +27,6 @@ struct Scratch {
 };
 thread_local Scratch scratch;
 
-struct MoreLikely {
-  std::span<const float> prob;
-  bool operator()(int32_t x, int32_t y) const {
-    return prob[size_t(x)] > prob[size_t(y)] || (prob[size_t(x)] == prob[size_t(y)] && x < y);
-  }
-};
-
 // The last token kept by top_p over `sorted` (most likely first), whose mass before them is
 // `cum`: the smallest prefix whose mass reaches `need` (at least one token).
 TruncationCutoff walk_to(std::span<const float> prob, const std::vector<int32_t>& sorted,

@@ -16,6 +16,14 @@
 
 namespace dsmath {
 
+// The order tokens are ranked in: more probable first, then lower id (a fixed order for ties).
+struct MoreLikely {
+  std::span<const float> prob;
+  bool operator()(int32_t a, int32_t b) const {
+    return prob[size_t(a)] > prob[size_t(b)] || (prob[size_t(a)] == prob[size_t(b)] && a < b);
+  }
+};
+
 // Token i is kept when prob[i] > prob or (prob[i] == prob and i <= token); token -1 keeps all.
 struct TruncationCutoff {
   int32_t token = -1;

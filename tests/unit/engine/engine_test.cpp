@@ -293,7 +293,7 @@ TEST_F(EngineTest, StopTokenEosAndStopEndSamples) {
   EXPECT_EQ(partial.at({"two", 0}).token_ids, free_run);
 }
 
-TEST_F(EngineTest, WaitsForWorkWithoutSpinningAndWakesOnAdd) {
+TEST_F(EngineTest, WaitForWorkTimesOutWhenIdleAndWakesOnAdd) {
   LocalReplica r(dir_, 16);
   Engine engine(r.runner, {});
   EXPECT_FALSE(engine.wait_for_work(std::chrono::milliseconds(20)));
