@@ -1,7 +1,12 @@
 // `dsmath`: the project's command-line front end.
 //   dsmath tokenize   --model DIR [--no-special-tokens]   stdin: JSON strings, stdout: id arrays
 //   dsmath detokenize --model DIR [--skip-special-tokens] stdin: id arrays, stdout: JSON strings
-// One input line gives one output line; errors name the flag, file or stdin line at fault.
+//   dsmath generate [--server ADDR] [--chat] [--cot] [sampling flags] [--format text|json] PROMPT
+//   dsmath chat [--server ADDR] [--cot] [sampling flags]      one user turn per stdin line
+//   dsmath info [--server ADDR]                               the served model, limits, groups
+//   dsmath health [--server ADDR] [--service NAME]            exit 0 only when SERVING
+// tokenize / detokenize: one input line gives one output line; errors name the flag, file or
+// stdin line at fault. The others talk to a dsmath-coordinator (client_commands.h).
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -9,6 +14,7 @@
 
 #include "common/core/error.h"
 #include "common/tokenizer/tokenizer.h"
+#include "coordinator/client_commands.h"
 
 namespace {
 
@@ -79,6 +85,18 @@ int main(int argc, char** argv) {
   detokenize->add_option("--model", detokenize_model, "checkpoint directory")->required();
   detokenize->add_flag("--skip-special-tokens", skip_special, "leave special tokens out");
 
+  auto* generate = app.add_subcommand("generate", "Generate from a prompt through a coordinator");
+  dsmath::GenerateCommand generate_command(*generate, /*interactive=*/false);
+  auto* chat = app.add_subcommand("chat", "Talk with the model through a coordinator");
+  dsmath::GenerateCommand chat_command(*chat, /*interactive=*/true);
+  dsmath::ClientOptions client;
+  auto* info = app.add_subcommand("info", "The served model, limits and worker groups (JSON)");
+  dsmath::add_client_flags(*info, client);
+  std::string service = "dsmath.v1.Generation";
+  auto* health = app.add_subcommand("health", "Health check: prints SERVING or NOT_SERVING");
+  dsmath::add_client_flags(*health, client);
+  health->add_option("--service", service, "\"\" = the server is up")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -86,6 +104,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (*tokenize) return run_tokenize(tokenize_model, !no_special);
+    if (*generate) return generate_command.run();
+    if (*chat) return chat_command.run();
+    if (*info) return dsmath::run_info(client);
+    if (*health) return dsmath::run_health(client, service);
     return run_detokenize(detokenize_model, skip_special);
   } catch (const std::exception& e) {
     std::cerr << "dsmath: " << e.what() << '\n';

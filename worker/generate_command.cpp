@@ -1,19 +1,14 @@
 #include "worker/generate_command.h"
 
-#include <cmath>
 #include <deque>
 #include <iostream>
-#include <optional>
 #include <unordered_map>
 
-#include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
+#include "common/text/prompt.h"
 #include "common/text/text_stream.h"
-#include "worker/comm/collective_error.h"
-#include "worker/comm/mpi_session.h"
 #include "worker/engine/engine.h"
-#include "worker/model/cpu_backend.h"
-#include "worker/prompt.h"
+#include "worker/model_group.h"
 
 namespace dsmath {
 namespace {
@@ -97,7 +92,11 @@ int64_t drive(Engine& engine, const Tokenizer& tokenizer, const PromptFormat& fo
       for (int32_t i = 0; i < line.n; ++i)
         state.samples.emplace_back(TextStream(tokenizer, line.stop));
       state.unfinished = line.n;
-      EngineRequest r{line.key, build_prompt(tokenizer, line.prompt, format), line.params, line.n};
+      EngineRequest r;
+      r.key = line.key;
+      r.prompt = build_prompt(tokenizer, line.prompt, format);
+      r.params = line.params;
+      r.n = line.n;
       state.line = std::move(line);
       by_key[state.line.key] = &state;
       engine.add(std::move(r));
@@ -154,32 +153,10 @@ int64_t drive(Engine& engine, const Tokenizer& tokenizer, const PromptFormat& fo
 }  // namespace
 
 int run_generate(const GenerateOptions& o, Communicator& comm) {
-  MpiSession::set_threads_per_rank(o.threads);
-  const bool driver = comm.topology().is_driver();
-
-  // Every rank loads its own shard; a failure on any rank (bad tp, a shard missing on one
-  // machine, a bad flag or prompts-file line) stops all of them with that rank's message.
-  std::optional<Checkpoint> checkpoint;
-  std::optional<Tokenizer> tokenizer;
-  std::optional<LlamaModel> model;
   std::vector<PromptLine> lines;
-  CpuBackend backend;
-  collectively(comm, [&] {
+  ModelGroup group(o.group, comm, [&] {
     DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
                  "generate: give exactly one of --prompt and --prompts-file");
-    DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
-                 "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
-                 o.kv_cache_gib);
-    DSMATH_CHECK(o.max_step_tokens >= 1, "--max-step-tokens must be at least 1, got ",
-                 o.max_step_tokens);
-    checkpoint.emplace(Checkpoint::open(o.model_dir));
-    const ModelConfig& c = checkpoint->config();
-    const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
-    const int32_t blocks = PagedKVCache::blocks_for_bytes(
-        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)));
-    model.emplace(*checkpoint, backend, comm, blocks);
-    if (!driver) return;
-    tokenizer.emplace(Tokenizer::load(o.model_dir));
     if (o.prompts_file.empty()) {
       PromptLine line = o.defaults;
       line.key = "1";  // as line 1 of a file
@@ -190,10 +167,8 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
       lines = read_prompts_file(o.prompts_file, o.defaults);
     }
   });
-
-  ModelRunner runner(*model, comm);
-  if (!driver) {
-    runner.follow();
+  if (!group.is_driver()) {
+    group.runner().follow();
     return 0;
   }
   PromptFormat format;
@@ -201,16 +176,12 @@ int run_generate(const GenerateOptions& o, Communicator& comm) {
   format.cot = o.cot.empty()   ? CotLanguage::kNone
                : o.cot == "zh" ? CotLanguage::kChinese
                                : CotLanguage::kEnglish;
-  EngineConfig config;
-  config.max_step_tokens = o.max_step_tokens;
-  config.prefix_caching = o.prefix_cache;
-  config.eos_token_ids = eos_token_ids(*checkpoint, *tokenizer);
   int64_t errors = 0;
   {
-    Engine engine(runner, config);
-    errors = drive(engine, *tokenizer, format, std::move(lines), o);
+    Engine engine(group.runner(), group.engine_config());
+    errors = drive(engine, group.tokenizer(), format, std::move(lines), o);
   }
-  runner.shutdown();
+  group.runner().shutdown();
   if (errors > 0) {
     std::cerr << "dsmath-worker: error: " << errors << " sample(s) ended with an error\n";
     return 1;

@@ -6,22 +6,19 @@
 #include <string>
 
 #include "worker/comm/communicator.h"
+#include "worker/model_group.h"
 #include "worker/prompts_file.h"
 
 namespace dsmath {
 
 struct GenerateOptions {
-  std::string model_dir;
+  GroupOptions group;
   std::string prompt;
   std::string prompts_file;
   bool chat = false;
   std::string cot;      // "", "en", "zh"
   PromptLine defaults;  // sampling, n and stop strings from the flags
   std::string format = "text";
-  int threads = 0;
-  double kv_cache_gib = 4.0;
-  int32_t max_step_tokens = 512;
-  bool prefix_cache = true;
 };
 
 // Every rank of the group calls it; rank 0 drives the engine, the others follow. Returns the

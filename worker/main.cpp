@@ -1,12 +1,14 @@
 // dsmath-worker: runs one model replica, tensor-parallel over the ranks of its mpirun job.
 //   [mpirun -np N] dsmath-worker generate --model DIR --prompt TEXT [flags] [--format text|json]
 //   [mpirun -np N] dsmath-worker generate --model DIR --prompts-file FILE.jsonl
+//   [mpirun -np N] dsmath-worker serve --model DIR --coordinator HOST:PORT
 // Rank 0 runs the engine (tokenizes, schedules each step, samples, prints); the other ranks
 // follow its step plans.
 #include <CLI/CLI.hpp>
 
 #include "worker/comm/mpi_session.h"
 #include "worker/generate_command.h"
+#include "worker/serve/serve_command.h"
 
 int main(int argc, char** argv) {
   using namespace dsmath;
@@ -17,9 +19,7 @@ int main(int argc, char** argv) {
   GenerateOptions g;
   SamplingParams& s = g.defaults.params;
   CLI::App* gen = app.add_subcommand("generate", "Generate a completion for one or more prompts");
-  gen->add_option("--model", g.model_dir, "Checkpoint directory (Hugging Face layout)")
-      ->required()
-      ->check(CLI::ExistingDirectory);
+  add_group_flags(*gen, g.group);
   gen->add_option("--prompt", g.prompt, "Prompt text");
   gen->add_option(
       "--prompts-file", g.prompts_file,
@@ -49,17 +49,19 @@ int main(int argc, char** argv) {
   gen->add_option("--format", g.format, "Output format")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
-  gen->add_option("--threads", g.threads,
-                  "CPU threads per rank (default: the node's cores / its ranks)");
   gen->add_option("--n", g.defaults.n, "Samples per prompt (they share the prompt's prefill)")
       ->capture_default_str();
-  gen->add_option("--kv-cache-gib", g.kv_cache_gib, "KV cache memory per rank, GiB")
+
+  ServeOptions v;
+  CLI::App* serve = app.add_subcommand(
+      "serve", "Join a dsmath-coordinator and run the requests it routes to this group");
+  add_group_flags(*serve, v.group);
+  serve->add_option("--coordinator", v.coordinator, "The coordinator's --worker-listen address")
+      ->required();
+  serve
+      ->add_option("--max-reconnect-seconds", v.max_backoff_seconds,
+                   "Longest wait between attempts to reach the coordinator")
       ->capture_default_str();
-  gen->add_option("--max-step-tokens", g.max_step_tokens,
-                  "Tokens per forward step: decodes first, then prompt chunks")
-      ->capture_default_str();
-  gen->add_flag("--no-prefix-cache{false}", g.prefix_cache,
-                "Do not reuse KV blocks of earlier prompts with the same prefix");
 
   try {
     app.parse(argc, argv);
@@ -72,6 +74,6 @@ int main(int argc, char** argv) {
   // on every rank; an error on one rank alone ends the whole job rather than hanging it.
   return mpi.run("dsmath-worker", [&] {
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
-    return run_generate(g, *comm);
+    return serve->parsed() ? run_serve(v, *comm) : run_generate(g, *comm);
   });
 }

@@ -3,6 +3,10 @@
 // cut out and mapped to those ids, each remaining chunk is encoded on its own (so each gets
 // sentencepiece's dummy prefix, as legacy LlamaTokenizer does), and BOS/EOS are added per
 // add_bos_token (default true) / add_eos_token (default false).
+//
+// Built as its own module (libdsmath_sentencepiece.so) and loaded in isolation by
+// sentencepiece_loader.cpp: Debian's libsentencepiece carries a private copy of protobuf-lite
+// whose exported symbols would otherwise clash with libprotobuf in the gRPC binaries.
 #include <sentencepiece_processor.h>
 
 #include "common/core/error.h"
@@ -10,7 +14,6 @@
 #include "common/tokenizer/unicode.h"
 
 namespace dsmath {
-namespace {
 
 class SentencePieceTokenizer : public Tokenizer::Impl {
  public:
@@ -158,11 +161,16 @@ class SentencePieceTokenizer : public Tokenizer::Impl {
   bool strip_first_space_ = true;
 };
 
-}  // namespace
-
-std::shared_ptr<const Tokenizer::Impl> load_sentencepiece_tokenizer(
-    const std::filesystem::path& file, const Json& config) {
-  return std::make_shared<SentencePieceTokenizer>(file, config);
-}
-
 }  // namespace dsmath
+
+// The module's one entry point. Returns null and sets `error` when the model cannot be loaded.
+extern "C" __attribute__((visibility("default"))) const dsmath::Tokenizer::Impl*
+dsmath_load_sentencepiece(const char* file, const char* config_json, std::string* error) {
+  try {
+    const dsmath::Json config = dsmath::Json::parse(config_json);
+    return new dsmath::SentencePieceTokenizer(file, config);
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return nullptr;
+  }
+}

@@ -132,7 +132,7 @@ void Engine::take_in(EngineRequest& r, std::vector<EngineEvent>& events) {
   const int64_t context = runner_.model().config().max_position_embeddings;
   auto request = std::make_shared<Request>();
   request->key = r.key;
-  request->stream = rng_stream_id(r.key);
+  request->stream = rng_stream_id(r.rng_key ? *r.rng_key : r.key);
   request->params = std::move(r.params);
   request->prompt_len = int32_t(r.prompt.size());
   request->capacity = request->prompt_len + std::min<int64_t>(request->params.max_new_tokens,

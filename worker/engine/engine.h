@@ -39,10 +39,13 @@ struct EngineConfig {
 };
 
 struct EngineRequest {
-  std::string key;  // unique among live requests; also keys the samples' random streams
+  std::string key;  // unique among live requests
   std::vector<int32_t> prompt;
   SamplingParams params;  // seed, max_new_tokens, stop_token_ids, logprobs, ... (validated)
   int32_t n = 1;
+  // Keys the samples' random streams (with the seed, sample index and step); unset: the key.
+  // A server sets it so that a seed alone decides the samples, whatever the request's key.
+  std::optional<std::string> rng_key = std::nullopt;
 };
 
 struct EngineEvent {

@@ -1,0 +1,189 @@
+#include "coordinator/client_commands.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <map>
+
+#include "coordinator/status_name.h"
+#include "proto/dsmath.grpc.pb.h"
+#include "proto/grpc/health/v1/health.grpc.pb.h"
+
+namespace dsmath {
+namespace {
+
+std::string to_json(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  return json;
+}
+
+int report(const grpc::Status& status) {
+  if (status.ok()) return 0;
+  std::cerr << "dsmath: " << status_code_name(status.error_code()) << ": " << status.error_message()
+            << "\n";
+  return 1;
+}
+
+void prepare(grpc::ClientContext& context, const ClientOptions& o) {
+  if (o.timeout_seconds > 0)
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(int64_t(o.timeout_seconds * 1000)));
+}
+
+std::unique_ptr<v1::Generation::Stub> generation_stub(const ClientOptions& o) {
+  return v1::Generation::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+}
+
+// Streams one request: n = 1 prints text as it arrives; n > 1 prints each sample when done.
+// Returns the status and, through `reply`, the text of output 0.
+grpc::Status stream(v1::Generation::Stub& stub, const ClientOptions& o,
+                    const v1::GenerateRequest& request, std::string* reply) {
+  grpc::ClientContext context;
+  prepare(context, o);
+  auto reader = stub.GenerateStream(&context, request);
+  const bool live = !request.has_n() || request.n() == 1;
+  std::map<uint32_t, std::string> texts;
+  v1::GenerateStreamResponse message;
+  while (reader->Read(&message)) {
+    for (const v1::Output& out : message.outputs()) {
+      texts[out.index()] += out.text();
+      if (live) std::cout << out.text() << std::flush;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!live)
+    for (const auto& [index, text] : texts)
+      std::cout << "--- sample " << index << " ---\n" << text << "\n";
+  else if (!texts.empty())
+    std::cout << "\n";
+  std::cout.flush();
+  if (reply) *reply = texts[0];
+  return status;
+}
+
+}  // namespace
+
+void add_client_flags(CLI::App& command, ClientOptions& o) {
+  command.add_option("--server", o.server, "Coordinator address")->capture_default_str();
+  command.add_option("--timeout", o.timeout_seconds, "Deadline per call in seconds (0 = none)");
+}
+
+GenerateCommand::GenerateCommand(CLI::App& c, bool interactive)
+    : command_(c), interactive_(interactive) {
+  add_client_flags(c, client_);
+  if (!interactive) {
+    c.add_option("prompt", prompt_, "The prompt (the question, with --chat)")->required();
+    c.add_flag("--chat", chat_, "Wrap the prompt in the DeepSeekMath chat template");
+    c.add_option("--format", format_, "text: stream the text; json: the whole GenerateResponse")
+        ->check(CLI::IsMember({"text", "json"}))
+        ->capture_default_str();
+    c.add_option("--request-id", request_id_, "The request's id (default: the server picks one)");
+  }
+  c.add_flag("--cot", cot_, "Append the chain-of-thought instruction");
+  c.add_option("--max-new-tokens", max_new_tokens_, "Default: the model's generation_config");
+  c.add_option("--temperature", temperature_, "0 = greedy");
+  c.add_option("--top-k", top_k_, "0 = off");
+  c.add_option("--top-p", top_p_, "Nucleus mass in (0, 1]");
+  c.add_option("--min-p", min_p_, "Drop tokens below min_p x the top probability");
+  c.add_option("--repetition-penalty", repetition_penalty_, "HF repetition penalty");
+  c.add_option("--presence-penalty", presence_penalty_, "OpenAI presence penalty");
+  c.add_option("--frequency-penalty", frequency_penalty_, "OpenAI frequency penalty");
+  c.add_option("--seed", seed_, "Same seed, same output");
+  c.add_option("--n", n_, "Samples");
+  c.add_flag("--ignore-eos", ignore_eos_, "Keep generating past EOS");
+  c.add_option("--logprobs", logprobs_, "Report logprobs, with this many alternatives");
+  c.add_option("--stop", stop_, "Stop string (repeatable)");
+  c.add_option("--stop-token-id", stop_token_ids_, "Stop token id (repeatable)");
+}
+
+int GenerateCommand::run() const {
+  v1::GenerateRequest r;
+  auto given = [&](const char* flag) { return command_.count(flag) > 0; };
+  r.set_request_id(request_id_);
+  r.set_cot(cot_);
+  if (given("--max-new-tokens")) r.set_max_new_tokens(max_new_tokens_);
+  if (given("--temperature")) r.set_temperature(temperature_);
+  if (given("--top-k")) r.set_top_k(top_k_);
+  if (given("--top-p")) r.set_top_p(top_p_);
+  if (given("--min-p")) r.set_min_p(min_p_);
+  if (given("--repetition-penalty")) r.set_repetition_penalty(repetition_penalty_);
+  if (given("--presence-penalty")) r.set_presence_penalty(presence_penalty_);
+  if (given("--frequency-penalty")) r.set_frequency_penalty(frequency_penalty_);
+  if (given("--seed")) r.set_seed(seed_);
+  if (given("--n")) r.set_n(n_);
+  if (ignore_eos_) r.set_ignore_eos(true);
+  if (given("--logprobs")) r.set_logprobs(logprobs_);
+  for (const std::string& s : stop_) r.add_stop(s);
+  for (int32_t id : stop_token_ids_) r.add_stop_token_ids(id);
+  auto stub = generation_stub(client_);
+
+  if (!interactive_) {
+    if (chat_) {
+      v1::ChatMessage* m = r.add_messages();
+      m->set_role("user");
+      m->set_content(prompt_);
+    } else {
+      r.set_prompt(prompt_);
+    }
+    if (format_ == "text") return report(stream(*stub, client_, r, nullptr));
+    grpc::ClientContext context;
+    prepare(context, client_);
+    v1::GenerateResponse response;
+    const grpc::Status status = stub->Generate(&context, r, &response);
+    if (status.ok()) std::cout << to_json(response) << std::endl;
+    return report(status);
+  }
+
+  // chat: one user turn per line; the conversation so far goes with every request.
+  const bool tty = isatty(STDIN_FILENO);
+  std::string line;
+  for (;;) {
+    if (tty) std::cerr << "you> " << std::flush;
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    v1::ChatMessage* user = r.add_messages();
+    user->set_role("user");
+    user->set_content(line);
+    std::string reply;
+    const grpc::Status status = stream(*stub, client_, r, &reply);
+    if (!status.ok()) return report(status);
+    v1::ChatMessage* assistant = r.add_messages();
+    assistant->set_role("assistant");
+    assistant->set_content(reply);
+  }
+  return 0;
+}
+
+int run_info(const ClientOptions& o) {
+  grpc::ClientContext context;
+  prepare(context, o);
+  v1::ModelInfo info;
+  const grpc::Status status = generation_stub(o)->GetModelInfo(&context, {}, &info);
+  if (status.ok()) std::cout << to_json(info) << std::endl;
+  return report(status);
+}
+
+int run_health(const ClientOptions& o, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(int64_t((o.timeout_seconds > 0 ? o.timeout_seconds : 5) * 1000)));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return report(status);
+  std::cout << grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+            << std::endl;
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+}  // namespace dsmath

@@ -1,0 +1,53 @@
+// dsmath.v1.Generation: checks and plans each request (request_plan), hands it to the router,
+// and answers Abort, Tokenize and GetModelInfo itself.
+#pragma once
+
+#include "coordinator/router.h"
+#include "proto/dsmath.grpc.pb.h"
+#include "proto/worker.grpc.pb.h"
+
+namespace dsmath {
+
+class GenerationService final : public v1::Generation::CallbackService {
+ public:
+  GenerationService(const ServedModel& model, const ServerLimits& limits, Router& router,
+                    Metrics& metrics)
+      : model_(model), limits_(limits), router_(router), metrics_(metrics) {}
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const v1::GenerateRequest* request,
+                                     v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Abort(grpc::CallbackServerContext* context,
+                                  const v1::AbortRequest* request,
+                                  v1::AbortResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::ModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  grpc::Status submit(const v1::GenerateRequest& request, bool streaming,
+                      std::shared_ptr<ResponseSink> sink, std::string* key);
+
+  const ServedModel& model_;
+  ServerLimits limits_;
+  Router& router_;
+  Metrics& metrics_;
+};
+
+// dsmath.worker.v1.WorkerLink: each worker group's stream is a GroupStream.
+class WorkerLinkService final : public worker::v1::WorkerLink::CallbackService {
+ public:
+  explicit WorkerLinkService(Router& router) : router_(router) {}
+  grpc::ServerBidiReactor<worker::v1::WorkerMessage, worker::v1::CoordinatorMessage>* Connect(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  Router& router_;
+};
+
+}  // namespace dsmath

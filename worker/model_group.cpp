@@ -1,0 +1,61 @@
+#include "worker/model_group.h"
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+
+#include "common/core/error.h"
+#include "common/text/prompt.h"
+#include "worker/comm/collective_error.h"
+#include "worker/comm/mpi_session.h"
+
+namespace dsmath {
+
+void add_group_flags(CLI::App& command, GroupOptions& o) {
+  command.add_option("--model", o.model_dir, "Checkpoint directory (Hugging Face layout)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  command.add_option("--threads", o.threads,
+                     "CPU threads per rank (default: the node's cores / its ranks)");
+  command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
+      ->capture_default_str();
+  command
+      .add_option("--max-step-tokens", o.max_step_tokens,
+                  "Tokens per forward step: decodes first, then prompt chunks")
+      ->capture_default_str();
+  command.add_flag("--no-prefix-cache{false}", o.prefix_cache,
+                   "Do not reuse KV blocks of earlier prompts with the same prefix");
+}
+
+ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
+                       const std::function<void()>& driver_setup)
+    : options_(o) {
+  MpiSession::set_threads_per_rank(o.threads);
+  collectively(comm, [&] {
+    DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
+                 "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
+                 o.kv_cache_gib);
+    DSMATH_CHECK(o.max_step_tokens >= 1, "--max-step-tokens must be at least 1, got ",
+                 o.max_step_tokens);
+    checkpoint_.emplace(Checkpoint::open(o.model_dir));
+    const ModelConfig& c = checkpoint_->config();
+    const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
+    const int32_t blocks = PagedKVCache::blocks_for_bytes(
+        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)));
+    model_.emplace(*checkpoint_, backend_, comm, blocks);
+    if (!comm.topology().is_driver()) return;
+    tokenizer_.emplace(Tokenizer::load(o.model_dir));
+    if (driver_setup) driver_setup();
+  });
+  runner_.emplace(*model_, comm);
+}
+
+EngineConfig ModelGroup::engine_config() const {
+  EngineConfig config;
+  config.max_step_tokens = options_.max_step_tokens;
+  config.prefix_caching = options_.prefix_cache;
+  config.eos_token_ids =
+      eos_token_ids(checkpoint_->config(), checkpoint_->generation_config(), *tokenizer_);
+  return config;
+}
+
+}  // namespace dsmath

@@ -1,0 +1,57 @@
+// One rank's part of a worker group, loaded the same way by every subcommand: its shard of the
+// checkpoint, the KV cache, the step runner, and on the driver (rank 0) the tokenizer and the
+// engine's configuration.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/checkpoint/checkpoint.h"
+#include "common/tokenizer/tokenizer.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/engine.h"
+#include "worker/model/cpu_backend.h"
+
+namespace CLI {
+class App;
+}
+
+namespace dsmath {
+
+struct GroupOptions {
+  std::string model_dir;
+  int threads = 0;  // per rank; 0: the node's cores / its ranks
+  double kv_cache_gib = 4.0;
+  int32_t max_step_tokens = 512;
+  bool prefix_cache = true;
+};
+
+// --model, --threads, --kv-cache-gib, --max-step-tokens, --no-prefix-cache.
+void add_group_flags(CLI::App& command, GroupOptions& options);
+
+class ModelGroup {
+ public:
+  // Every rank calls it. A failure on any rank (bad flag, bad tp, a shard missing on one
+  // machine, or `driver_setup` throwing on rank 0) stops all of them with that rank's message.
+  ModelGroup(const GroupOptions& options, Communicator& comm,
+             const std::function<void()>& driver_setup = {});
+  ModelGroup(const ModelGroup&) = delete;
+  ModelGroup& operator=(const ModelGroup&) = delete;
+
+  bool is_driver() const { return runner_->is_driver(); }
+  const Checkpoint& checkpoint() const { return *checkpoint_; }
+  ModelRunner& runner() { return *runner_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }  // driver only
+  EngineConfig engine_config() const;                         // driver only
+
+ private:
+  GroupOptions options_;
+  std::optional<Checkpoint> checkpoint_;
+  std::optional<Tokenizer> tokenizer_;
+  CpuBackend backend_;
+  std::optional<LlamaModel> model_;
+  std::optional<ModelRunner> runner_;
+};
+
+}  // namespace dsmath
