@@ -56,6 +56,7 @@ void ServedRequest::finish_sample(Sample& s, v1::Output* d, const std::string& r
 ServedRequest::Update ServedRequest::apply(std::span<const worker::v1::TokenEvent* const> events,
                                            Clock::time_point now) {
   Update u;
+  if (unfinished_ == 0) return u;  // over already: the worker's late events change nothing
   v1::GenerateStreamResponse m;
   std::vector<int> slot(samples_.size(), -1);
   for (const worker::v1::TokenEvent* e : events) {
