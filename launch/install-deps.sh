@@ -11,7 +11,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece                  # tokenizer.model, spm_train in tests
   libopenmpi-dev openmpi-bin                          # worker groups under mpirun
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # coordinator API
-  python3-grpcio python3-protobuf curl                # serving tests: a Python gRPC client
+  python3-grpcio python3-protobuf                     # serving tests: a Python gRPC client
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -65,9 +66,9 @@ class Session {
   bool registered() const { return registered_; }
 
  private:
-  bool write(const WorkerMessage& message);
+  void send(WorkerMessage message);
   void read_loop();
-  void heartbeat_loop(std::chrono::milliseconds interval);
+  void send_loop(std::chrono::milliseconds heartbeat_interval);
   SessionEnd end_with_status();
 
   Engine& engine_;
@@ -76,19 +77,19 @@ class Session {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<WorkerMessage, CoordinatorMessage>> stream_;
   LiveKeys live_;
-  std::mutex write_mutex_;  // Write is not thread-safe: the step loop and heartbeats share it
   std::atomic<bool> closed_{false}, shutdown_{false};
-  std::mutex stop_mutex_;
-  std::condition_variable stop_;
+  // The sender thread's queue: the step loop never waits for the network.
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<WorkerMessage> outbox_;
   std::string why_;
   bool registered_ = false;
 };
 
-bool Session::write(const WorkerMessage& message) {
-  std::lock_guard lock(write_mutex_);
-  if (closed_) return false;
-  if (!stream_->Write(message)) closed_ = true;
-  return !closed_;
+void Session::send(WorkerMessage message) {
+  std::lock_guard lock(mutex_);
+  outbox_.push_back(std::move(message));
+  wake_.notify_one();
 }
 
 void Session::read_loop() {
@@ -116,15 +117,30 @@ void Session::read_loop() {
     }
   }
   closed_ = true;
-  stop_.notify_all();
+  wake_.notify_all();
 }
 
-void Session::heartbeat_loop(std::chrono::milliseconds interval) {
-  std::unique_lock lock(stop_mutex_);
-  while (!stop_.wait_for(lock, interval, [&] { return closed_ || shutdown_; })) {
-    WorkerMessage m;
-    to_proto(engine_.stats(), m.mutable_heartbeat()->mutable_stats());
-    write(m);
+// Writes what the step loop queued, in order, and a heartbeat after each quiet interval. Ends
+// when the link breaks, or on shutdown once the queue is empty.
+void Session::send_loop(std::chrono::milliseconds heartbeat_interval) {
+  std::unique_lock lock(mutex_);
+  Clock::time_point heartbeat_due = Clock::now() + heartbeat_interval;
+  for (;;) {
+    wake_.wait_until(lock, heartbeat_due, [&] { return !outbox_.empty() || closed_ || shutdown_; });
+    if (closed_ || (shutdown_ && outbox_.empty())) return;
+    std::deque<WorkerMessage> batch;
+    batch.swap(outbox_);
+    lock.unlock();
+    if (batch.empty()) {  // quiet: say we are alive (step events carry the stats otherwise)
+      to_proto(engine_.stats(), batch.emplace_back().mutable_heartbeat()->mutable_stats());
+    }
+    for (const WorkerMessage& m : batch)
+      if (!stream_->Write(m)) {
+        closed_ = true;
+        break;
+      }
+    lock.lock();
+    heartbeat_due = Clock::now() + heartbeat_interval;
   }
 }
 
@@ -151,7 +167,7 @@ SessionEnd Session::run() {
       std::chrono::milliseconds(std::max(100, first.registered().heartbeat_interval_ms()));
 
   std::thread reader([&] { read_loop(); });
-  std::thread heartbeat([&] { heartbeat_loop(interval); });
+  std::thread sender([&] { send_loop(interval); });
   while (!closed_ && !shutdown_) {
     if (!engine_.has_work()) {
       engine_.wait_for_work(std::chrono::milliseconds(50));
@@ -166,18 +182,17 @@ SessionEnd Session::run() {
       live_.on_event(e);
     }
     to_proto(engine_.stats(), step->mutable_stats());
-    write(m);
+    send(std::move(m));
   }
 
   const bool shutdown = shutdown_;
+  wake_.notify_all();
+  sender.join();  // on shutdown, after what was queued has gone out
   if (shutdown) {
-    std::lock_guard lock(write_mutex_);
     stream_->WritesDone();
   } else {
     context_.TryCancel();
   }
-  stop_.notify_all();
-  heartbeat.join();
   reader.join();
   // Whatever the coordinator had here is now its to re-route or fail; free it all.
   for (const std::string& key : live_.take_all()) engine_.cancel(key);
