@@ -18,6 +18,7 @@ namespace {
 std::string to_json(const google::protobuf::Message& message) {
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;  // output 0 shows its index, empty texts show
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
   return json;
