@@ -1,67 +1,41 @@
 #include "coordinator/calls.h"
 
 namespace dsmath {
+namespace {
+
+constexpr const char* kClientGone = "the client cancelled the request or its deadline passed";
+
+}  // namespace
 
 // ---- GenerateStream -------------------------------------------------------------------------
 
 void StreamCall::start(const std::function<grpc::Status(std::string* key)>& submit) {
   self_ = shared_from_this();
-  std::string key;
-  const grpc::Status status = submit(&key);
-  {
-    std::lock_guard lock(mutex_);
-    key_ = key;
-  }
+  const grpc::Status status = submit(&key_);
   if (!status.ok()) complete(status, {});
   flush();
 }
 
 void StreamCall::push(v1::GenerateStreamResponse message) {
-  std::lock_guard lock(mutex_);
-  outbox_.push_back(std::move(message));
+  outbox_.push(std::move(message));
 }
 
 void StreamCall::complete(grpc::Status status, v1::GenerateResponse) {
-  std::lock_guard lock(mutex_);
-  if (done_) return;
-  done_ = true;
-  status_ = std::move(status);
+  outbox_.close(std::move(status));
 }
 
-// One write at a time; Finish once the outbox is empty and the request is over. gRPC may run
-// OnWriteDone on this very thread, so no lock is held across StartWrite or Finish.
 void StreamCall::flush() {
-  std::unique_lock lock(mutex_);
-  if (writing_ || finished_) return;
-  if (!outbox_.empty()) {
-    writing_message_ = std::move(outbox_.front());
-    outbox_.pop_front();
-    writing_ = true;
-    lock.unlock();
-    StartWrite(&writing_message_);
-  } else if (done_) {
-    finished_ = true;
-    lock.unlock();
-    Finish(status_);
-  }
+  outbox_.pump([this](const v1::GenerateStreamResponse* m) { StartWrite(m); },
+               [this](const grpc::Status& s) { Finish(s); });
 }
 
 void StreamCall::OnWriteDone(bool ok) {
-  {
-    std::lock_guard lock(mutex_);
-    writing_ = false;
-    if (!ok) outbox_.clear();  // the client is gone; OnCancel follows
-  }
+  outbox_.written(ok);  // !ok: the client is gone; OnCancel follows
   flush();
 }
 
 void StreamCall::OnCancel() {
-  std::string key;
-  {
-    std::lock_guard lock(mutex_);
-    key = key_;
-  }
-  router_.client_gone(key, "the client cancelled the request or its deadline passed");
+  router_.client_gone(key_, kClientGone);
 }
 
 void StreamCall::OnDone() {
@@ -72,12 +46,7 @@ void StreamCall::OnDone() {
 
 void UnaryCall::start(const std::function<grpc::Status(std::string* key)>& submit) {
   self_ = shared_from_this();
-  std::string key;
-  const grpc::Status status = submit(&key);
-  {
-    std::lock_guard lock(mutex_);
-    key_ = key;
-  }
+  const grpc::Status status = submit(&key_);
   if (!status.ok()) complete(status, {});
   flush();
 }
@@ -99,12 +68,7 @@ void UnaryCall::flush() {
 }
 
 void UnaryCall::OnCancel() {
-  std::string key;
-  {
-    std::lock_guard lock(mutex_);
-    key = key_;
-  }
-  router_.client_gone(key, "the client cancelled the request or its deadline passed");
+  router_.client_gone(key_, kClientGone);
 }
 
 void UnaryCall::OnDone() {
@@ -119,42 +83,20 @@ void GroupStream::start() {
 }
 
 void GroupStream::send(worker::v1::CoordinatorMessage message) {
-  std::lock_guard lock(mutex_);
-  if (!closing_ && !broken_) outbox_.push_back(std::move(message));
+  outbox_.push(std::move(message));
 }
 
 void GroupStream::close(grpc::Status status) {
-  std::lock_guard lock(mutex_);
-  if (closing_) return;
-  closing_ = true;
-  status_ = std::move(status);
+  outbox_.close(std::move(status));
 }
 
 void GroupStream::flush() {
-  std::unique_lock lock(mutex_);
-  if (writing_ || finished_) return;
-  if (!outbox_.empty()) {
-    writing_message_ = std::move(outbox_.front());
-    outbox_.pop_front();
-    writing_ = true;
-    lock.unlock();
-    StartWrite(&writing_message_);
-  } else if (closing_) {
-    finished_ = true;
-    lock.unlock();
-    Finish(status_);
-  }
+  outbox_.pump([this](const worker::v1::CoordinatorMessage* m) { StartWrite(m); },
+               [this](const grpc::Status& s) { Finish(s); });
 }
 
 void GroupStream::OnWriteDone(bool ok) {
-  {
-    std::lock_guard lock(mutex_);
-    writing_ = false;
-    if (!ok) {
-      broken_ = true;  // the read side fails next and drops the group
-      outbox_.clear();
-    }
-  }
+  outbox_.written(ok);  // !ok: the read side fails next and drops the group
   flush();
 }
 

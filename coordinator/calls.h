@@ -1,15 +1,16 @@
 // The reactors of the coordinator's gRPC calls (callback API, no thread per call): a Generate
 // or GenerateStream call is a ResponseSink of the router; a worker group's stream is a
-// GroupLink. Each keeps an outbox written one message at a time, and keeps itself alive until
-// gRPC says it is done (OnDone).
+// GroupLink. Streams write through an Outbox; each call keeps itself alive until gRPC says it is
+// done (OnDone). `start` runs before the method handler returns the reactor, so the request's key
+// is set before any reaction can read it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
-#include <deque>
 #include <memory>
 #include <mutex>
 
+#include "coordinator/outbox.h"
 #include "coordinator/router.h"
 #include "proto/dsmath.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
@@ -35,12 +36,8 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamRespo
  private:
   Router& router_;
   std::shared_ptr<StreamCall> self_;
-  std::mutex mutex_;
   std::string key_;
-  std::deque<v1::GenerateStreamResponse> outbox_;
-  v1::GenerateStreamResponse writing_message_;
-  bool writing_ = false, done_ = false, finished_ = false;
-  grpc::Status status_;
+  Outbox<v1::GenerateStreamResponse> outbox_;
 };
 
 class UnaryCall final : public grpc::ServerUnaryReactor,
@@ -62,8 +59,8 @@ class UnaryCall final : public grpc::ServerUnaryReactor,
   Router& router_;
   v1::GenerateResponse* response_;
   std::shared_ptr<UnaryCall> self_;
-  std::mutex mutex_;
   std::string key_;
+  std::mutex mutex_;
   bool done_ = false, finished_ = false;
   grpc::Status status_;
 };
@@ -89,11 +86,7 @@ class GroupStream final
   std::shared_ptr<GroupStream> self_;
   std::string group_id_;  // empty until registered
   worker::v1::WorkerMessage in_;
-  std::mutex mutex_;
-  std::deque<worker::v1::CoordinatorMessage> outbox_;
-  worker::v1::CoordinatorMessage writing_message_;
-  bool writing_ = false, closing_ = false, finished_ = false, broken_ = false;
-  grpc::Status status_;
+  Outbox<worker::v1::CoordinatorMessage> outbox_;
 };
 
 }  // namespace dsmath
