@@ -23,6 +23,9 @@ import urllib.request
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TMP = tempfile.mkdtemp(prefix="dsmath-serve-test-")
+# Loopback only: a proxy from the environment must not carry gRPC or metrics calls.
+for var in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+    os.environ.pop(var, None)
 
 import grpc  # noqa: E402  (after the argument handling, so --help works without it)
 
@@ -373,7 +376,7 @@ class ServingTest(unittest.TestCase):
 
     def test_deadline_frees_blocks(self):
         with self.assertRaises(grpc.RpcError) as e:
-            self.stub.Generate(request(ignore_eos=True, max_new_tokens=3900), timeout=0.3)
+            self.stub.Generate(request(ignore_eos=True, max_new_tokens=3900), timeout=0.1)
         self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.c.wait(self.c.idle, "the expired request's blocks to be freed", timeout=10)
 
@@ -497,7 +500,7 @@ class LifecycleTest(unittest.TestCase):
             self.assertIsNone(group.poll())
             c.start_coordinator()
             c.wait(lambda: c.health_status() == "SERVING", "the group to join")
-            stream = c.stub.GenerateStream(request(ignore_eos=True, max_new_tokens=1500,
+            stream = c.stub.GenerateStream(request(ignore_eos=True, max_new_tokens=3900,
                                                    temperature=0), timeout=60)
             next(stream)
             c.coordinator.send_signal(signal.SIGTERM)

@@ -207,7 +207,8 @@ std::shared_ptr<grpc::Channel> dial(const std::string& address) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);  // notice a dead coordinator host
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  args.SetMaxReceiveMessageSize(-1);  // work lists of long prompts can exceed 4 MB
+  args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // the coordinator is inside the cluster
+  args.SetMaxReceiveMessageSize(-1);           // work lists of long prompts can exceed 4 MB
   args.SetMaxSendMessageSize(-1);
   return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
 }
