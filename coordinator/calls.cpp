@@ -3,7 +3,12 @@
 namespace dsmath {
 namespace {
 
-constexpr const char* kClientGone = "the client cancelled the request or its deadline passed";
+// Why a call ended from the client's side, for the request's status and the metrics.
+grpc::Status why_gone(const grpc::CallbackServerContext* context) {
+  if (context->deadline() <= std::chrono::system_clock::now())
+    return {grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed"};
+  return {grpc::StatusCode::CANCELLED, "the client cancelled the request"};
+}
 
 }  // namespace
 
@@ -35,7 +40,7 @@ void StreamCall::OnWriteDone(bool ok) {
 }
 
 void StreamCall::OnCancel() {
-  router_.client_gone(key_, kClientGone);
+  router_.client_gone(key_, why_gone(context_));
 }
 
 void StreamCall::OnDone() {
@@ -68,7 +73,7 @@ void UnaryCall::flush() {
 }
 
 void UnaryCall::OnCancel() {
-  router_.client_gone(key_, kClientGone);
+  router_.client_gone(key_, why_gone(context_));
 }
 
 void UnaryCall::OnDone() {
@@ -115,10 +120,10 @@ void GroupStream::OnReadDone(bool ok) {
                                 "a worker's first message must be its registration");
   } else {
     status = router_.on_message(group_id_, in_);
-    if (!status.ok()) router_.remove_group(group_id_, status.error_message());
   }
   if (!status.ok()) {
-    close(status);
+    close(status);  // first: the worker learns why (the router's close says only UNAVAILABLE)
+    if (!group_id_.empty()) router_.remove_group(group_id_, status.error_message());
     flush();
     return;
   }

@@ -21,7 +21,8 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamRespo
                          public ResponseSink,
                          public std::enable_shared_from_this<StreamCall> {
  public:
-  explicit StreamCall(Router& router) : router_(router) {}
+  StreamCall(Router& router, const grpc::CallbackServerContext* context)
+      : router_(router), context_(context) {}
   // Starts the call: `submit` returns the router's answer and sets the request's key.
   void start(const std::function<grpc::Status(std::string* key)>& submit);
 
@@ -35,6 +36,7 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::GenerateStreamRespo
 
  private:
   Router& router_;
+  const grpc::CallbackServerContext* context_;
   std::shared_ptr<StreamCall> self_;
   std::string key_;
   Outbox<v1::GenerateStreamResponse> outbox_;
@@ -44,8 +46,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor,
                         public ResponseSink,
                         public std::enable_shared_from_this<UnaryCall> {
  public:
-  UnaryCall(Router& router, v1::GenerateResponse* response)
-      : router_(router), response_(response) {}
+  UnaryCall(Router& router, const grpc::CallbackServerContext* context,
+            v1::GenerateResponse* response)
+      : router_(router), context_(context), response_(response) {}
   void start(const std::function<grpc::Status(std::string* key)>& submit);
 
   void push(v1::GenerateStreamResponse) override {}
@@ -57,6 +60,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor,
 
  private:
   Router& router_;
+  const grpc::CallbackServerContext* context_;
   v1::GenerateResponse* response_;
   std::shared_ptr<UnaryCall> self_;
   std::string key_;

@@ -110,7 +110,7 @@ int run(const Options& o, const sigset_t& signals) {
   }
   router.end_all(
       {grpc::StatusCode::UNAVAILABLE, "the server shut down before the request finished"});
-  if (!o.keep_workers) router.shutdown_groups("the coordinator is shutting down");
+  router.shutdown_groups("the coordinator is shutting down", /*tell_exit=*/!o.keep_workers);
   health->SetServingStatus(false);
   const auto soon = std::chrono::system_clock::now() + std::chrono::seconds(3);
   worker_server->Shutdown(soon);
@@ -150,9 +150,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat-timeout-seconds", o.heartbeat_timeout_seconds,
-                 "A group silent this long is dropped")
+                 "A group silent this long is dropped (groups send a heartbeat every second)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(3.0, 86400.0));
   app.add_option("--shutdown-grace-seconds", o.shutdown_grace_seconds,
                  "On SIGTERM, how long running requests may take to finish")
       ->capture_default_str()

@@ -17,17 +17,17 @@ grpc::Status GenerationService::submit(const v1::GenerateRequest& request, bool 
   return status;
 }
 
-grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext*,
+grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                       const v1::GenerateRequest* request,
                                                       v1::GenerateResponse* response) {
-  auto call = std::make_shared<UnaryCall>(router_, response);
+  auto call = std::make_shared<UnaryCall>(router_, context, response);
   call->start([&](std::string* key) { return submit(*request, false, call, key); });
   return call.get();
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
-    grpc::CallbackServerContext*, const v1::GenerateRequest* request) {
-  auto call = std::make_shared<StreamCall>(router_);
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  auto call = std::make_shared<StreamCall>(router_, context);
   call->start([&](std::string* key) { return submit(*request, true, call, key); });
   return call.get();
 }

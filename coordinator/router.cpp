@@ -64,9 +64,10 @@ grpc::Status Router::submit(RequestPlan plan, bool streaming, std::shared_ptr<Re
 
     *key = cat("q", next_key_++);
     metrics_.add_prompt_tokens(int64_t(plan.prompt.size()));
-    key_of_request_[plan.request_id] = *key;
+    const std::string request_id = plan.request_id;
     auto request =
         std::make_unique<ServedRequest>(std::move(plan), model_, streaming, Clock::now());
+    key_of_request_[request_id] = *key;
     Live& live = live_[*key];
     live.request = std::move(request);
     live.sink = std::move(sink);
@@ -121,7 +122,7 @@ void Router::end(std::map<std::string, Live>::iterator it, const grpc::Status& s
   live_.erase(it);
 }
 
-void Router::client_gone(const std::string& key, const std::string& why) {
+void Router::client_gone(const std::string& key, const grpc::Status& why) {
   Flush flush;
   {
     std::lock_guard lock(mutex_);
@@ -132,7 +133,7 @@ void Router::client_gone(const std::string& key, const std::string& why) {
       group->second.link->send(cancel_message(key));
       flush.push_back([link = group->second.link] { link->flush(); });
     }
-    end(it, {grpc::StatusCode::CANCELLED, why}, std::nullopt, flush);
+    end(it, why, std::nullopt, flush);
   }
   run(flush);
 }
@@ -335,15 +336,18 @@ void Router::end_all(const grpc::Status& status) {
   run(flush);
 }
 
-void Router::shutdown_groups(const std::string& reason) {
+void Router::shutdown_groups(const std::string& reason, bool tell_exit) {
   Flush flush;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, g] : groups_) {
-      CoordinatorMessage m;
-      m.mutable_shutdown()->set_reason(reason);
-      g.link->send(std::move(m));
-      g.link->close(grpc::Status::OK);
+      if (tell_exit) {
+        CoordinatorMessage m;
+        m.mutable_shutdown()->set_reason(reason);
+        g.link->send(std::move(m));
+      }
+      g.link->close(tell_exit ? grpc::Status::OK
+                              : grpc::Status(grpc::StatusCode::UNAVAILABLE, reason));
       flush.push_back([link = g.link] { link->flush(); });
     }
     groups_.clear();

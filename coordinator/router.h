@@ -72,8 +72,9 @@ class Router {
   // request has the id), RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (no group, draining).
   grpc::Status submit(RequestPlan plan, bool streaming, std::shared_ptr<ResponseSink> sink,
                       std::string* key);
-  // The client went away (cancel, deadline, broken stream): free the request's sequences.
-  void client_gone(const std::string& key, const std::string& why);
+  // The client went away (cancel, deadline, broken stream): free the request's sequences. The
+  // request ends with `why` (CANCELLED or DEADLINE_EXCEEDED).
+  void client_gone(const std::string& key, const grpc::Status& why);
   // Abort by request id: the outputs end "cancelled". False when no live request has the id.
   bool abort(const std::string& request_id);
 
@@ -91,7 +92,9 @@ class Router {
   // ---- lifecycle
   void start_draining();  // refuse new requests with UNAVAILABLE
   void end_all(const grpc::Status& status);
-  void shutdown_groups(const std::string& reason);
+  // Tells every group to exit (`tell_exit`), or only closes their links so that they reconnect
+  // to the next coordinator.
+  void shutdown_groups(const std::string& reason, bool tell_exit);
   bool serving() const;  // groups registered and not draining
   // Called now and whenever serving() changes (router lock held: it must not call back).
   void set_serving_listener(std::function<void(bool)> listener);

@@ -379,6 +379,8 @@ class ServingTest(unittest.TestCase):
             self.stub.Generate(request(ignore_eos=True, max_new_tokens=3900), timeout=0.1)
         self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.c.wait(self.c.idle, "the expired request's blocks to be freed", timeout=10)
+        self.assertGreaterEqual(
+            self.c.metric("dsmath_requests_total", 'status="DEADLINE_EXCEEDED"') or 0, 1)
 
     def test_abort_mid_stream(self):
         stream = self.long_stream(request_id="abort-me", n=2)

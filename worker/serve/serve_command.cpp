@@ -69,6 +69,7 @@ class Session {
   void send(WorkerMessage message);
   void read_loop();
   void send_loop(std::chrono::milliseconds heartbeat_interval);
+  void step_loop();
   SessionEnd end_with_status();
 
   Engine& engine_;
@@ -77,7 +78,7 @@ class Session {
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<WorkerMessage, CoordinatorMessage>> stream_;
   LiveKeys live_;
-  std::atomic<bool> closed_{false}, shutdown_{false};
+  std::atomic<bool> closed_{false}, shutdown_{false}, read_ended_{false};
   // The sender thread's queue: the step loop never waits for the network.
   std::mutex mutex_;
   std::condition_variable wake_;
@@ -113,9 +114,11 @@ void Session::read_loop() {
     } else if (m.has_shutdown()) {
       why_ = "the coordinator shut the group down: " + m.shutdown().reason();
       shutdown_ = true;
-      break;
+      wake_.notify_all();
+      return;  // the sender drains its queue, then the stream closes
     }
   }
+  read_ended_ = true;
   closed_ = true;
   wake_.notify_all();
 }
@@ -148,8 +151,11 @@ SessionEnd Session::end_with_status() {
   const grpc::Status status = stream_->Finish();
   why_ = cat("coordinator: ",
              status.error_message().empty() ? "connection closed" : status.error_message());
-  return status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ? SessionEnd::kRefused
-                                                                      : SessionEnd::kLost;
+  // Refused (another model, another protocol) or dropped for a malformed message: retrying
+  // would only repeat it.
+  const bool refused = status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+                       status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+  return refused ? SessionEnd::kRefused : SessionEnd::kLost;
 }
 
 SessionEnd Session::run() {
@@ -168,6 +174,33 @@ SessionEnd Session::run() {
 
   std::thread reader([&] { read_loop(); });
   std::thread sender([&] { send_loop(interval); });
+  std::exception_ptr failure;  // from the engine or MPI: end the link first, then rethrow
+  try {
+    step_loop();
+  } catch (...) {
+    failure = std::current_exception();
+    closed_ = true;
+  }
+
+  const bool shutdown = shutdown_ && !failure;
+  wake_.notify_all();
+  sender.join();  // on shutdown, after what was queued has gone out
+  if (shutdown) {
+    stream_->WritesDone();
+  } else if (!read_ended_) {
+    context_.TryCancel();  // unblocks the reader; not when it already saw the real status
+  }
+  reader.join();
+  if (failure) std::rethrow_exception(failure);
+  // Whatever the coordinator had here is now its to re-route or fail; free it all.
+  for (const std::string& key : live_.take_all()) engine_.cancel(key);
+  while (engine_.has_work()) engine_.step();
+  if (!shutdown) return end_with_status();
+  stream_->Finish();
+  return SessionEnd::kShutdown;
+}
+
+void Session::step_loop() {
   while (!closed_ && !shutdown_) {
     if (!engine_.has_work()) {
       engine_.wait_for_work(std::chrono::milliseconds(50));
@@ -184,22 +217,6 @@ SessionEnd Session::run() {
     to_proto(engine_.stats(), step->mutable_stats());
     send(std::move(m));
   }
-
-  const bool shutdown = shutdown_;
-  wake_.notify_all();
-  sender.join();  // on shutdown, after what was queued has gone out
-  if (shutdown) {
-    stream_->WritesDone();
-  } else {
-    context_.TryCancel();
-  }
-  reader.join();
-  // Whatever the coordinator had here is now its to re-route or fail; free it all.
-  for (const std::string& key : live_.take_all()) engine_.cancel(key);
-  while (engine_.has_work()) engine_.step();
-  if (!shutdown) return end_with_status();
-  stream_->Finish();
-  return SessionEnd::kShutdown;
 }
 
 std::shared_ptr<grpc::Channel> dial(const std::string& address) {

@@ -191,7 +191,7 @@ TEST_F(RouterTest, AbortAndClientGoneCancelOnTheWorker) {
   EXPECT_FALSE(router.abort("x"));
   EXPECT_TRUE(s1->status.ok());
   EXPECT_EQ(s1->messages.back().outputs(0).finish_reason(), "cancelled");
-  router.client_gone(k2, "gone");
+  router.client_gone(k2, {grpc::StatusCode::CANCELLED, "gone"});
   EXPECT_EQ(s2->status.error_code(), grpc::StatusCode::CANCELLED);
   std::vector<std::string> cancelled;
   for (const auto& m : a->sent)
