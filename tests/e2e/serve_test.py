@@ -376,11 +376,11 @@ class ServingTest(unittest.TestCase):
 
     def test_deadline_frees_blocks(self):
         with self.assertRaises(grpc.RpcError) as e:
-            self.stub.Generate(request(ignore_eos=True, max_new_tokens=3900), timeout=0.1)
+            self.stub.Generate(request(ignore_eos=True, max_new_tokens=3900), timeout=0.5)
         self.assertEqual(e.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
         self.c.wait(self.c.idle, "the expired request's blocks to be freed", timeout=10)
-        self.assertGreaterEqual(
-            self.c.metric("dsmath_requests_total", 'status="DEADLINE_EXCEEDED"') or 0, 1)
+        self.c.wait(lambda: self.c.metric("dsmath_requests_total", 'status="DEADLINE_EXCEEDED"'),
+                    "the expiry to be counted", timeout=10)
 
     def test_abort_mid_stream(self):
         stream = self.long_stream(request_id="abort-me", n=2)
@@ -502,14 +502,16 @@ class LifecycleTest(unittest.TestCase):
             self.assertIsNone(group.poll())
             c.start_coordinator()
             c.wait(lambda: c.health_status() == "SERVING", "the group to join")
-            stream = c.stub.GenerateStream(request(ignore_eos=True, max_new_tokens=3900,
-                                                   temperature=0), timeout=60)
+            stream = c.stub.GenerateStream(request(ignore_eos=True, max_new_tokens=400,
+                                                   temperature=0), timeout=120)
             next(stream)
+            signal_group(group, signal.SIGSTOP)  # the request stays running while we look
             c.coordinator.send_signal(signal.SIGTERM)
             c.wait(lambda: c.health_status() == "NOT_SERVING", "draining")
             with self.assertRaises(grpc.RpcError) as e:
                 c.stub.Generate(request(max_new_tokens=2))
             self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            signal_group(group, signal.SIGCONT)
             rest = list(stream)  # the running request finishes
             self.assertEqual(rest[-1].outputs[-1].finish_reason, "length")
             self.assertEqual(c.coordinator.wait(timeout=30), 0)
