@@ -133,6 +133,7 @@ void Engine::take_in(EngineRequest& r, std::vector<EngineEvent>& events) {
   auto request = std::make_shared<Request>();
   request->key = r.key;
   request->stream = rng_stream_id(r.rng_key ? *r.rng_key : r.key);
+  request->first_sample = r.first_sample;
   request->params = std::move(r.params);
   request->prompt_len = int32_t(r.prompt.size());
   request->capacity = request->prompt_len + std::min<int64_t>(request->params.max_new_tokens,
@@ -201,7 +202,8 @@ void Engine::sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& 
       const std::span<const float> z(logits.data() + row * vocab, vocab);
       sampled[size_t(i)] =
           sample_token(z, s->request->params, s->tokens, size_t(s->request->prompt_len),
-                       {s->request->stream, uint64_t(s->sample_index), uint64_t(s->generated())});
+                       {s->request->stream, s->request->first_sample + uint64_t(s->sample_index),
+                        uint64_t(s->generated())});
     } catch (const std::exception& e) {
       errors[size_t(i)] = e.what();
     }

@@ -46,6 +46,9 @@ struct EngineRequest {
   // Keys the samples' random streams (with the seed, sample index and step); unset: the key.
   // A server sets it so that a seed alone decides the samples, whatever the request's key.
   std::optional<std::string> rng_key = std::nullopt;
+  // Sample i draws from the random stream of sample first_sample + i (events still say i): a
+  // resumed batch job runs samples 5..7 of a problem exactly as an uninterrupted one would.
+  uint64_t first_sample = 0;
 };
 
 struct EngineEvent {

@@ -104,6 +104,7 @@ void Session::read_loop() {
         r.prompt.assign(item.prompt().begin(), item.prompt().end());
         r.params = from_proto(item.sampling());
         r.n = item.n();
+        r.first_sample = item.first_sample();
         live_.add(r.key, r.n);
         engine_.add(std::move(r));  // the engine validates it; a bad one is refused alone
       }
