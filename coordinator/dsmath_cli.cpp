@@ -5,6 +5,7 @@
 //   dsmath chat [--server ADDR] [--cot] [sampling flags]      one user turn per stdin line
 //   dsmath info [--server ADDR]                               the served model, limits, groups
 //   dsmath health [--server ADDR] [--service NAME]            exit 0 only when SERVING
+//   dsmath grade --input F [--text-field F] [--answer-field F] [--summary FILE]
 // tokenize / detokenize: one input line gives one output line; errors name the flag, file or
 // stdin line at fault. The others talk to a dsmath-coordinator (client_commands.h).
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 #include "common/core/error.h"
 #include "common/tokenizer/tokenizer.h"
 #include "coordinator/client_commands.h"
+#include "coordinator/grade_command.h"
 
 namespace {
 
@@ -97,6 +99,20 @@ int main(int argc, char** argv) {
   dsmath::add_client_flags(*health, client);
   health->add_option("--service", service, "\"\" = the server is up")->capture_default_str();
 
+  dsmath::GradeOptions grade_options;
+  auto* grade = app.add_subcommand(
+      "grade", "Grade existing texts: each JSONL line back with extracted_answer and correct");
+  grade->add_option("--input", grade_options.input, "JSONL with a text and a reference answer")
+      ->required();
+  grade->add_option("--text-field", grade_options.text_field)->capture_default_str();
+  grade->add_option("--answer-field", grade_options.answer_field,
+                    "Reference: a GSM8K answer (####), a MATH solution (\\boxed) or the answer")
+      ->capture_default_str();
+  grade->add_option("--id-field", grade_options.id_field,
+                    "Lines with the same id are samples of one problem (maj@k, pass@k)")
+      ->capture_default_str();
+  grade->add_option("--summary", grade_options.summary, "Write the summary JSON here");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -108,6 +124,7 @@ int main(int argc, char** argv) {
     if (*chat) return chat_command.run();
     if (*info) return dsmath::run_info(client);
     if (*health) return dsmath::run_health(client, service);
+    if (*grade) return dsmath::run_grade(grade_options);
     return run_detokenize(detokenize_model, skip_special);
   } catch (const std::exception& e) {
     std::cerr << "dsmath: " << e.what() << '\n';

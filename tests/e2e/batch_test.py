@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Batch jobs end to end with `dsmath-worker batch` and `dsmath grade` on a tiny checkpoint.
+
+    batch_test.py BIN_DIR [unittest args]
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BIN = os.path.abspath(sys.argv.pop(1))
+SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TMP = tempfile.mkdtemp(prefix="dsmath-batch-test-")
+MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"] + (
+    ["--allow-run-as-root"] if os.geteuid() == 0 else [])
+MODEL = os.path.join(TMP, "model")
+subprocess.run([f"{BIN}/dsmath-make-model", "--preset", "tiny", "--seed", "3", "--out", MODEL],
+               check=True, stdout=subprocess.DEVNULL)
+
+# GSM8K-shaped problems; the tiny model's answers are noise, the grading is still exercised.
+PROBLEMS = [{"id": f"p{i}", "question": f"What is {i} + {2 * i}?", "answer": f"{i}+{2 * i}\n#### {3 * i}"}
+            for i in range(24)]
+SAMPLING = ["--n", "6", "--temperature", "0.9", "--top-p", "0.95", "--seed", "11",
+            "--max-new-tokens", "40"]
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+    return path
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def batch(output, *extra, np=1, input_path=None, check=True):
+    cmd = ([f"{BIN}/dsmath-worker"] if np == 1 else MPIRUN + ["-np", str(np), f"{BIN}/dsmath-worker"])
+    cmd += ["batch", "--model", MODEL, "--threads", "1", "--kv-cache-gib", "0.05",
+            "--input", input_path or INPUT, "--output", output, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+def by_key(rows):
+    return sorted(rows, key=lambda r: (r["id"], r["sample_index"]))
+
+
+INPUT = write_jsonl(os.path.join(TMP, "problems.jsonl"), PROBLEMS)
+
+
+class BatchTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.reference_path = os.path.join(TMP, "reference.jsonl")
+        batch(cls.reference_path, *SAMPLING, "--summary", os.path.join(TMP, "reference.summary.json"))
+        cls.reference = read_jsonl(cls.reference_path)
+
+    def test_every_sample_once_graded_and_summarised(self):
+        rows = self.reference
+        self.assertEqual(len(rows), 24 * 6)
+        self.assertEqual(len({(r["id"], r["sample_index"]) for r in rows}), 24 * 6)
+        for r in rows:
+            for field in ("text", "finish_reason", "prompt_tokens", "completion_tokens",
+                          "cumulative_logprob", "extracted_answer", "correct", "reference_answer"):
+                self.assertIn(field, r)
+            self.assertEqual(r["reference_answer"], str(3 * int(r["id"][1:])))
+            self.assertLessEqual(r["cumulative_logprob"], 0)
+        summary = json.load(open(os.path.join(TMP, "reference.summary.json")))
+        self.assertEqual(summary["overall"]["samples"], 24 * 6)
+        self.assertEqual(summary["overall"]["k"], 6)
+        self.assertEqual(len(summary["problems"]), 24)
+        for key in ("maj@k", "pass@1", "pass@k", "mean_accuracy", "samples_per_second",
+                    "tokens_per_second"):
+            self.assertIn(key, summary["overall"])
+
+    def test_kill_9_and_resume_three_times_equals_an_uninterrupted_run(self):
+        out = os.path.join(TMP, "killed.jsonl")
+        rng = random.Random(7)
+        for attempt in range(3):
+            proc = subprocess.Popen([f"{BIN}/dsmath-worker", "batch", "--model", MODEL,
+                                     "--threads", "1", "--kv-cache-gib", "0.05", "--input", INPUT,
+                                     "--output", out, *SAMPLING],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # Kill once some samples are on disk (or the job is nearly done).
+            deadline = time.time() + 30
+            target = rng.randint(10, 90) * (attempt + 1)
+            while time.time() < deadline and proc.poll() is None:
+                if os.path.exists(out) and os.path.getsize(out) > 0:
+                    with open(out) as f:
+                        if sum(1 for _ in f) >= target:
+                            break
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if attempt == 1:  # simulate a crash mid-write as well
+                with open(out, "a") as f:
+                    f.write('{"id": "p3", "sample_index": 2, "text": "torn')
+        with open(out, "a") as f:  # and once more before the last run, which must say so
+            f.write('{"id": "p5", "sample_')
+        finished = batch(out, *SAMPLING)
+        self.assertIn("cut a torn last line", finished.stderr)
+        rows = read_jsonl(out)
+        keys = [(r["id"], r["sample_index"]) for r in rows]
+        self.assertEqual(len(keys), len(set(keys)), "a sample was written twice")
+        self.assertEqual(by_key(rows), by_key(self.reference))
+
+    def test_a_restart_with_other_flags_is_refused(self):
+        out = os.path.join(TMP, "flags.jsonl")
+        batch(out, "--n", "1", "--max-new-tokens", "4", "--temperature", "0.5")
+        r = batch(out, "--n", "1", "--max-new-tokens", "4", "--temperature", "0.6", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("was written with other settings", r.stderr)
+        self.assertIn("temperature: 0.5 before, 0.6 now", r.stderr)
+
+    def test_same_texts_at_tp_1_2_and_4(self):
+        outs = {}
+        for np in (1, 2, 4):
+            out = os.path.join(TMP, f"tp{np}.jsonl")
+            batch(out, "--n", "3", "--temperature", "0.8", "--seed", "5", "--max-new-tokens", "16",
+                  np=np)
+            outs[np] = [(r["id"], r["sample_index"], r["text"]) for r in by_key(read_jsonl(out))]
+        self.assertEqual(outs[1], outs[2])
+        self.assertEqual(outs[1], outs[4])
+
+    def test_openai_batch_in_and_out_matches_the_native_format(self):
+        rows = [{"custom_id": p["id"], "method": "POST", "url": "/v1/completions",
+                 "body": {"prompt": p["question"], "max_tokens": 40, "temperature": 0.9,
+                          "top_p": 0.95, "n": 6, "seed": 11}} for p in PROBLEMS[:5]]
+        path = write_jsonl(os.path.join(TMP, "openai.jsonl"), rows)
+        out = os.path.join(TMP, "openai.out.jsonl")
+        batch(out, "--output-format", "openai", input_path=path)
+        lines = read_jsonl(out)
+        self.assertEqual(len(lines), 5 * 6)
+        native = {(r["id"], r["sample_index"]): r["text"] for r in self.reference}
+        for line in lines:
+            self.assertEqual(line["response"]["status_code"], 200)
+            self.assertIsNone(line["error"])
+            choice = line["response"]["body"]["choices"][0]
+            self.assertEqual(choice["text"], native[(line["custom_id"], choice["index"])])
+
+    def test_bad_lines_go_to_the_errors_file_and_duplicates_stop_the_job(self):
+        path = write_jsonl(os.path.join(TMP, "bad.jsonl"),
+                           [PROBLEMS[0], "not json", {"id": "q", "other": 1}, PROBLEMS[1]])
+        out = os.path.join(TMP, "bad.out.jsonl")
+        batch(out, "--n", "1", "--max-new-tokens", "4", input_path=path)
+        self.assertEqual(len(read_jsonl(out)), 2)
+        errors = read_jsonl(out + ".errors.jsonl")
+        self.assertEqual([e["line"] for e in errors], [2, 3])
+        self.assertIn("invalid JSON", errors[0]["reason"])
+        self.assertIn("no prompt", errors[1]["reason"])
+        dup = write_jsonl(os.path.join(TMP, "dup.jsonl"), [PROBLEMS[0], PROBLEMS[0]])
+        r = batch(os.path.join(TMP, "dup.out.jsonl"), input_path=dup, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('id "p0" is used by line 1 already', r.stderr)
+
+    def test_few_shot_template_and_its_stop_strings(self):
+        out = os.path.join(TMP, "fewshot.jsonl")
+        batch(out, "--n", "1", "--max-new-tokens", "8", "--template",
+              os.path.join(SRC, "launch/templates/gsm8k-8shot.json"))
+        rows = read_jsonl(out)
+        self.assertGreater(rows[0]["prompt_tokens"], 500)  # 8 exemplars before the question
+        self.assertTrue(all("\nQ:" not in r["text"] for r in rows))
+
+    def test_grade_regrades_the_output_the_same_way(self):
+        graded = subprocess.run([f"{BIN}/dsmath", "grade", "--input", self.reference_path,
+                                 "--answer-field", "reference_answer"],
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        self.assertEqual(len(graded), len(self.reference))
+        for line, row in zip(graded, self.reference):
+            g = json.loads(line)
+            self.assertEqual(g["extracted_answer"], row["extracted_answer"])
+            self.assertEqual(g["correct"], row["correct"])
+        rows = [{"text": "so the answer is \\boxed{12}.", "answer": "#### 12"},
+                {"text": "The answer is 7.", "answer": "#### 8"}]
+        path = write_jsonl(os.path.join(TMP, "grade.jsonl"), rows)
+        out = [json.loads(l) for l in subprocess.run(
+            [f"{BIN}/dsmath", "grade", "--input", path], capture_output=True, text=True,
+            check=True).stdout.splitlines()]
+        self.assertEqual([(o["extracted_answer"], o["correct"]) for o in out],
+                         [("12", True), ("7", False)])
+        self.assertEqual(list(out[0].keys()), ["text", "answer", "extracted_answer", "correct"])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
