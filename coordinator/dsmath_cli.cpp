@@ -105,11 +105,13 @@ int main(int argc, char** argv) {
   grade->add_option("--input", grade_options.input, "JSONL with a text and a reference answer")
       ->required();
   grade->add_option("--text-field", grade_options.text_field)->capture_default_str();
-  grade->add_option("--answer-field", grade_options.answer_field,
-                    "Reference: a GSM8K answer (####), a MATH solution (\\boxed) or the answer")
+  grade
+      ->add_option("--answer-field", grade_options.answer_field,
+                   "Reference: a GSM8K answer (####), a MATH solution (\\boxed) or the answer")
       ->capture_default_str();
-  grade->add_option("--id-field", grade_options.id_field,
-                    "Lines with the same id are samples of one problem (maj@k, pass@k)")
+  grade
+      ->add_option("--id-field", grade_options.id_field,
+                   "Lines with the same id are samples of one problem (maj@k, pass@k)")
       ->capture_default_str();
   grade->add_option("--summary", grade_options.summary, "Write the summary JSON here");
 

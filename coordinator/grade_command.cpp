@@ -26,14 +26,16 @@ int run_grade(const GradeOptions& o) {
     } catch (const std::exception& e) {
       fail(o.input, ":", line, ": invalid JSON: ", e.what());
     }
-    DSMATH_CHECK(j.is_object() && j.contains(o.text_field) && j[o.text_field].is_string(),
-                 o.input, ":", line, ": no string field \"", o.text_field, "\" (--text-field)");
+    DSMATH_CHECK(j.is_object() && j.contains(o.text_field) && j[o.text_field].is_string(), o.input,
+                 ":", line, ": no string field \"", o.text_field, "\" (--text-field)");
     const std::optional<std::string> answer = extract_answer(j[o.text_field].get<std::string>());
-    j["extracted_answer"] = answer ? nlohmann::ordered_json(*answer) : nlohmann::ordered_json(nullptr);
+    j["extracted_answer"] =
+        answer ? nlohmann::ordered_json(*answer) : nlohmann::ordered_json(nullptr);
     std::optional<bool> correct;
     if (j.contains(o.answer_field) && !j[o.answer_field].is_null()) {
       const nlohmann::ordered_json& ref = j[o.answer_field];
-      const auto reference = reference_answer(ref.is_string() ? ref.get<std::string>() : ref.dump());
+      const auto reference =
+          reference_answer(ref.is_string() ? ref.get<std::string>() : ref.dump());
       correct = answer && reference && answers_equal(*answer, *reference);
       j["correct"] = *correct;
     }

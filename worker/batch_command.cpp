@@ -58,8 +58,13 @@ class BatchJob {
  public:
   BatchJob(const BatchOptions& o, const Tokenizer& tokenizer, JobInput input,
            std::optional<FewShotTemplate> few_shot, SampleLog& log)
-      : o_(o), tokenizer_(tokenizer), input_(std::move(input)), few_shot_(std::move(few_shot)),
-        log_(log), summary_(o.n), progress_("batch") {}
+      : o_(o),
+        tokenizer_(tokenizer),
+        input_(std::move(input)),
+        few_shot_(std::move(few_shot)),
+        log_(log),
+        summary_(o.n),
+        progress_("batch") {}
 
   void run(Engine& engine);
   const JobSummary& summary() const { return summary_; }
@@ -119,7 +124,8 @@ SamplingParams BatchJob::params_of(const JobProblem& p) const {
 
 std::vector<std::string> BatchJob::stop_of(const JobProblem& p) const {
   std::vector<std::string> stop = o_.stop;
-  if (few_shot_ && !p.openai) stop.insert(stop.end(), few_shot_->stop.begin(), few_shot_->stop.end());
+  if (few_shot_ && !p.openai)
+    stop.insert(stop.end(), few_shot_->stop.begin(), few_shot_->stop.end());
   stop.insert(stop.end(), p.stop.begin(), p.stop.end());
   return stop;
 }
@@ -137,13 +143,14 @@ void BatchJob::count_existing() {
     const auto [id, index] = SampleLog::key_of(line);
     auto it = problem_by_id_.find(id);
     if (it == problem_by_id_.end()) continue;  // from another input: kept, not counted
-    const std::string text = line.contains("text")
-                                 ? line["text"].get<std::string>()
-                                 : line["response"]["body"]["choices"][0].contains("text")
-                                       ? line["response"]["body"]["choices"][0]["text"].get<std::string>()
-                                       : line["response"]["body"]["choices"][0]["message"]["content"].get<std::string>();
+    const std::string text =
+        line.contains("text") ? line["text"].get<std::string>()
+        : line["response"]["body"]["choices"][0].contains("text")
+            ? line["response"]["body"]["choices"][0]["text"].get<std::string>()
+            : line["response"]["body"]["choices"][0]["message"]["content"].get<std::string>();
     GradedSample g{id, index, extract_answer(text), std::nullopt, 0};
-    if (g.answer && it->second->reference) g.correct = answers_equal(*g.answer, *it->second->reference);
+    if (g.answer && it->second->reference)
+      g.correct = answers_equal(*g.answer, *it->second->reference);
     summary_.add(g);
     ++counts_.samples_done;
     if (--unfinished_of_problem_[id] == 0) ++counts_.problems_done;
@@ -169,32 +176,37 @@ void BatchJob::start(Engine& engine, const Run& run) {
 }
 
 Json BatchJob::line_of(const InFlight& f, int64_t i, const EngineEvent& e, const std::string& text,
-                       const std::optional<std::string>& answer, std::optional<bool> correct) const {
+                       const std::optional<std::string>& answer,
+                       std::optional<bool> correct) const {
   const JobProblem& p = *f.run.problem;
   const SampleState& s = f.samples[size_t(i)];
   const int64_t index = f.run.first + i;
   const bool by_string = s.text.stopped();
   const std::string finish = by_string || e.finish == FinishReason::kEos ||
-                                     e.finish == FinishReason::kStopToken || e.finish == FinishReason::kStop
+                                     e.finish == FinishReason::kStopToken ||
+                                     e.finish == FinishReason::kStop
                                  ? "stop"
                              : e.finish == FinishReason::kLength ? "length"
                                                                  : "error";
   if (o_.output_format == "openai") {
     Json choice = {{"index", index}, {"finish_reason", finish}, {"logprobs", nullptr}};
-    if (p.chat_endpoint) choice["message"] = {{"role", "assistant"}, {"content", text}};
-    else choice["text"] = text;
-    return {{"id", cat("batch_req_", p.id, "_", index)},
-            {"custom_id", p.id},
-            {"response",
-             {{"status_code", 200},
-              {"body",
-               {{"object", p.chat_endpoint ? "chat.completion" : "text_completion"},
-                {"choices", Json::array({choice})},
-                {"usage",
-                 {{"prompt_tokens", f.prompt_tokens},
-                  {"completion_tokens", s.tokens},
-                  {"total_tokens", f.prompt_tokens + s.tokens}}}}}}},
-            {"error", e.finish == FinishReason::kError ? Json({{"message", e.error}}) : Json(nullptr)}};
+    if (p.chat_endpoint)
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    else
+      choice["text"] = text;
+    return {
+        {"id", cat("batch_req_", p.id, "_", index)},
+        {"custom_id", p.id},
+        {"response",
+         {{"status_code", 200},
+          {"body",
+           {{"object", p.chat_endpoint ? "chat.completion" : "text_completion"},
+            {"choices", Json::array({choice})},
+            {"usage",
+             {{"prompt_tokens", f.prompt_tokens},
+              {"completion_tokens", s.tokens},
+              {"total_tokens", f.prompt_tokens + s.tokens}}}}}}},
+        {"error", e.finish == FinishReason::kError ? Json({{"message", e.error}}) : Json(nullptr)}};
   }
   Json j = {{"id", p.id},
             {"sample_index", index},
@@ -261,7 +273,8 @@ void BatchJob::run(Engine& engine) {
           ++counts_.tokens;
           s.cumulative_logprob += e.token->logprob;
           s.text.push(e.token->token);
-          if (s.text.stopped() && e.finish == FinishReason::kNone) engine.stop(e.key, e.sample_index);
+          if (s.text.stopped() && e.finish == FinishReason::kNone)
+            engine.stop(e.key, e.sample_index);
         }
         if (e.finish != FinishReason::kNone) finish(f, e.sample_index, e);
       }
@@ -314,7 +327,8 @@ int run_batch(const BatchOptions& o, Communicator& comm) {
   }
   group.runner().shutdown();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  const Json summary = job.summary().to_json(seconds, job.samples_this_run(), job.tokens_this_run());
+  const Json summary =
+      job.summary().to_json(seconds, job.samples_this_run(), job.tokens_this_run());
   std::cerr << "dsmath-worker: " << summary["overall"].dump() << "\n";
   if (!o.summary.empty()) {
     std::ofstream out(o.summary);

@@ -7,8 +7,8 @@
 // follow its step plans.
 #include <CLI/CLI.hpp>
 
-#include "worker/comm/mpi_session.h"
 #include "worker/batch_command.h"
+#include "worker/comm/mpi_session.h"
 #include "worker/generate_command.h"
 #include "worker/serve/serve_command.h"
 
@@ -72,8 +72,9 @@ int main(int argc, char** argv) {
   batch->add_option("--input", b.input, "JSONL problems (native or OpenAI batch format)")
       ->required()
       ->check(CLI::ExistingFile);
-  batch->add_option("--output", b.output,
-                    "JSONL samples, appended as they finish; an existing one is resumed")
+  batch
+      ->add_option("--output", b.output,
+                   "JSONL samples, appended as they finish; an existing one is resumed")
       ->required();
   batch->add_option("--summary", b.summary, "Write the summary JSON (maj@k, pass@k, ...) here");
   batch->add_option("--n", b.n, "Samples per problem")->capture_default_str();

@@ -19,8 +19,8 @@ FewShotTemplate FewShotTemplate::load(const std::filesystem::path& path) {
       t.text = j.at("template").get<std::string>();
       if (j.contains("stop")) t.stop = j["stop"].get<std::vector<std::string>>();
     } catch (const std::exception& e) {
-      fail("--template ", path.string(), ": expected {\"template\": ..., \"stop\": [...]}: ",
-           e.what());
+      fail("--template ", path.string(),
+           ": expected {\"template\": ..., \"stop\": [...]}: ", e.what());
     }
   } else {
     t.text = bytes;

@@ -25,8 +25,8 @@ std::vector<ChatMessage> messages_of(const Json& messages) {
   if (!messages.is_array() || messages.empty()) fail("\"messages\" must be a non-empty array");
   std::vector<ChatMessage> out;
   for (const Json& m : messages) {
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
-        !m.contains("content") || !m["content"].is_string())
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string())
       fail("each message needs string \"role\" and \"content\"");
     out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
   }
@@ -61,9 +61,12 @@ JobProblem openai_line(const Json& j) {
   if (body.contains("seed")) p.seed = body["seed"].get<uint64_t>();
   if (body.contains("stop")) {
     const Json& stop = body["stop"];
-    if (stop.is_string()) p.stop.push_back(stop.get<std::string>());
-    else if (stop.is_array()) p.stop = stop.get<std::vector<std::string>>();
-    else if (!stop.is_null()) fail("\"body.stop\" must be a string or an array of strings");
+    if (stop.is_string())
+      p.stop.push_back(stop.get<std::string>());
+    else if (stop.is_array())
+      p.stop = stop.get<std::vector<std::string>>();
+    else if (!stop.is_null())
+      fail("\"body.stop\" must be a string or an array of strings");
   }
   return p;
 }

@@ -39,7 +39,8 @@ void Progress::update(const ProgressCounts& c, bool final) {
   const std::string text = describe(c, seconds, samples_at_start_);
   if (terminal_) {
     constexpr int kWidth = 24;
-    const int filled = c.samples_total > 0 ? int(kWidth * c.samples_done / c.samples_total) : kWidth;
+    const int filled =
+        c.samples_total > 0 ? int(kWidth * c.samples_done / c.samples_total) : kWidth;
     std::cerr << "\r" << label_ << " [" << std::string(size_t(filled), '#')
               << std::string(size_t(kWidth - filled), '.') << "] " << text << "\x1b[K"
               << (final ? "\n" : "") << std::flush;

@@ -20,7 +20,8 @@ class Progress {
   // Redraws when due (0.5 s on a terminal, 10 s otherwise), or now when `final`.
   void update(const ProgressCounts& counts, bool final = false);
   // "120/800 samples, 15/100 problems, 350.2 tok/s, ETA 1m20s"
-  static std::string describe(const ProgressCounts& counts, double seconds, int64_t samples_at_start);
+  static std::string describe(const ProgressCounts& counts, double seconds,
+                              int64_t samples_at_start);
 
  private:
   std::string label_;

@@ -42,9 +42,8 @@ SampleLog::SampleLog(const std::filesystem::path& path) : path_(path) {
       good = end + 1;
     } catch (const std::exception& e) {
       // Only the last line may be damaged: a crash mid-write. Anything else is not our file.
-      DSMATH_CHECK(bytes.find('\n', end + 1) == std::string::npos, path.string(), ":",
-                   line_number, " is not a sample line (", e.what(),
-                   "); refusing to append to this file");
+      DSMATH_CHECK(bytes.find('\n', end + 1) == std::string::npos, path.string(), ":", line_number,
+                   " is not a sample line (", e.what(), "); refusing to append to this file");
       break;
     }
     start = end + 1;
@@ -71,8 +70,8 @@ bool SampleLog::done(const std::string& id, int64_t sample_index) const {
 
 void SampleLog::append(const nlohmann::json& sample) {
   const auto key = key_of(sample);
-  DSMATH_CHECK(!done_.count(key), "sample ", key.second, " of \"", key.first,
-               "\" is in ", path_.string(), " already");
+  DSMATH_CHECK(!done_.count(key), "sample ", key.second, " of \"", key.first, "\" is in ",
+               path_.string(), " already");
   const std::string line = sample.dump() + "\n";
   // One write: a crash leaves the line whole or torn at the end, never interleaved.
   const ssize_t n = ::write(fd_, line.data(), line.size());

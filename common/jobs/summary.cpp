@@ -25,8 +25,8 @@ void JobSummary::add(const GradedSample& s) {
     p.correct += *s.correct;
   }
   if (!s.answer) return;
-  auto& [votes, correct, first] = p.votes.try_emplace(normalize_answer(*s.answer), 0, false,
-                                                      s.sample_index).first->second;
+  auto& [votes, correct, first] =
+      p.votes.try_emplace(normalize_answer(*s.answer), 0, false, s.sample_index).first->second;
   ++votes;
   correct = correct || s.correct.value_or(false);
   first = std::min(first, s.sample_index);

@@ -66,6 +66,16 @@ Isa cpu_isa() {
 
 namespace {
 
+constexpr int64_t kMaxChunks = 8;
+
+// The fixed order chunk sums are added in: a pairwise tree, ((p0 + p1) + (p2 + p3)) + ...
+// A rank holding consecutive chunks computes a subtree of the same tree.
+inline float chunk_tree_sum(float* p, int64_t chunks) {
+  for (int64_t stride = 1; stride < chunks; stride *= 2)
+    for (int64_t i = 0; i + stride < chunks; i += 2 * stride) p[i] += p[i + stride];
+  return p[0];
+}
+
 void check_shapes(const WeightView& w, int64_t m) {
   DSMATH_CHECK(w.data != nullptr || w.rows * w.cols == 0, "linear: weight has no data");
   DSMATH_CHECK(m >= 0 && w.rows >= 0 && w.cols >= 0, "linear: negative shape m=", m,
@@ -96,19 +106,24 @@ void row_to_f32(const void* row, DType t, int64_t n, float* out) {
 }
 
 // Portable path: each thread converts one weight row to f32 once and takes its dot
-// product with every token.
-void linear_portable_impl(const float* x, int64_t m, const WeightView& w, float* y) {
-  const int64_t n_out = w.rows, k_dim = w.cols;
+// product with every token, chunk by chunk, the chunks added by the fixed tree.
+void linear_portable_impl(const float* x, int64_t m, const WeightView& w, int64_t chunks,
+                          float* y) {
+  const int64_t n_out = w.rows, k_dim = w.cols, kc = k_dim / chunks;
   const size_t esize = dtype_size(w.dtype);
   const auto* base = static_cast<const unsigned char*>(w.data);
 #pragma omp parallel
   {
     std::vector<float> row(static_cast<size_t>(k_dim));
+    float part[kMaxChunks];
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_out; ++n) {
       row_to_f32(base + size_t(n) * size_t(k_dim) * esize, w.dtype, k_dim, row.data());
-      for (int64_t t = 0; t < m; ++t)
-        y[t * n_out + n] = detail::dot_portable(x + t * k_dim, row.data(), k_dim);
+      for (int64_t t = 0; t < m; ++t) {
+        for (int64_t c = 0; c < chunks; ++c)
+          part[c] = detail::dot_portable(x + t * k_dim + c * kc, row.data() + c * kc, kc);
+        y[t * n_out + n] = chunk_tree_sum(part, chunks);
+      }
     }
   }
 }
@@ -133,40 +148,51 @@ inline float load1(const unsigned char* row, int64_t k) {
   return load_as_f32(row, DT, size_t(k));
 }
 
-// y[t * ldy + r] = dot(W row r, x row t) for r < R, t < T.
+// y[t * ldy + r] = dot(W row r, x row t) for r < R, t < T, taken as
+// `chunks` dot products over equal ranges of k added by chunk_tree_sum (one chunk: the plain
+// dot product).
 template <DType DT, int R, int T>
-DSMATH_AVX2 void micro(const float* x, int64_t k_dim, const unsigned char* w, size_t row_bytes,
-                       float* y, int64_t ldy) {
-  __m256 acc[R][T];
+DSMATH_AVX2 void micro(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
+                       size_t row_bytes, float* y, int64_t ldy) {
+  const int64_t kc = k_dim / chunks;
+  float part[R][T][kMaxChunks];
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t k_end = (c + 1) * kc;
+    __m256 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
+    int64_t k = c * kc;
+    for (; k + 8 <= k_end; k += 8) {
+      __m256 wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = load8<DT>(w + r * row_bytes, k);
+      for (int t = 0; t < T; ++t) {
+        __m256 xv = _mm256_loadu_ps(x + t * k_dim + k);
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        float s = detail::hsum(acc[r][t]);
+        for (int64_t kk = k; kk < k_end; ++kk)
+          s += load1<DT>(w + r * row_bytes, kk) * x[t * k_dim + kk];
+        part[r][t][c] = s;
+      }
+    }
+  }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= k_dim; k += 8) {
-    __m256 wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = load8<DT>(w + r * row_bytes, k);
-    for (int t = 0; t < T; ++t) {
-      __m256 xv = _mm256_loadu_ps(x + t * k_dim + k);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) {
-      float s = detail::hsum(acc[r][t]);
-      for (int64_t kk = k; kk < k_dim; ++kk)
-        s += load1<DT>(w + r * row_bytes, kk) * x[t * k_dim + kk];
-      y[t * ldy + r] = s;
-    }
-  }
+    for (int t = 0; t < T; ++t) y[t * ldy + r] = chunk_tree_sum(part[r][t], chunks);
 }
 
 // Rows [n0, n1) for tokens [0, T) with the widest row block that fits the registers.
 template <DType DT, int R, int T>
-DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, const unsigned char* base,
-                            size_t row_bytes, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, int64_t chunks,
+                            const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
+                            float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro<DT, R, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
-  for (; n < n1; ++n) micro<DT, 1, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro<DT, R, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+  for (; n < n1; ++n)
+    micro<DT, 1, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
 }
 
 // 16 ymm registers: R*T accumulators + R weight vectors + 1 x vector must fit. 3 x 4
@@ -174,18 +200,18 @@ DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, const unsigned char* 
 struct Avx2Blocks {
   static constexpr int64_t kTokens = 4;
   template <DType DT>
-  DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim,
+  DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
                               float* y, int64_t ldy) {
     switch (tokens) {
       case 1:
-        return rows_block<DT, 4, 1>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 4, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 2:
-        return rows_block<DT, 4, 2>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 4, 2>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 3:
-        return rows_block<DT, 3, 3>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 3, 3>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       default:
-        return rows_block<DT, 3, 4>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 3, 4>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
     }
   }
 };
@@ -203,61 +229,70 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
   }
 }
 
-// The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail.
+// The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
 template <DType DT, int R, int T>
-DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, const unsigned char* w, size_t row_bytes,
-                            float* y, int64_t ldy) {
-  __m512 acc[R][T];
+DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
+                            size_t row_bytes, float* y, int64_t ldy) {
+  const int64_t kc = k_dim / chunks;
+  float part[R][T][kMaxChunks];
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t k_end = (c + 1) * kc;
+    __m512 acc[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+    int64_t k = c * kc;
+    for (; k + 16 <= k_end; k += 16) {
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
+      for (int t = 0; t < T; ++t) {
+        __m512 xv = _mm512_loadu_ps(x + t * k_dim + k);
+        for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < T; ++t) {
+        float s = _mm512_reduce_add_ps(acc[r][t]);
+        for (int64_t kk = k; kk < k_end; ++kk)
+          s += load1<DT>(w + r * row_bytes, kk) * x[t * k_dim + kk];
+        part[r][t][c] = s;
+      }
+    }
+  }
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= k_dim; k += 16) {
-    __m512 wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
-    for (int t = 0; t < T; ++t) {
-      __m512 xv = _mm512_loadu_ps(x + t * k_dim + k);
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) {
-      float s = _mm512_reduce_add_ps(acc[r][t]);
-      for (int64_t kk = k; kk < k_dim; ++kk)
-        s += load1<DT>(w + r * row_bytes, kk) * x[t * k_dim + kk];
-      y[t * ldy + r] = s;
-    }
-  }
+    for (int t = 0; t < T; ++t) y[t * ldy + r] = chunk_tree_sum(part[r][t], chunks);
 }
 
 template <DType DT, int R, int T>
-DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, const unsigned char* base,
-                                 size_t row_bytes, int64_t n0, int64_t n1, float* y, int64_t ldy) {
+DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
+                                 const unsigned char* base, size_t row_bytes, int64_t n0,
+                                 int64_t n1, float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro512<DT, R, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
-  for (; n < n1; ++n) micro512<DT, 1, T>(x, k_dim, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro512<DT, R, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+  for (; n < n1; ++n)
+    micro512<DT, 1, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
 }
 
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
 struct Avx512Blocks {
   static constexpr int64_t kTokens = 6;
   template <DType DT>
-  DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim,
+  DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
                                 float* y, int64_t ldy) {
     switch (tokens) {
       case 1:
-        return rows_block512<DT, 8, 1>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 8, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 2:
-        return rows_block512<DT, 8, 2>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 8, 2>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 3:
-        return rows_block512<DT, 6, 3>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 3>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 4:
-        return rows_block512<DT, 6, 4>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 4>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 5:
-        return rows_block512<DT, 4, 5>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 5>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       default:
-        return rows_block512<DT, 4, 6>(x, k_dim, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 6>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
     }
   }
 };
@@ -266,7 +301,7 @@ struct Avx512Blocks {
 // other work (or run at different clocks) still finish together. 24 is a multiple of every
 // row block above, so only the last group has a ragged end.
 template <class Blocks, DType DT>
-void linear_blocked(const float* x, int64_t m, const WeightView& w, float* y) {
+void linear_blocked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
   constexpr int64_t kRowGroup = 24;
   const int64_t n_out = w.rows, k_dim = w.cols;
   const size_t row_bytes = size_t(k_dim) * dtype_size(DT);
@@ -276,20 +311,20 @@ void linear_blocked(const float* x, int64_t m, const WeightView& w, float* y) {
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
     for (int64_t t = 0; t < m; t += Blocks::kTokens)
-      Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, base,
+      Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, chunks, base,
                                row_bytes, n0, n1, y + t * n_out, n_out);
   }
 }
 
 template <class Blocks>
-void linear_simd(const float* x, int64_t m, const WeightView& w, float* y) {
+void linear_simd(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
   switch (w.dtype) {
     case DType::F32:
-      return linear_blocked<Blocks, DType::F32>(x, m, w, y);
+      return linear_blocked<Blocks, DType::F32>(x, m, w, chunks, y);
     case DType::F16:
-      return linear_blocked<Blocks, DType::F16>(x, m, w, y);
+      return linear_blocked<Blocks, DType::F16>(x, m, w, chunks, y);
     case DType::BF16:
-      return linear_blocked<Blocks, DType::BF16>(x, m, w, y);
+      return linear_blocked<Blocks, DType::BF16>(x, m, w, chunks, y);
   }
 }
 
@@ -327,20 +362,31 @@ bool linear_path_supported(LinearPath path) {
   return detail::hardware_isa() >= isa_of(path);
 }
 
-void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y) {
+void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w,
+                            int64_t chunks, float* y) {
   check_shapes(w, m);
+  DSMATH_CHECK(chunks >= 1 && chunks <= kMaxChunks && w.cols % chunks == 0, "linear: ", w.cols,
+               " input columns do not split into ", chunks, " chunks (at most ", kMaxChunks, ")");
   DSMATH_CHECK(linear_path_supported(path), "linear: this CPU lacks the instructions of path ",
                int(path));
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
-  if (path == LinearPath::Avx512) return linear_simd<Avx512Blocks>(x, m, w, y);
-  if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, y);
+  if (path == LinearPath::Avx512) return linear_simd<Avx512Blocks>(x, m, w, chunks, y);
+  if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, chunks, y);
 #endif
-  linear_portable_impl(x, m, w, y);
+  linear_portable_impl(x, m, w, chunks, y);
+}
+
+void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y) {
+  linear_chunked_on_path(path, x, m, w, 1, y);
 }
 
 void linear(const float* x, int64_t m, const WeightView& w, float* y) {
   linear_on_path(linear_best_path(), x, m, w, y);
+}
+
+void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
+  linear_chunked_on_path(linear_best_path(), x, m, w, chunks, y);
 }
 
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y) {

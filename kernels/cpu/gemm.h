@@ -11,6 +11,13 @@ namespace dsmath::cpu {
 
 void linear(const float* x, int64_t m, const WeightView& w, float* y);
 
+// The same product with the sum over K in a fixed shape: K falls into `chunks` (1..8) equal
+// ranges, each range's dot product is computed exactly as linear() computes a K / chunks wide
+// layer, and the ranges' sums are added by a pairwise tree in order: ((c0 + c1) + (c2 + c3))
+// + ... A rank holding chunks 4..7 of 8 computes the right subtree of the same tree, so the
+// row-parallel layers sum bitwise alike at any tp that divides 8. chunks = 1 is linear().
+void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y);
+
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);
 
@@ -23,5 +30,7 @@ enum class LinearPath { Portable, Avx2, Avx512 };
 LinearPath linear_best_path();
 bool linear_path_supported(LinearPath path);
 void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y);
+void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w,
+                            int64_t chunks, float* y);
 
 }  // namespace dsmath::cpu

@@ -87,6 +87,12 @@ class Backend {
                          Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) = 0;
   virtual void linear(const Tensor& x, const WeightView& w, Tensor& y) = 0;  // y = x W^T
+  // y = x W^T with the sum over K as `chunks` range sums added by a fixed pairwise tree
+  // (cpu::linear_chunked): the row-parallel layers' order-fixed sum.
+  virtual void linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) = 0;
+  // `parts` equal blocks stacked in x summed by a pairwise tree in block order:
+  // ((b0 + b1) + (b2 + b3)) + ...; out has x.rows / parts rows. x is used as scratch.
+  virtual void tree_sum(Tensor& x, int64_t parts, Tensor& out) = 0;
   virtual void rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
                     const cpu::RopeTable& table) = 0;
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;

@@ -59,6 +59,28 @@ void CpuBackend::linear(const Tensor& x, const WeightView& w, Tensor& y) {
   cpu::linear(x.data(), x.rows(), w, y.data());
 }
 
+void CpuBackend::linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) {
+  DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
+  resize(y, x.rows(), w.rows);
+  cpu::linear_chunked(x.data(), x.rows(), w, chunks, y.data());
+}
+
+void CpuBackend::tree_sum(Tensor& x, int64_t parts, Tensor& out) {
+  DSMATH_CHECK(parts >= 1 && x.rows() % parts == 0, "tree_sum: ", x.rows(),
+               " rows do not split into ", parts, " parts");
+  const int64_t rows = x.rows() / parts;
+  const size_t block = size_t(rows * x.cols());
+  for (int64_t stride = 1; stride < parts; stride *= 2)
+    for (int64_t i = 0; i + stride < parts; i += 2 * stride) {
+      float* a = x.data() + size_t(i) * block;
+      const float* b = x.data() + size_t(i + stride) * block;
+#pragma omp parallel for schedule(static) if (block > 65536)
+      for (int64_t j = 0; j < int64_t(block); ++j) a[j] += b[j];
+    }
+  resize(out, rows, x.cols());
+  std::copy_n(x.data(), block, out.data());
+}
+
 void CpuBackend::rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
                       const cpu::RopeTable& table) {
   cpu::apply_rope(x.data(), x.rows(), heads, positions.data(), table);

@@ -22,6 +22,8 @@ class CpuBackend final : public Backend {
                  Tensor& out) override;
   void rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) override;
   void linear(const Tensor& x, const WeightView& w, Tensor& y) override;
+  void linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) override;
+  void tree_sum(Tensor& x, int64_t parts, Tensor& out) override;
   void rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
             const cpu::RopeTable& table) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;

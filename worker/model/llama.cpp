@@ -88,9 +88,24 @@ void LlamaModel::mlp_block(const LayerWeights& w) {
   backend_.add(x_, proj_);
 }
 
+// y = x W^T where each rank holds a slice of the input dimension K. The sum over K is taken
+// in one fixed order whatever the tp: K falls into kCanonicalChunks ranges added by a pairwise
+// tree in chunk order. Each rank holds consecutive chunks and computes its subtree inside the
+// kernel (linear_chunked); the ranks' sums are gathered and added by the top of the same tree
+// in rank order. Logits are therefore bitwise the same at tp 1, 2, 4 and 8. Another tp (3, 6,
+// ...) uses a plain all-reduce and differs in the last bits.
 void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y) {
-  backend_.linear(x, w, y);
-  if (layout_.tp_size > 1) comm_.all_reduce_sum(y.data(), size_t(y.size()));
+  const int64_t tp = layout_.tp_size;
+  if (kCanonicalChunks % tp != 0 || w.cols % (kCanonicalChunks / tp) != 0) {
+    backend_.linear(x, w, y);
+    comm_.all_reduce_sum(y.data(), size_t(y.size()));
+    return;
+  }
+  backend_.linear_chunked(x, w, kCanonicalChunks / tp, tp == 1 ? y : rank_sum_);
+  if (tp == 1) return;
+  backend_.resize(gathered_, tp * rank_sum_.rows(), rank_sum_.cols());
+  comm_.all_gather(rank_sum_.data(), size_t(rank_sum_.size()), gathered_.data());
+  backend_.tree_sum(gathered_, tp, y);
 }
 
 // Each rank computes the logits of its vocab rows; the driver reassembles full rows from

@@ -54,6 +54,8 @@ class LlamaModel {
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.
   Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
+  Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
+  static constexpr int64_t kCanonicalChunks = 8;
   std::vector<int32_t> positions_;
 };
 

@@ -200,6 +200,42 @@ TEST(Linear, BatchInvariant) {
   }
 }
 
+// linear_chunked is bit for bit: each chunk's columns as a layer of its own through linear(),
+// then the chunk sums added by the pairwise tree ((c0 + c1) + (c2 + c3)) + ... That is what
+// lets the row-parallel layers give the same sums at any tp. Odd widths exercise the tails.
+TEST(Linear, ChunkedIsTheTreeOfTheChunksOwnLayers) {
+  for (LinearPath path : paths()) {
+    for (DType t : kDTypes) {
+      for (int64_t chunks : {1, 2, 4, 8}) {
+        const int64_t m = 7, n = 29, kc = 21, k = chunks * kc;
+        const auto x = random_floats(size_t(m * k), 51);
+        const auto wf = random_floats(size_t(n * k), 52);
+        const auto wb = store(wf, t);
+        std::vector<float> got(size_t(m * n), NAN);
+        linear_chunked_on_path(path, x.data(), m, WeightView{wb.data(), t, n, k}, chunks,
+                               got.data());
+        std::vector<std::vector<float>> sums;  // per chunk, [m][n]
+        for (int64_t c = 0; c < chunks; ++c) {
+          std::vector<float> xc, wc;  // the chunk's columns, contiguous
+          for (int64_t i = 0; i < m; ++i)
+            xc.insert(xc.end(), x.begin() + i * k + c * kc, x.begin() + i * k + (c + 1) * kc);
+          for (int64_t r = 0; r < n; ++r)
+            wc.insert(wc.end(), wf.begin() + r * k + c * kc, wf.begin() + r * k + (c + 1) * kc);
+          const auto wcb = store(wc, t);
+          sums.emplace_back(size_t(m * n));
+          linear_on_path(path, xc.data(), m, WeightView{wcb.data(), t, n, kc}, sums.back().data());
+        }
+        for (int64_t stride = 1; stride < chunks; stride *= 2)
+          for (int64_t i = 0; i + stride < chunks; i += 2 * stride)
+            for (size_t j = 0; j < size_t(m * n); ++j)
+              sums[size_t(i)][j] += sums[size_t(i + stride)][j];
+        ASSERT_EQ(0, std::memcmp(sums[0].data(), got.data(), got.size() * 4))
+            << path_name(path) << " " << dtype_name(t) << " in " << chunks << " chunks";
+      }
+    }
+  }
+}
+
 TEST(Linear, HandComputed) {
   // W = [[1, 2], [3, -4], [0.5, 0.25]] in bf16 (all exact), x = [[1, 1], [2, -1]].
   const auto wb = store({1, 2, 3, -4, 0.5f, 0.25f}, DType::BF16);
