@@ -1,5 +1,6 @@
 #include "worker/batch_command.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -37,6 +38,7 @@ Json job_settings(const BatchOptions& o, const std::optional<FewShotTemplate>& f
           {"chat", o.chat},
           {"cot", o.cot},
           {"template", few_shot ? Json(few_shot->text) : Json(nullptr)},
+          {"template_stop", few_shot ? Json(few_shot->stop) : Json(nullptr)},
           {"fields", {o.fields.id_field, o.fields.prompt_field, o.fields.answer_field}},
           {"output_format", o.output_format}};
 }
@@ -57,12 +59,13 @@ struct SampleState {
 class BatchJob {
  public:
   BatchJob(const BatchOptions& o, const Tokenizer& tokenizer, JobInput input,
-           std::optional<FewShotTemplate> few_shot, SampleLog& log)
+           std::optional<FewShotTemplate> few_shot, SampleLog& log, std::ofstream& errors)
       : o_(o),
         tokenizer_(tokenizer),
         input_(std::move(input)),
         few_shot_(std::move(few_shot)),
         log_(log),
+        errors_(errors),
         summary_(o.n),
         progress_("batch") {}
 
@@ -93,6 +96,7 @@ class BatchJob {
   JobInput input_;
   std::optional<FewShotTemplate> few_shot_;
   SampleLog& log_;
+  std::ofstream& errors_;
   JobSummary summary_;
   Progress progress_;
   ProgressCounts counts_;
@@ -142,15 +146,21 @@ void BatchJob::count_existing() {
   for (const Json& line : log_.existing()) {
     const auto [id, index] = SampleLog::key_of(line);
     auto it = problem_by_id_.find(id);
-    if (it == problem_by_id_.end()) continue;  // from another input: kept, not counted
-    const std::string text =
-        line.contains("text") ? line["text"].get<std::string>()
-        : line["response"]["body"]["choices"][0].contains("text")
-            ? line["response"]["body"]["choices"][0]["text"].get<std::string>()
-            : line["response"]["body"]["choices"][0]["message"]["content"].get<std::string>();
-    GradedSample g{id, index, extract_answer(text), std::nullopt, 0};
-    if (g.answer && it->second->reference)
-      g.correct = answers_equal(*g.answer, *it->second->reference);
+    // From another input, or beyond this problem's n: kept in the file, not counted.
+    if (it == problem_by_id_.end() || index >= n_of(*it->second)) continue;
+    const Json* text = &line;  // where the text lives: native "text", or the OpenAI choice
+    int64_t tokens = line.value("completion_tokens", int64_t(0));
+    if (!line.contains("text")) {
+      const Json& body = line.at("response").at("body");
+      const Json& choice = body.at("choices").at(0);
+      text = choice.contains("text") ? &choice.at("text") : &choice.at("message").at("content");
+      tokens = body.at("usage").value("completion_tokens", int64_t(0));
+    } else {
+      text = &line.at("text");
+    }
+    GradedSample g{id, index, extract_answer(text->get<std::string>()), std::nullopt, tokens};
+    if (it->second->reference)
+      g.correct = g.answer && answers_equal(*g.answer, *it->second->reference);
     summary_.add(g);
     ++counts_.samples_done;
     if (--unfinished_of_problem_[id] == 0) ++counts_.problems_done;
@@ -243,13 +253,17 @@ void BatchJob::finish(InFlight& f, int64_t i, const EngineEvent& e) {
 
 void BatchJob::run(Engine& engine) {
   count_existing();
-  // What is left: for each problem, runs of consecutive sample indices not in the output.
+  // What is left: for each problem, runs of consecutive sample indices not in the output, each
+  // at most as many samples as the engine takes in one request.
+  const int64_t max_run =
+      std::min<int64_t>(engine.config().max_samples, engine.config().max_running);
   std::vector<Run> runs;
   for (const JobProblem& p : input_.problems)
     for (int64_t k = 0; k < n_of(p); ++k) {
       if (log_.done(p.id, k)) continue;
-      if (!runs.empty() && runs.back().problem == &p && runs.back().first + runs.back().count == k)
-        ++runs.back().count;
+      Run* last = runs.empty() ? nullptr : &runs.back();
+      if (last && last->problem == &p && last->first + last->count == k && last->count < max_run)
+        ++last->count;
       else
         runs.push_back({&p, k, 1});
     }
@@ -264,8 +278,20 @@ void BatchJob::run(Engine& engine) {
     }
     for (EngineEvent& e : engine.step()) {
       InFlight& f = in_flight_.at(e.key);
-      if (e.sample_index < 0) {  // refused: every sample of the run ends with the reason
-        for (int64_t i = 0; i < f.run.count; ++i) finish(f, i, e);
+      if (e.sample_index < 0) {
+        // Refused (the prompt does not fit the context or the KV cache, ...): nothing is written
+        // to the output, so a resume with other flags tries these samples again.
+        const JobProblem& p = *f.run.problem;
+        errors_ << Json({{"line", p.line},
+                         {"id", p.id},
+                         {"samples", {f.run.first, f.run.first + f.run.count}},
+                         {"reason", e.error}})
+                       .dump()
+                << std::endl;
+        std::cerr << "dsmath-worker: problem \"" << p.id << "\" (line " << p.line
+                  << "): " << e.error << "\n";
+        counts_.samples_total -= f.run.count;
+        f.unfinished = 0;
       } else {
         SampleState& s = f.samples[size_t(e.sample_index)];
         if (e.token) {
@@ -283,6 +309,7 @@ void BatchJob::run(Engine& engine) {
         in_flight_.erase(e.key);
       }
     }
+    log_.sync_if_due();
     progress_.update(counts_);
   }
   log_.sync();
@@ -295,6 +322,7 @@ int run_batch(const BatchOptions& o, Communicator& comm) {
   std::optional<JobInput> input;
   std::optional<FewShotTemplate> few_shot;
   std::optional<SampleLog> log;
+  std::ofstream errors;
   ModelGroup group(o.group, comm, [&] {
     DSMATH_CHECK(o.n >= 1, "--n must be at least 1, got ", o.n);
     DSMATH_CHECK(o.output_format == "native" || o.output_format == "openai",
@@ -304,7 +332,7 @@ int run_batch(const BatchOptions& o, Communicator& comm) {
     input = read_job_input(o.input, o.fields);
     check_job_settings(o.output, job_settings(o, few_shot));
     log.emplace(o.output);
-    std::ofstream errors(o.output + ".errors.jsonl", std::ios::trunc);
+    errors.open(o.output + ".errors.jsonl", std::ios::trunc);
     DSMATH_CHECK(errors, "cannot write ", o.output, ".errors.jsonl");
     for (const InputError& e : input->errors)
       errors << Json({{"line", e.line}, {"reason", e.reason}}).dump() << "\n";
@@ -320,7 +348,7 @@ int run_batch(const BatchOptions& o, Communicator& comm) {
     std::cerr << "dsmath-worker: " << input->errors.size() << " input line(s) skipped, see "
               << o.output << ".errors.jsonl\n";
   const Clock::time_point start = Clock::now();
-  BatchJob job(o, group.tokenizer(), std::move(*input), std::move(few_shot), *log);
+  BatchJob job(o, group.tokenizer(), std::move(*input), std::move(few_shot), *log, errors);
   {
     Engine engine(group.runner(), group.engine_config());
     job.run(engine);

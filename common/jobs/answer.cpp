@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <regex>
 #include <vector>
@@ -136,7 +137,7 @@ struct Number {
 
 bool plain_decimal(const std::string& s) {
   static const std::regex pattern(R"([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)");
-  return std::regex_match(s, pattern);
+  return s.size() <= 64 && std::regex_match(s, pattern);  // longer is not a number we grade
 }
 
 std::optional<Number> parse_number(std::string s) {
@@ -180,6 +181,15 @@ std::optional<Number> parse_number(std::string s) {
   return std::nullopt;
 }
 
+bool is_integer(const std::string& s) {
+  if (s.empty() || s.size() > 40) return false;
+  size_t i = s[0] == '-' || s[0] == '+';
+  if (i == s.size()) return false;
+  for (; i < s.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+  return true;
+}
+
 bool close(double a, double b) {
   if (a == b) return true;
   return std::fabs(a - b) <= 1e-6 * std::max(std::fabs(a), std::fabs(b));
@@ -204,11 +214,13 @@ std::vector<std::string> split_top_level(std::string_view s) {
 bool equal_normalized(const std::string& a, const std::string& b) {
   if (a.empty() || b.empty()) return false;
   if (a == b) return true;
-  // Integers compare exactly; other numbers within a relative 1e-6.
-  static const std::regex integer(R"([-+]?\d+)");
-  if (std::regex_match(a, integer) && std::regex_match(b, integer))
-    return std::strtold(a.c_str(), nullptr) == std::strtold(b.c_str(), nullptr);
+  // An integer matches exactly; other numbers within a relative 1e-6.
   const auto x = parse_number(a), y = parse_number(b);
+  if (x && y && !x->percent && !y->percent && (is_integer(a) || is_integer(b))) {
+    if (is_integer(a) && is_integer(b))
+      return std::strtold(a.c_str(), nullptr) == std::strtold(b.c_str(), nullptr);
+    return x->value == y->value;
+  }
   if (x && y) {
     if (close(x->value, y->value)) return true;
     if (x->percent || y->percent)
@@ -254,16 +266,19 @@ std::optional<std::string> extract_answer(std::string_view text) {
     answer = trim(answer);
     if (!answer.empty()) return answer;
   }
-  // 4. the last number
-  static const std::regex number(R"(-?\d[\d,]*(?:\.\d+)?(?:/\d+)?)");
-  std::string last;
-  const std::string owned(text);
-  for (auto it = std::sregex_iterator(owned.begin(), owned.end(), number);
-       it != std::sregex_iterator(); ++it)
-    last = it->str();
-  while (!last.empty() && last.back() == ',') last.pop_back();
-  if (!last.empty()) return last;
-  return std::nullopt;
+  // 4. the last number: digits with the commas, points and slash inside it, and a minus sign
+  // (a scan rather than a regex: GCC's std::regex recurses once per character matched).
+  size_t end = text.size();
+  while (end > 0 && !std::isdigit(static_cast<unsigned char>(text[end - 1]))) --end;
+  if (end == 0) return std::nullopt;
+  auto inside = [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) || c == ',' || c == '.' || c == '/';
+  };
+  size_t begin = end;
+  while (begin > 0 && inside(text[begin - 1])) --begin;
+  while (begin < end && !std::isdigit(static_cast<unsigned char>(text[begin]))) ++begin;
+  if (begin > 0 && text[begin - 1] == '-') --begin;
+  return std::string(text.substr(begin, end - begin));
 }
 
 std::optional<std::string> reference_answer(std::string_view reference) {
@@ -280,10 +295,13 @@ std::optional<std::string> reference_answer(std::string_view reference) {
 
 std::string normalize_answer(std::string_view answer) {
   std::string a = trim(answer);
+  // "\boxed{5}" inside a Minerva answer is the 5.
+  if (auto boxed = last_boxed(a); boxed && starts_with(a, "\\boxed{") && ends_with(a, "}"))
+    a = trim(*boxed);
   // "18 dollars", "5 cm": a number followed by words is the number.
   static const std::regex with_words(R"(([-+]?[0-9][0-9.,/]*)\s+[A-Za-z][A-Za-z .]*)");
   std::smatch m;
-  if (std::regex_match(a, m, with_words)) a = m[1];
+  if (a.size() <= 64 && std::regex_match(a, m, with_words)) a = m[1];
   for (std::string_view gone : {"\n", "\\!", "\\left", "\\right", "^{\\circ}", "^\\circ",
                                 "\xC2\xB0", "\\$", "$", "\\,", "\\;", "\\ "})
     replace_all(a, gone, "");
@@ -304,12 +322,23 @@ std::string normalize_answer(std::string_view answer) {
     a = a.substr(0, dot).append("0").append(a.substr(dot));
   }
   static const std::regex thousands(R"(-?\d{1,3}(,\d{3})+(\.\d+)?)");
-  if (std::regex_match(a, thousands)) a.erase(std::remove(a.begin(), a.end(), ','), a.end());
+  if (a.size() <= 64 && std::regex_match(a, thousands))
+    a.erase(std::remove(a.begin(), a.end(), ','), a.end());
   // Trailing zeros of a decimal do not matter: 2.50 -> 2.5, 3.0 -> 3.
   static const std::regex decimal(R"(-?\d+\.\d+)");
-  if (std::regex_match(a, decimal)) {
+  if (a.size() <= 64 && std::regex_match(a, decimal)) {
     while (a.back() == '0') a.pop_back();
     if (a.back() == '.') a.pop_back();
+  }
+  return a;
+}
+
+std::string answer_key(std::string_view answer) {
+  const std::string a = normalize_answer(answer);
+  if (const auto x = parse_number(a); x && !x->percent) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.10g", x->value);
+    return buf;
   }
   return a;
 }

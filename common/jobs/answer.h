@@ -29,5 +29,7 @@ std::optional<std::string> extract_answer(std::string_view text);
 std::optional<std::string> reference_answer(std::string_view reference);
 std::string normalize_answer(std::string_view answer);
 bool answers_equal(std::string_view predicted, std::string_view reference);
+// What a majority vote counts: the normalized answer, numbers in one spelling (1/2 = 0.5).
+std::string answer_key(std::string_view answer);
 
 }  // namespace dsmath

@@ -27,6 +27,8 @@ FewShotTemplate FewShotTemplate::load(const std::filesystem::path& path) {
   }
   DSMATH_CHECK(t.text.find("{question}") != std::string::npos, "--template ", path.string(),
                " has no {question}");
+  for (const std::string& s : t.stop)
+    DSMATH_CHECK(!s.empty(), "--template ", path.string(), ": a stop string is empty");
   return t;
 }
 

@@ -1,6 +1,7 @@
 #include "common/jobs/sample_log.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -23,6 +24,12 @@ std::pair<std::string, int64_t> SampleLog::key_of(const nlohmann::json& j) {
 SampleLog::SampleLog(const std::filesystem::path& path) : path_(path) {
   fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   DSMATH_CHECK(fd_ >= 0, "cannot open the output ", path.string(), ": ", std::strerror(errno));
+  // One writer per output: a second job on the same file would interleave lines.
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+    fail("the output ", path.string(), " is being written by another job (it holds its lock)");
+  }
   std::string bytes;
   {
     std::ifstream in(path, std::ios::binary);
@@ -49,18 +56,18 @@ SampleLog::SampleLog(const std::filesystem::path& path) : path_(path) {
     start = end + 1;
   }
   cut_bytes_ = bytes.size() - good;
+  size_ = good;
   if (cut_bytes_ > 0) {
     DSMATH_CHECK(::ftruncate(fd_, off_t(good)) == 0, "cannot repair ", path.string(), ": ",
                  std::strerror(errno));
-    ::fsync(fd_);
+    sync();
   }
-  DSMATH_CHECK(::lseek(fd_, 0, SEEK_END) >= 0, "cannot seek ", path.string());
   last_sync_ = std::chrono::steady_clock::now();
 }
 
 SampleLog::~SampleLog() {
   if (fd_ < 0) return;
-  ::fsync(fd_);
+  ::fsync(fd_);  // best effort: run() ends with a checked sync()
   ::close(fd_);
 }
 
@@ -73,23 +80,26 @@ void SampleLog::append(const nlohmann::json& sample) {
   DSMATH_CHECK(!done_.count(key), "sample ", key.second, " of \"", key.first, "\" is in ",
                path_.string(), " already");
   const std::string line = sample.dump() + "\n";
-  // One write: a crash leaves the line whole or torn at the end, never interleaved.
-  const ssize_t n = ::write(fd_, line.data(), line.size());
+  // One write at the end of what is known good: a crash leaves the line whole or torn at the
+  // end, never interleaved; a short write is cut back off.
+  const ssize_t n = ::pwrite(fd_, line.data(), line.size(), off_t(size_));
   if (n != ssize_t(line.size())) {
     const int err = errno;
-    if (n > 0) (void)::ftruncate(fd_, ::lseek(fd_, 0, SEEK_END) - n);  // no half line stays
+    if (n > 0) (void)::ftruncate(fd_, off_t(size_));
     fail("cannot write the output ", path_.string(), ": ",
          n < 0 ? std::strerror(err) : "short write (disk full?)");
   }
+  size_ += line.size();
   done_.insert(key);
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_sync_ >= std::chrono::seconds(2)) {
-    ::fsync(fd_);
-    last_sync_ = now;
-  }
+  sync_if_due();
+}
+
+void SampleLog::sync_if_due() {
+  if (std::chrono::steady_clock::now() - last_sync_ >= std::chrono::seconds(2)) sync();
 }
 
 void SampleLog::sync() {
+  // Checked every time: Linux reports a failed writeback to one fsync only.
   DSMATH_CHECK(::fsync(fd_) == 0, "cannot sync the output ", path_.string(), ": ",
                std::strerror(errno));
   last_sync_ = std::chrono::steady_clock::now();
@@ -115,7 +125,7 @@ void check_job_settings(const std::filesystem::path& output, const nlohmann::jso
                  differences);
     return;
   }
-  const std::string tmp = record.string() + ".tmp";
+  const std::string tmp = cat(record.string(), ".tmp.", ::getpid());
   {
     std::ofstream out(tmp);
     out << settings.dump(2) << "\n";

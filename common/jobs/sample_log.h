@@ -1,5 +1,6 @@
 // The output of a batch job: append-only JSONL, one line per finished sample, written with one
-// write(2) as soon as the sample is done and fsynced at least every two seconds and at the end.
+// write(2) as soon as the sample is done and fsynced at least every two seconds (the job calls
+// sync_if_due between steps) and at the end. The file is locked: one job writes it at a time.
 // Opening an existing output reads what it holds: each complete line marks its (id,
 // sample_index) done, and a torn last line (a write cut short by a crash) is cut off, so a
 // restarted job skips what is done and never writes a pair twice.
@@ -33,7 +34,8 @@ class SampleLog {
   size_t cut_bytes() const { return cut_bytes_; }  // of a torn last line
 
   void append(const nlohmann::json& sample);  // throws Error when the write fails
-  void sync();
+  void sync();                                // fsync now; throws Error when it fails
+  void sync_if_due();  // fsync when the last one is 2 s old (call it while idle too)
 
   // (id, sample_index) of an output line: native ("id", "sample_index") or OpenAI batch
   // ("custom_id", response.body.choices[0].index). Throws Error when it is neither.
@@ -45,6 +47,7 @@ class SampleLog {
   std::set<std::pair<std::string, int64_t>> done_;
   std::vector<nlohmann::json> existing_;
   size_t cut_bytes_ = 0;
+  size_t size_ = 0;  // bytes of complete lines: where the next one goes
   std::chrono::steady_clock::time_point last_sync_;
 };
 

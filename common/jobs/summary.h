@@ -34,7 +34,7 @@ class JobSummary {
   struct Problem {
     int64_t samples = 0, correct = 0;
     bool graded = false;
-    // Normalized answer -> (votes, correct, first sample index), for the majority vote.
+    // answer_key -> (votes, correct, first sample index), for the majority vote.
     std::map<std::string, std::tuple<int64_t, bool, int64_t>> votes;
   };
   int64_t k_;

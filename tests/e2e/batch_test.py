@@ -21,6 +21,11 @@ MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"] + (
 MODEL = os.path.join(TMP, "model")
 subprocess.run([f"{BIN}/dsmath-make-model", "--preset", "tiny", "--seed", "3", "--out", MODEL],
                check=True, stdout=subprocess.DEVNULL)
+with open(f"{MODEL}/config.json") as f:  # room for the 8-shot prompt (~800 tokens)
+    config = json.load(f)
+config["max_position_embeddings"] = 2048
+with open(f"{MODEL}/config.json", "w") as f:
+    json.dump(config, f)
 
 # GSM8K-shaped problems; the tiny model's answers are noise, the grading is still exercised.
 PROBLEMS = [{"id": f"p{i}", "question": f"What is {i} + {2 * i}?", "answer": f"{i}+{2 * i}\n#### {3 * i}"}
@@ -72,7 +77,8 @@ class BatchTest(unittest.TestCase):
                 self.assertIn(field, r)
             self.assertEqual(r["reference_answer"], str(3 * int(r["id"][1:])))
             self.assertLessEqual(r["cumulative_logprob"], 0)
-        summary = json.load(open(os.path.join(TMP, "reference.summary.json")))
+        with open(os.path.join(TMP, "reference.summary.json")) as f:
+            summary = json.load(f)
         self.assertEqual(summary["overall"]["samples"], 24 * 6)
         self.assertEqual(summary["overall"]["k"], 6)
         self.assertEqual(len(summary["problems"]), 24)
@@ -159,6 +165,16 @@ class BatchTest(unittest.TestCase):
         r = batch(os.path.join(TMP, "dup.out.jsonl"), input_path=dup, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('id "p0" is used by line 1 already', r.stderr)
+
+    def test_a_prompt_beyond_the_context_is_an_error_not_a_sample(self):
+        path = write_jsonl(os.path.join(TMP, "long.jsonl"),
+                           [PROBLEMS[0], {"id": "long", "question": "7 " * 3000}])
+        out = os.path.join(TMP, "long.out.jsonl")
+        batch(out, "--n", "2", "--max-new-tokens", "4", input_path=path)
+        self.assertEqual({r["id"] for r in read_jsonl(out)}, {"p0"})
+        errors = read_jsonl(out + ".errors.jsonl")
+        self.assertEqual([(e["line"], e["id"]) for e in errors], [(2, "long")])
+        self.assertIn("context", errors[0]["reason"])
 
     def test_few_shot_template_and_its_stop_strings(self):
         out = os.path.join(TMP, "fewshot.jsonl")

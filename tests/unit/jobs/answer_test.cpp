@@ -41,6 +41,23 @@ TEST(ExtractAnswer, EachFormInOrder) {
   EXPECT_EQ(*extract_answer("so it is \\boxed{\\frac{1}{2"), "2");
 }
 
+TEST(ExtractAnswer, LongDegenerateOutputsDoNotBlowTheStack) {
+  const std::string digits(200000, '7');
+  EXPECT_EQ(extract_answer("so " + digits)->size(), digits.size());
+  const std::string words = "The answer is " + std::string(100000, 'a') + " 5";
+  EXPECT_TRUE(extract_answer(words).has_value());
+  EXPECT_FALSE(answers_equal(digits, "7"));
+  EXPECT_FALSE(answers_equal(std::string(100000, '1') + "x", "1"));
+}
+
+TEST(AnswerKey, OneSpellingPerNumberForTheVote) {
+  EXPECT_EQ(answer_key("1/2"), answer_key("0.5"));
+  EXPECT_EQ(answer_key("\\frac{1}{2}"), answer_key("0.50"));
+  EXPECT_EQ(answer_key("1,000"), answer_key("1000"));
+  EXPECT_NE(answer_key("(1,2)"), answer_key("(2,1)"));
+  EXPECT_EQ(answer_key("\\boxed{}"), "");
+}
+
 TEST(ReferenceAnswer, Gsm8kMathAndPlain) {
   EXPECT_EQ(*reference_answer("She sells 16 - 3 - 4 = 9 eggs.\n#### 1,800"), "1800");
   EXPECT_EQ(*reference_answer("So $x = \\boxed{\\frac{1}{2}}$."), "\\frac{1}{2}");
@@ -77,7 +94,7 @@ const std::vector<Pair>& pairs() {
       {"-.5", "-0.5", true},
       {"0.1", "0.10000000001", true},
       {"0.1", "0.1001", false},
-      {"1000000", "1000000.0000001", true},
+      {"1000000", "1000000.0000001", false /* an integer matches exactly */},
       {"100", "101", false},
       // thousands commas
       {"1,000", "1000", true},
@@ -204,7 +221,7 @@ const std::vector<Pair>& pairs() {
       {"22/7", "3.14", false},
       // GSM8K-style references against model answers
       {"18", "18.00", true},
-      {"\\boxed{18}", "18", false /* extraction happens before */},
+      {"\\boxed{18}", "18", true /* a left-over \\boxed is unwrapped */},
       {"$1,800", "1800", true},
       {"1800.0", "1,800", true},
       {"-5", "5", false},
@@ -229,6 +246,12 @@ const std::vector<Pair>& pairs() {
       {"-\\frac{7}{8}", "-0.875", true},
       {"\\dfrac{14}{3}", "14/3", true},
       {"\\frac{9}{12}", "\\frac{3}{4}", true},
+      // an integer matches exactly; a Minerva answer may still carry its \boxed
+      {"1234567.5", "1234567", false},
+      {"1234567", "1234567.0", true},
+      {"1e6", "1000000", true},
+      {"\\boxed{5}", "5", true},
+      {"\\boxed{\\frac{1}{2}}", "0.5", true},
   };
   return table;
 }
