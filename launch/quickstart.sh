@@ -4,7 +4,8 @@
 #   1. serve it: a dsmath-coordinator on 127.0.0.1 and a worker group of 2 tensor-parallel ranks
 #      under mpirun that joins it; ask one math question with `dsmath generate` (streamed), show
 #      the group's health and metrics, and stop both with SIGTERM;
-#   2. run a small batch of prompts (ids, per-line n) through a worker group directly.
+#   2. run a small batch job (GSM8K/MATH-shaped problems, 2 samples each, graded, with a summary)
+#      through a worker group directly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/install-deps.sh
@@ -50,14 +51,19 @@ kill -TERM "$COORDINATOR"
 wait "$COORDINATOR" "$GROUP"
 trap - EXIT
 
-echo "== a small batch (4 prompts, sampled, 2 samples of the first; tp $NP) =="
-PROMPTS=$(mktemp)
-trap 'rm -f "$PROMPTS"' EXIT
-cat > "$PROMPTS" <<'JSONL'
-{"id": "linear-1", "prompt": "Find x if 2x + 3 = 11.", "n": 2}
-{"id": "arith-1", "prompt": "What is 17 * 23?"}
-{"id": "frac-1", "prompt": "Simplify \\frac{6}{8}.", "max_new_tokens": 12}
-"请通过逐步推理来解答问题：1+2+...+10 = ?"
+echo "== a small batch job (4 problems x 2 samples, graded, resumable; tp $NP) =="
+JOB=$(mktemp -d)
+trap 'rm -rf "$JOB"' EXIT
+cat > "$JOB/problems.jsonl" <<'JSONL'
+{"id": "linear-1", "question": "Find x if 2x + 3 = 11.", "answer": "2x = 8, so x = 4.\n#### 4"}
+{"id": "arith-1", "question": "What is 17 * 23?", "answer": "#### 391"}
+{"id": "frac-1", "problem": "Simplify $\\frac{6}{8}$.", "solution": "$\\boxed{\\frac{3}{4}}$"}
+{"id": "sum-1", "question": "请通过逐步推理来解答问题：1+2+...+10 = ?", "answer": "#### 55"}
 JSONL
-"${MPIRUN[@]}" "$BIN/dsmath-worker" generate --threads "$THREADS" --model "$MODEL" --prompts-file "$PROMPTS" --chat --cot \
-  --max-new-tokens 24 --temperature 0.7 --top-p 0.95 --seed 1 --format json
+"${MPIRUN[@]}" "$BIN/dsmath-worker" batch --threads "$THREADS" --model "$MODEL" --chat --cot \
+  --input "$JOB/problems.jsonl" --output "$JOB/samples.jsonl" --summary "$JOB/summary.json" \
+  --n 2 --max-new-tokens 24 --temperature 0.7 --top-p 0.95 --seed 1
+echo "-- samples.jsonl (one line per sample, written as each finishes):"
+head -n 2 "$JOB/samples.jsonl"
+echo "-- summary.json (overall; random weights, so 0% correct):"
+python3 -c "import json; print(json.dumps(json.load(open('$JOB/summary.json'))['overall']))"
