@@ -1,30 +1,18 @@
-// `dsmath-worker batch`: a batch job run by this worker group alone. Reads problems
-// (common/jobs/job_input), builds prompts (chat template + chain of thought, a few-shot template,
-// or plain), samples n per problem through the engine, grades each sample against the
-// reference, writes it to the output the moment it is done (common/jobs/sample_log: durable,
-// resumable, exactly once), and writes the summary at the end.
+// `dsmath-worker batch`: a batch job (common/jobs/batch_job) whose samples this worker group
+// runs through its own engine: each run of consecutive missing samples of a problem is one
+// engine request keyed (seed, id, first sample), and each finished sample goes straight to the
+// job to be graded and written.
 #pragma once
 
-#include <string>
-#include <vector>
-
-#include "common/jobs/job_input.h"
+#include "common/jobs/batch_job.h"
 #include "worker/comm/communicator.h"
-#include "worker/engine/sampler.h"
 #include "worker/model_group.h"
 
 namespace dsmath {
 
 struct BatchOptions {
   GroupOptions group;
-  std::string input, output, summary, template_file;
-  std::string output_format = "native";  // or "openai"
-  JobInputOptions fields;
-  bool chat = false;
-  std::string cot;  // "", "en", "zh"
-  int32_t n = 1;
-  SamplingParams params;
-  std::vector<std::string> stop;
+  JobSpec job;  // job.model_dir is group.model_dir
 };
 
 int run_batch(const BatchOptions& options, Communicator& comm);

@@ -154,7 +154,7 @@ int64_t drive(Engine& engine, const Tokenizer& tokenizer, const PromptFormat& fo
 
 int run_generate(const GenerateOptions& o, Communicator& comm) {
   std::vector<PromptLine> lines;
-  ModelGroup group(o.group, comm, [&] {
+  ModelGroup group(o.group, comm, [&](const Tokenizer&) {
     DSMATH_CHECK(o.prompt.empty() != o.prompts_file.empty(),
                  "generate: give exactly one of --prompt and --prompts-file");
     if (o.prompts_file.empty()) {

@@ -69,37 +69,41 @@ int main(int argc, char** argv) {
   CLI::App* batch = app.add_subcommand(
       "batch", "Sample n solutions per problem of a JSONL file, graded, resumable, exactly once");
   add_group_flags(*batch, b.group);
-  batch->add_option("--input", b.input, "JSONL problems (native or OpenAI batch format)")
+  batch->add_option("--input", b.job.input, "JSONL problems (native or OpenAI batch format)")
       ->required()
       ->check(CLI::ExistingFile);
   batch
-      ->add_option("--output", b.output,
+      ->add_option("--output", b.job.output,
                    "JSONL samples, appended as they finish; an existing one is resumed")
       ->required();
-  batch->add_option("--summary", b.summary, "Write the summary JSON (maj@k, pass@k, ...) here");
-  batch->add_option("--n", b.n, "Samples per problem")->capture_default_str();
-  batch->add_option("--temperature", b.params.temperature, "0 = greedy")->capture_default_str();
-  batch->add_option("--top-p", b.params.top_p, "Nucleus mass")->capture_default_str();
-  batch->add_option("--top-k", b.params.top_k, "0 = off")->capture_default_str();
-  batch->add_option("--min-p", b.params.min_p, "0 = off");
-  batch->add_option("--max-new-tokens", b.params.max_new_tokens, "Per sample")
+  batch->add_option("--summary", b.job.summary, "Write the summary JSON (maj@k, pass@k, ...) here");
+  batch->add_option("--n", b.job.n, "Samples per problem")->capture_default_str();
+  batch->add_option("--temperature", b.job.sampling.temperature, "0 = greedy")
       ->capture_default_str();
-  batch->add_option("--seed", b.params.seed, "With the id and sample index: each sample's RNG key")
+  batch->add_option("--top-p", b.job.sampling.top_p, "Nucleus mass")->capture_default_str();
+  batch->add_option("--top-k", b.job.sampling.top_k, "0 = off")->capture_default_str();
+  batch->add_option("--min-p", b.job.sampling.min_p, "0 = off");
+  batch->add_option("--max-new-tokens", b.job.sampling.max_new_tokens, "Per sample")
       ->capture_default_str();
-  batch->add_option("--stop", b.stop, "Stop string (repeatable)");
-  batch->add_option("--prompt-field", b.fields.prompt_field,
+  batch
+      ->add_option("--seed", b.job.sampling.seed,
+                   "With the id and sample index: each sample's RNG key")
+      ->capture_default_str();
+  batch->add_option("--stop", b.job.stop, "Stop string (repeatable)");
+  batch->add_option("--prompt-field", b.job.fields.prompt_field,
                     "Default: question, problem or prompt (or messages)");
-  batch->add_option("--id-field", b.fields.id_field, "Default: id, else the line number");
-  batch->add_option("--answer-field", b.fields.answer_field,
+  batch->add_option("--id-field", b.job.fields.id_field, "Default: id, else the line number");
+  batch->add_option("--answer-field", b.job.fields.answer_field,
                     "Reference answer; default: answer (GSM8K ####) or solution (MATH \\boxed)");
-  batch->add_option("--template", b.template_file,
+  batch->add_option("--template", b.job.template_file,
                     "Few-shot template with {question} (.json: with its stop strings)");
-  batch->add_flag("--chat", b.chat, "DeepSeekMath chat format (instruct / RL models)");
-  batch->add_option("--cot", b.cot, "Append the chain-of-thought instruction (en or zh)")
+  batch->add_flag("--chat", b.job.chat, "DeepSeekMath chat format (instruct / RL models)");
+  batch->add_option("--cot", b.job.cot, "Append the chain-of-thought instruction (en or zh)")
       ->expected(0, 1)
       ->default_str("en")
       ->check(CLI::IsMember({"en", "zh"}));
-  batch->add_option("--output-format", b.output_format, "native, or openai (batch output lines)")
+  batch
+      ->add_option("--output-format", b.job.output_format, "native, or openai (batch output lines)")
       ->check(CLI::IsMember({"native", "openai"}))
       ->capture_default_str();
 
@@ -110,7 +114,7 @@ int main(int argc, char** argv) {
   }
   // A bare --cot means English.
   if (gen->count("--cot") && g.cot.empty()) g.cot = "en";
-  if (batch->count("--cot") && b.cot.empty()) b.cot = "en";
+  if (batch->count("--cot") && b.job.cot.empty()) b.job.cot = "en";
   // Errors every rank agreed on (bad flags, bad tp, a missing shard) print one line and exit 1
   // on every rank; an error on one rank alone ends the whole job rather than hanging it.
   return mpi.run("dsmath-worker", [&] {

@@ -27,7 +27,7 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
 }
 
 ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
-                       const std::function<void()>& driver_setup)
+                       const std::function<void(const Tokenizer&)>& driver_setup)
     : options_(o) {
   MpiSession::set_threads_per_rank(o.threads);
   collectively(comm, [&] {
@@ -44,7 +44,7 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
     model_.emplace(*checkpoint_, backend_, comm, blocks);
     if (!comm.topology().is_driver()) return;
     tokenizer_.emplace(Tokenizer::load(o.model_dir));
-    if (driver_setup) driver_setup();
+    if (driver_setup) driver_setup(*tokenizer_);
   });
   runner_.emplace(*model_, comm);
 }

@@ -34,8 +34,9 @@ class ModelGroup {
  public:
   // Every rank calls it. A failure on any rank (bad flag, bad tp, a shard missing on one
   // machine, or `driver_setup` throwing on rank 0) stops all of them with that rank's message.
+  // `driver_setup` runs on rank 0 once the tokenizer is loaded.
   ModelGroup(const GroupOptions& options, Communicator& comm,
-             const std::function<void()>& driver_setup = {});
+             const std::function<void(const Tokenizer&)>& driver_setup = {});
   ModelGroup(const ModelGroup&) = delete;
   ModelGroup& operator=(const ModelGroup&) = delete;
 

@@ -235,7 +235,7 @@ std::shared_ptr<grpc::Channel> dial(const std::string& address) {
 
 int run_serve(const ServeOptions& o, Communicator& comm) {
   std::string fingerprint;
-  ModelGroup group(o.group, comm, [&] {
+  ModelGroup group(o.group, comm, [&](const Tokenizer&) {
     DSMATH_CHECK(!o.coordinator.empty(), "--coordinator: give the coordinator's address");
     DSMATH_CHECK(o.max_backoff_seconds > 0, "--max-reconnect-seconds must be positive, got ",
                  o.max_backoff_seconds);
