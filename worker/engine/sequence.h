@@ -29,7 +29,7 @@ std::string_view finish_reason_name(FinishReason reason);
 
 struct Request {
   std::string key;
-  uint64_t stream = 0;  // rng_stream_id(rng_key or key)
+  uint64_t stream = 0;        // rng_stream_id(rng_key or key)
   uint64_t first_sample = 0;  // the random stream of sample i is first_sample + i
   SamplingParams params;
   int32_t prompt_len = 0;
