@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #include "coordinator/status_name.h"
 #include "proto/dsmath.grpc.pb.h"
@@ -159,6 +160,109 @@ int GenerateCommand::run() const {
     assistant->set_content(reply);
   }
   return 0;
+}
+
+BatchCommands::BatchCommands(CLI::App& batch) {
+  batch.require_subcommand(1);
+  add_client_flags(batch, client_);
+  submit_ = batch.add_subcommand("submit", "Start a job; prints its id");
+  submit_->add_option("--input", input_, "JSONL problems, under the coordinator's --data-dir")
+      ->required();
+  submit_->add_option("--output", output_, "JSONL samples, under --data-dir")->required();
+  submit_->add_option("--summary", summary_, "Summary JSON, under --data-dir");
+  submit_->add_option("--n", n_, "Samples per problem");
+  submit_->add_option("--temperature", temperature_);
+  submit_->add_option("--top-p", top_p_);
+  submit_->add_option("--top-k", top_k_);
+  submit_->add_option("--min-p", min_p_);
+  submit_->add_option("--max-new-tokens", max_new_tokens_);
+  submit_->add_option("--seed", seed_);
+  submit_->add_option("--stop", stop_, "Stop string (repeatable)");
+  submit_->add_option("--prompt-field", prompt_field_);
+  submit_->add_option("--id-field", id_field_);
+  submit_->add_option("--answer-field", answer_field_);
+  submit_->add_option("--template", template_, "Few-shot template, under --data-dir");
+  submit_->add_flag("--chat", chat_);
+  submit_->add_option("--cot", cot_)->expected(0, 1)->default_str("en");
+  submit_->add_option("--output-format", output_format_);
+  for (auto [name, help] : {std::pair{"status", "A job's progress (JSON)"},
+                            std::pair{"wait", "Wait for a job to end; exit 0 when it completed"},
+                            std::pair{"cancel", "Cancel a job"}}) {
+    CLI::App* c = batch.add_subcommand(name, help);
+    c->add_option("job", job_id_, "The job id")->required();
+    (std::string(name) == "status" ? status_ : std::string(name) == "wait" ? wait_ : cancel_) = c;
+  }
+  list_ = batch.add_subcommand("list", "Every job this coordinator knows (JSON lines)");
+  // --server and --timeout may come after the subcommand too.
+  for (CLI::App* c : {submit_, status_, wait_, cancel_, list_}) c->fallthrough();
+}
+
+int BatchCommands::run() const {
+  auto stub = v1::BatchJobs::NewStub(
+      grpc::CreateChannel(client_.server, grpc::InsecureChannelCredentials()));
+  v1::BatchJobStatus status;
+  auto call = [&](auto method, const auto& request, auto* response) {
+    grpc::ClientContext context;
+    prepare(context, client_);
+    return ((*stub).*method)(&context, request, response);
+  };
+  if (submit_->parsed()) {
+    v1::SubmitBatchRequest r;
+    r.set_input(input_);
+    r.set_output(output_);
+    r.set_summary(summary_);
+    r.set_n(n_);
+    auto given = [&](const char* flag) { return submit_->count(flag) > 0; };
+    if (given("--temperature")) r.set_temperature(temperature_);
+    if (given("--top-p")) r.set_top_p(top_p_);
+    if (given("--top-k")) r.set_top_k(top_k_);
+    if (given("--min-p")) r.set_min_p(min_p_);
+    if (given("--max-new-tokens")) r.set_max_new_tokens(max_new_tokens_);
+    if (given("--seed")) r.set_seed(seed_);
+    for (const std::string& s : stop_) r.add_stop(s);
+    r.set_prompt_field(prompt_field_);
+    r.set_id_field(id_field_);
+    r.set_answer_field(answer_field_);
+    r.set_template_(template_);
+    r.set_chat(chat_);
+    r.set_cot(given("--cot") && cot_.empty() ? "en" : cot_);
+    r.set_output_format(output_format_);
+    const grpc::Status s = call(&v1::BatchJobs::Stub::Submit, r, &status);
+    if (s.ok()) std::cout << status.job_id() << std::endl;
+    return report(s);
+  }
+  if (list_->parsed()) {
+    v1::ListBatchJobsResponse jobs;
+    const grpc::Status s = call(&v1::BatchJobs::Stub::List, v1::ListBatchJobsRequest(), &jobs);
+    for (const v1::BatchJobStatus& j : jobs.jobs()) std::cout << to_json(j) << "\n";
+    return report(s);
+  }
+  v1::BatchJobRequest r;
+  r.set_job_id(job_id_);
+  if (cancel_->parsed()) {
+    const grpc::Status s = call(&v1::BatchJobs::Stub::Cancel, r, &status);
+    if (s.ok()) std::cout << to_json(status) << std::endl;
+    return report(s);
+  }
+  for (bool said = false;;) {
+    const grpc::Status s = call(&v1::BatchJobs::Stub::Get, r, &status);
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE && wait_->parsed()) {
+      // The coordinator restarts: its jobs resume when it is back.
+      if (!said) std::cerr << "dsmath: waiting for the coordinator (" << s.error_message() << ")\n";
+      said = true;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (!s.ok()) return report(s);
+    if (status_->parsed() || status.state() != "running") break;
+    std::cerr << status.job_id() << ": " << status.samples_done() << "/" << status.samples_total()
+              << " samples, " << status.problems_done() << "/" << status.problems_total()
+              << " problems, " << int64_t(status.tokens_per_second()) << " tok/s, ETA "
+              << int64_t(status.eta_seconds()) << " s" << std::endl;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  std::cout << to_json(status) << std::endl;
+  return wait_->parsed() && status.state() != "completed" ? 1 : 0;
 }
 
 int run_info(const ClientOptions& o) {

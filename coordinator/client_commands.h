@@ -43,6 +43,24 @@ class GenerateCommand {
   std::vector<int32_t> stop_token_ids_;
 };
 
+// `dsmath batch submit|status|wait|cancel|list`: batch jobs run by the coordinator.
+class BatchCommands {
+ public:
+  explicit BatchCommands(CLI::App& batch);
+  int run() const;
+
+ private:
+  CLI::App *submit_, *status_, *wait_, *cancel_, *list_;
+  ClientOptions client_;
+  std::string job_id_, input_, output_, summary_, template_, cot_, output_format_;
+  std::string prompt_field_, id_field_, answer_field_;
+  int32_t n_ = 1, top_k_ = 0, max_new_tokens_ = 0;
+  float temperature_ = 1, top_p_ = 1, min_p_ = 0;
+  uint64_t seed_ = 0;
+  bool chat_ = false;
+  std::vector<std::string> stop_;
+};
+
 int run_info(const ClientOptions& options);
 int run_health(const ClientOptions& options, const std::string& service);
 

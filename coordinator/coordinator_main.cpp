@@ -29,6 +29,7 @@ struct Options {
   std::string listen = "127.0.0.1:50051";
   std::string worker_listen = "127.0.0.1:50052";
   std::string metrics_listen;
+  std::string data_dir = ".";
   ServerLimits limits;
   double heartbeat_timeout_seconds = 10;
   double shutdown_grace_seconds = 30;
@@ -57,12 +58,16 @@ int run(const Options& o, const sigset_t& signals) {
   Router router(model, o.limits, router_options, metrics);
   GenerationService generation(model, o.limits, router, metrics);
   WorkerLinkService link(router);
+  BatchJobManager jobs(o.data_dir, model, router);
+  BatchJobsService batch(jobs);
 
+  jobs.resume_all();  // before the API answers: a client asking for its job finds it
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int public_port = 0, worker_port = 0;
   grpc::ServerBuilder public_builder;
   public_builder.RegisterService(&generation);
+  public_builder.RegisterService(&batch);
   public_builder.SetMaxReceiveMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> server =
       start_server(public_builder, "--listen", o.listen, &public_port);
@@ -101,6 +106,7 @@ int run(const Options& o, const sigset_t& signals) {
   sigwait(&signals, &signal);
   std::cerr << "dsmath-coordinator: " << strsignal(signal) << ": draining (up to "
             << o.shutdown_grace_seconds << " s)" << std::endl;
+  jobs.stop();  // running jobs stay recorded and resume at the next start
   router.start_draining();
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(o.shutdown_grace_seconds));
@@ -135,6 +141,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics-listen", o.metrics_listen,
                  "Prometheus endpoint (host:port), off when not given");
+  app.add_option("--data-dir", o.data_dir,
+                 "Batch jobs read and write files under this directory only")
+      ->capture_default_str();
   app.add_option("--max-queue", o.limits.max_queue,
                  "Most requests waiting for their first token; more get RESOURCE_EXHAUSTED")
       ->capture_default_str()

@@ -6,6 +6,7 @@
 //   dsmath info [--server ADDR]                               the served model, limits, groups
 //   dsmath health [--server ADDR] [--service NAME]            exit 0 only when SERVING
 //   dsmath grade --input F [--text-field F] [--answer-field F] [--summary FILE]
+//   dsmath batch submit --input IN --output OUT [flags] | status JOB | wait JOB | cancel JOB | list
 // tokenize / detokenize: one input line gives one output line; errors name the flag, file or
 // stdin line at fault. The others talk to a dsmath-coordinator (client_commands.h).
 #include <CLI/CLI.hpp>
@@ -99,6 +100,8 @@ int main(int argc, char** argv) {
   dsmath::add_client_flags(*health, client);
   health->add_option("--service", service, "\"\" = the server is up")->capture_default_str();
 
+  auto* batch = app.add_subcommand("batch", "Batch jobs run by a coordinator");
+  dsmath::BatchCommands batch_commands(*batch);
   dsmath::GradeOptions grade_options;
   auto* grade = app.add_subcommand(
       "grade", "Grade existing texts: each JSONL line back with extracted_answer and correct");
@@ -127,6 +130,7 @@ int main(int argc, char** argv) {
     if (*info) return dsmath::run_info(client);
     if (*health) return dsmath::run_health(client, service);
     if (*grade) return dsmath::run_grade(grade_options);
+    if (*batch) return batch_commands.run();
     return run_detokenize(detokenize_model, skip_special);
   } catch (const std::exception& e) {
     std::cerr << "dsmath: " << e.what() << '\n';

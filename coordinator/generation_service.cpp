@@ -103,6 +103,41 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   return reactor;
 }
 
+// Job files are opened and checked on the caller's thread: Submit answers when the job has
+// started (or why it cannot), which takes as long as reading the input.
+grpc::ServerUnaryReactor* BatchJobsService::Submit(grpc::CallbackServerContext* context,
+                                                   const v1::SubmitBatchRequest* request,
+                                                   v1::BatchJobStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(jobs_.submit(*request, response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BatchJobsService::Get(grpc::CallbackServerContext* context,
+                                                const v1::BatchJobRequest* request,
+                                                v1::BatchJobStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(jobs_.get(request->job_id(), response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BatchJobsService::Cancel(grpc::CallbackServerContext* context,
+                                                   const v1::BatchJobRequest* request,
+                                                   v1::BatchJobStatus* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(jobs_.cancel(request->job_id(), response));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BatchJobsService::List(grpc::CallbackServerContext* context,
+                                                 const v1::ListBatchJobsRequest*,
+                                                 v1::ListBatchJobsResponse* response) {
+  jobs_.list(response);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 grpc::ServerBidiReactor<worker::v1::WorkerMessage, worker::v1::CoordinatorMessage>*
 WorkerLinkService::Connect(grpc::CallbackServerContext*) {
   auto stream = std::make_shared<GroupStream>(router_);

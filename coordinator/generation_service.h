@@ -2,6 +2,7 @@
 // and answers Abort, Tokenize and GetModelInfo itself.
 #pragma once
 
+#include "coordinator/batch_jobs.h"
 #include "coordinator/router.h"
 #include "proto/dsmath.grpc.pb.h"
 #include "proto/worker.grpc.pb.h"
@@ -37,6 +38,27 @@ class GenerationService final : public v1::Generation::CallbackService {
   ServerLimits limits_;
   Router& router_;
   Metrics& metrics_;
+};
+
+// dsmath.v1.BatchJobs: the coordinator's batch jobs (coordinator/batch_jobs).
+class BatchJobsService final : public v1::BatchJobs::CallbackService {
+ public:
+  explicit BatchJobsService(BatchJobManager& jobs) : jobs_(jobs) {}
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
+                                   const v1::SubmitBatchRequest* request,
+                                   v1::BatchJobStatus* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const v1::BatchJobRequest* request,
+                                v1::BatchJobStatus* response) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* context,
+                                   const v1::BatchJobRequest* request,
+                                   v1::BatchJobStatus* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const v1::ListBatchJobsRequest* request,
+                                 v1::ListBatchJobsResponse* response) override;
+
+ private:
+  BatchJobManager& jobs_;
 };
 
 // dsmath.worker.v1.WorkerLink: each worker group's stream is a GroupStream.

@@ -21,6 +21,10 @@ struct RequestPlan {
   SamplingParams params;  // seed always set (drawn by the server when the request had none)
   int32_t n = 1;
   std::vector<std::string> stop;
+  // What keys the samples' random streams: "" for interactive requests (the seed alone
+  // decides); a batch job's problem id, with the run's first sample index.
+  std::string rng_key;
+  uint64_t first_sample = 0;
 };
 
 struct RequestError {

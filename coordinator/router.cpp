@@ -96,7 +96,8 @@ bool Router::dispatch(const std::string& key, Live& live, Flush& flush) {
   CoordinatorMessage m;
   worker::v1::WorkItem* item = m.mutable_work()->add_items();
   item->set_key(key);
-  item->set_rng_key("");  // a served sample depends on its seed alone, not on the request id
+  item->set_rng_key(plan.rng_key);  // "": an interactive sample depends on its seed alone
+  item->set_first_sample(plan.first_sample);
   item->mutable_prompt()->Add(plan.prompt.begin(), plan.prompt.end());
   *item->mutable_sampling() = to_proto(plan.params);
   item->set_n(plan.n);

@@ -80,6 +80,7 @@ class BatchJob {
   // Final fsync and progress line; returns the summary (also written to spec.summary).
   nlohmann::json finish(double seconds);
 
+  const ProgressCounts& counts() const { return counts_; }
   size_t cut_bytes() const { return log_.cut_bytes(); }
   size_t input_errors() const { return input_.errors.size(); }
 

@@ -204,5 +204,87 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(list(out[0].keys()), ["text", "answer", "extracted_answer", "correct"])
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServedBatchTest(unittest.TestCase):
+    """The same job through a coordinator (`dsmath batch submit`), the coordinator killed and
+    restarted mid-job: the output equals the offline run's."""
+
+    def coordinator(self):
+        return subprocess.Popen([f"{BIN}/dsmath-coordinator", "--model", MODEL,
+                                 "--listen", self.address, "--worker-listen", self.workers,
+                                 "--data-dir", self.data], stderr=self.log)
+
+    def dsmath(self, *args, check=True):
+        return subprocess.run([f"{BIN}/dsmath", "batch", *args, "--server", self.address],
+                              capture_output=True, text=True, check=check, timeout=300)
+
+    def test_submit_kill_the_coordinator_restart_and_wait(self):
+        self.data = os.path.join(TMP, "data")
+        os.makedirs(self.data)
+        # More runs than a job keeps in flight (64), so that samples land while others run.
+        problems = [{"id": f"s{i}", "question": f"What is {i} * 3?", "answer": f"#### {3 * i}"}
+                    for i in range(120)]
+        sampling = ["--n", "2", "--temperature", "0.9", "--seed", "4", "--max-new-tokens", "24"]
+        write_jsonl(os.path.join(self.data, "problems.jsonl"), problems)
+        offline = os.path.join(TMP, "served.offline.jsonl")
+        batch(offline, *sampling, input_path=os.path.join(self.data, "problems.jsonl"))
+        self.address = f"127.0.0.1:{free_port()}"
+        self.workers = f"127.0.0.1:{free_port()}"
+        self.log = open(os.path.join(TMP, "served.log"), "w+")
+        coordinator = self.coordinator()
+        group = subprocess.Popen([f"{BIN}/dsmath-worker", "serve", "--model", MODEL, "--threads",
+                                  "1", "--kv-cache-gib", "0.05", "--coordinator", self.workers,
+                                  "--max-reconnect-seconds", "1"], stderr=self.log)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                r = subprocess.run([f"{BIN}/dsmath", "health", "--server", self.address],
+                                   capture_output=True, text=True)
+                if r.stdout.strip() == "SERVING":
+                    break
+                time.sleep(0.1)
+            bad = self.dsmath("submit", "--input", "../problems.jsonl", "--output", "x.jsonl",
+                              check=False)
+            self.assertEqual(bad.returncode, 1)
+            self.assertIn("INVALID_ARGUMENT: input \"../problems.jsonl\" is outside", bad.stderr)
+            job = self.dsmath("submit", "--input", "problems.jsonl", "--output", "served.jsonl",
+                              "--summary", "served.summary.json", *sampling).stdout.strip()
+            out = os.path.join(self.data, "served.jsonl")
+            while time.time() < deadline:  # some samples on disk, then the coordinator dies
+                if os.path.exists(out):
+                    with open(out) as f:
+                        if sum(1 for _ in f) >= 20:
+                            break
+                time.sleep(0.01)
+            coordinator.kill()
+            coordinator.wait()
+            coordinator = self.coordinator()  # the group reconnects; the job resumes
+            done = self.dsmath("wait", job)
+            status = json.loads(done.stdout)
+            self.assertEqual(status["state"], "completed", done.stderr)
+            self.assertEqual(int(status["samples_done"]), 120 * 2)  # int64: a JSON string
+            self.assertIn("maj@k", json.loads(status["summary_json"])["overall"])
+            self.log.seek(0)
+            self.assertIn(f"batch job {job} resumed", self.log.read())
+            rows = read_jsonl(out)
+            keys = [(r["id"], r["sample_index"]) for r in rows]
+            self.assertEqual(len(keys), len(set(keys)), "a sample was written twice")
+            self.assertEqual(by_key(rows), by_key(read_jsonl(offline)))
+            listed = [json.loads(l) for l in self.dsmath("list").stdout.splitlines()]
+            self.assertEqual([j["job_id"] for j in listed], [job])
+        finally:
+            coordinator.kill()
+            group.kill()
+            coordinator.wait()
+            group.wait()
+            self.log.close()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
