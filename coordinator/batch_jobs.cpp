@@ -10,6 +10,7 @@
 
 #include "common/core/error.h"
 #include "common/jobs/batch_job.h"
+#include "worker/serve/link_codec.h"
 
 namespace dsmath {
 namespace {
@@ -159,6 +160,7 @@ std::unique_ptr<BatchJobManager::Job> BatchJobManager::open(const std::string& i
   job->id = id;
   job->request = r;
   try {
+    sampling_params(spec.sampling).validate();  // refused at Submit, not sample by sample
     job->batch = std::make_unique<BatchJob>(spec, model_.tokenizer);
   } catch (const Error& e) {
     throw RequestError{grpc::StatusCode::INVALID_ARGUMENT, e.what()};
@@ -302,17 +304,10 @@ void BatchJobManager::run(Job& job) {
       while (!todo.empty() && in_flight.size() < kRequestsInFlight && !refused) {
         const SampleRun run = todo.front();
         const JobProblem& p = *run.problem;
-        const JobSampling s = batch.sampling_of(p);
         RequestPlan plan;
         plan.request_id = cat(job.id, "/", p.id, "#", run.first);
         plan.prompt = batch.prompt_of(p);
-        plan.params.temperature = s.temperature;
-        plan.params.top_p = s.top_p;
-        plan.params.top_k = s.top_k;
-        plan.params.min_p = s.min_p;
-        plan.params.max_new_tokens = s.max_new_tokens;
-        plan.params.seed = s.seed;
-        plan.params.logprobs = true;
+        plan.params = sampling_params(batch.sampling_of(p));
         plan.n = int32_t(run.count);
         plan.stop = batch.stop_of(p);
         plan.rng_key = p.id;

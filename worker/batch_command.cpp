@@ -9,23 +9,12 @@
 #include "common/core/error.h"
 #include "common/text/text_stream.h"
 #include "worker/engine/engine.h"
+#include "worker/serve/link_codec.h"
 
 namespace dsmath {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-SamplingParams params_of(const JobSampling& s) {
-  SamplingParams p;
-  p.temperature = s.temperature;
-  p.top_p = s.top_p;
-  p.top_k = s.top_k;
-  p.min_p = s.min_p;
-  p.max_new_tokens = s.max_new_tokens;
-  p.seed = s.seed;
-  p.logprobs = true;  // for cumulative_logprob
-  return p;
-}
 
 // One run in flight: its samples' text and counts as the engine's events arrive.
 struct InFlight {
@@ -66,7 +55,7 @@ void drive(BatchJob& job, Engine& engine, const Tokenizer& tokenizer) {
       r.rng_key = p.id;  // with the seed and the sample index: the key (seed, id, sample_index)
       r.first_sample = uint64_t(run.first);
       r.prompt = job.prompt_of(p);
-      r.params = params_of(job.sampling_of(p));
+      r.params = sampling_params(job.sampling_of(p));
       r.n = int32_t(run.count);
       InFlight& f = in_flight[r.key];
       f.run = run;
@@ -122,7 +111,7 @@ int run_batch(const BatchOptions& o, Communicator& comm) {
   ModelGroup group(o.group, comm, [&](const Tokenizer& tokenizer) {
     JobSpec spec = o.job;
     spec.model_dir = o.group.model_dir;
-    params_of(spec.sampling).validate();
+    sampling_params(spec.sampling).validate();
     job.emplace(spec, tokenizer);
   });
   if (!group.is_driver()) {

@@ -253,6 +253,10 @@ class ServedBatchTest(unittest.TestCase):
                               check=False)
             self.assertEqual(bad.returncode, 1)
             self.assertIn("INVALID_ARGUMENT: input \"../problems.jsonl\" is outside", bad.stderr)
+            bad = self.dsmath("submit", "--input", "problems.jsonl", "--output", "y.jsonl",
+                              "--top-p", "1.5", check=False)
+            self.assertEqual(bad.returncode, 1)
+            self.assertIn("INVALID_ARGUMENT: top_p must be in (0, 1]", bad.stderr)
             job = self.dsmath("submit", "--input", "problems.jsonl", "--output", "served.jsonl",
                               "--summary", "served.summary.json", *sampling).stdout.strip()
             out = os.path.join(self.data, "served.jsonl")

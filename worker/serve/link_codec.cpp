@@ -115,4 +115,16 @@ void to_proto(const EngineStats& s, worker::v1::EngineStats* out) {
   out->set_steps(s.steps);
 }
 
+SamplingParams sampling_params(const JobSampling& s) {
+  SamplingParams p;
+  p.temperature = s.temperature;
+  p.top_p = s.top_p;
+  p.top_k = s.top_k;
+  p.min_p = s.min_p;
+  p.max_new_tokens = s.max_new_tokens;
+  p.seed = s.seed;
+  p.logprobs = true;
+  return p;
+}
+
 }  // namespace dsmath

@@ -2,6 +2,7 @@
 // used by both ends: the worker's serve loop and the coordinator's group links.
 #pragma once
 
+#include "common/jobs/batch_job.h"
 #include "proto/worker.pb.h"
 #include "worker/engine/engine.h"
 
@@ -18,5 +19,9 @@ FinishReason from_proto(worker::v1::Finish finish);
 
 void to_proto(const EngineEvent& event, worker::v1::TokenEvent* out);
 void to_proto(const EngineStats& stats, worker::v1::EngineStats* out);
+
+// A batch job's sampling as the engine takes it (logprobs on: samples report their cumulative
+// logprob), for both drivers of common/jobs/BatchJob: the offline worker and the coordinator.
+SamplingParams sampling_params(const JobSampling& sampling);
 
 }  // namespace dsmath
