@@ -6,8 +6,11 @@
 //     vs_ref       linear_reference time / this time, the speed-up over the plain loop
 //   "hot" reuses one weight matrix (L3-resident on big server caches), "cold" cycles
 //   through >= 1 GiB of copies so weights come from DRAM as they do in a real forward.
+//   linear_chunked: the row-parallel layers' fixed-order sum (8 chunks at tp 1) against the
+//     plain sum (chunks 1) on the best path, hot, for the cost of bitwise-equal tp.
 //   attention: one decode step over a 1024-token cache, 32 heads x 128.
-//   Each linear path (avx512, avx2, portable) is measured; linear() takes the best one.
+//   Each linear path (avx512-bf16, avx512, avx2, portable) is measured; linear() takes the
+//   best one.
 // Run: kernels_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
@@ -124,9 +127,29 @@ void LinearShapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime();
 }
 
+BENCHMARK_CAPTURE(BM_Linear, avx512_bf16, dsmath::cpu::LinearPath::Avx512Bf16)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, avx512, dsmath::cpu::LinearPath::Avx512)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, avx2, dsmath::cpu::LinearPath::Avx2)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, portable, dsmath::cpu::LinearPath::Portable)->Apply(LinearShapes);
+
+void BM_LinearChunked(benchmark::State& state) {
+  const int64_t chunks = state.range(0), m = state.range(1), rows = state.range(2),
+                cols = state.range(3);
+  const auto& w = weights(DType::BF16, rows, cols)[0];
+  const auto x = random_floats(size_t(m * cols), 3);
+  std::vector<float> y(size_t(m * rows));
+  for (auto _ : state) {
+    dsmath::cpu::linear_chunked(x.data(), m, w, chunks, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+}
+// o_proj and down_proj of the 7B shape and of the `small` preset (384 wide, 1024 MLP).
+BENCHMARK(BM_LinearChunked)
+    ->ArgsProduct({{1, 8}, {1, 16}, {4096}, {4096, 11008}})
+    ->ArgsProduct({{1, 8}, {1, 16}, {384}, {384, 1024}})
+    ->ArgNames({"chunks", "m", "n", "k"})
+    ->UseRealTime();
 
 void BM_AttentionDecode(benchmark::State& state) {
   const int64_t kv_len = state.range(0), heads = 32, d = 128;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/core/error.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/simd.h"
 
 #if DSMATH_HAVE_X86_SIMD
@@ -56,6 +57,7 @@ Isa cpu_isa() {
     if (const char* cap = std::getenv("DSMATH_KERNELS_ISA")) {
       if (std::strcmp(cap, "portable") == 0) best = Isa::Portable;
       if (std::strcmp(cap, "avx2") == 0 && best > Isa::Avx2) best = Isa::Avx2;
+      if (std::strcmp(cap, "avx512") == 0 && best > Isa::Avx512) best = Isa::Avx512;
     }
     return best;
   }();
@@ -332,6 +334,7 @@ void linear_simd(const float* x, int64_t m, const WeightView& w, int64_t chunks,
 
 detail::Isa isa_of(LinearPath p) {
   switch (p) {
+    case LinearPath::Avx512Bf16:
     case LinearPath::Avx512:
       return detail::Isa::Avx512;
     case LinearPath::Avx2:
@@ -342,12 +345,19 @@ detail::Isa isa_of(LinearPath p) {
   return detail::Isa::Portable;
 }
 
+// DSMATH_KERNELS_ISA=avx512 keeps the f32 AVX-512 path on a CPU with AVX512-BF16.
+bool bf16_path_allowed() {
+  const char* cap = std::getenv("DSMATH_KERNELS_ISA");
+  return cap == nullptr || std::strcmp(cap, "avx512") != 0;
+}
+
 }  // namespace
 
 LinearPath linear_best_path() {
+  static const bool bf16 = detail::cpu_has_avx512_bf16() && bf16_path_allowed();
   switch (detail::cpu_isa()) {
     case detail::Isa::Avx512:
-      return LinearPath::Avx512;
+      return bf16 ? LinearPath::Avx512Bf16 : LinearPath::Avx512;
     case detail::Isa::Avx2:
       return LinearPath::Avx2;
     case detail::Isa::Portable:
@@ -359,6 +369,7 @@ LinearPath linear_best_path() {
 // The hardware decides, not the DSMATH_KERNELS_ISA cap: tests and benchmarks may run a
 // path that linear() itself is told to avoid.
 bool linear_path_supported(LinearPath path) {
+  if (path == LinearPath::Avx512Bf16 && !detail::cpu_has_avx512_bf16()) return false;
   return detail::hardware_isa() >= isa_of(path);
 }
 
@@ -371,7 +382,10 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
                int(path));
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
-  if (path == LinearPath::Avx512) return linear_simd<Avx512Blocks>(x, m, w, chunks, y);
+  if (path == LinearPath::Avx512Bf16 && w.dtype == DType::BF16)
+    return detail::linear_avx512_bf16(x, m, w, chunks, y);
+  if (path == LinearPath::Avx512 || path == LinearPath::Avx512Bf16)
+    return linear_simd<Avx512Blocks>(x, m, w, chunks, y);
   if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, chunks, y);
 #endif
   linear_portable_impl(x, m, w, chunks, y);

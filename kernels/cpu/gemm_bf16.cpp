@@ -1,0 +1,210 @@
+// The AVX512-BF16 path of linear() for bf16 weights:
+//
+//   y[t, n] = sum_k W[n, k] * x[t, k]  =  sum_k W[n, k] * hi[t, k]  +  W[n, k] * lo[t, k]
+//   hi = bf16(x),  lo = bf16(x - hi)      (round to nearest even; x - hi is exact in f32)
+//
+// vdpbf16ps multiplies 32 pairs of bf16 and adds each two neighbouring products into one of
+// 16 f32 lanes. W is bf16 in the checkpoint and goes in as stored. x is f32, and bf16 alone
+// keeps 8 of its 24 bits (logits off by ~1e-2); hi + lo keeps ~17 (|x - hi - lo| <= 2^-18 |x|),
+// well inside the f32 goldens' 1e-3, at two instructions per 32 products: the f32 FMA rate on
+// a CPU without AMX, minus the bf16 -> f32 widening of every weight the f32 path pays.
+//
+// x is packed once per call: per token, per chunk, blocks of 32 columns as [hi x 32][lo x 32],
+// each chunk's last block zero-padded, so a weight row's ragged end is a masked load whose
+// padding adds exact zeros. The work is laid out as in gemm.cpp: groups of rows handed out
+// dynamically; a micro-kernel computes R rows x T tokens with one accumulator each, every
+// accumulator summed in the same k order whatever R, T and m are (batch-invariant). A chunk's
+// accumulators are reduced four at a time by transposing adds (about 3 instructions a sum
+// instead of 8 for a lone horizontal sum; it matters for the 8-chunk row-parallel layers),
+// each sum in the same lane order.
+#include "kernels/cpu/gemm_bf16.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/core/error.h"
+#include "kernels/cpu/simd.h"
+
+namespace dsmath::cpu::detail {
+
+#if DSMATH_HAVE_X86_SIMD
+
+#define DSMATH_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c")))
+
+bool cpu_has_avx512_bf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+}
+
+namespace {
+
+constexpr int64_t kMaxChunks = 8;
+constexpr int64_t kBlock = 32;            // columns per vdpbf16ps
+constexpr int64_t kPrefetchBytes = 1024;  // how far ahead a streaming row is prefetched
+
+// x packed for the kernel: token t's chunk c, block b starts at
+// data + t * token_stride + (c * blocks + b) * 64 (hi then lo, 32 each).
+struct PackedX {
+  const uint16_t* data;
+  int64_t token_stride;
+  int64_t blocks;  // per chunk
+};
+
+DSMATH_AVX512BF16 void pack_token(const float* x, int64_t chunks, int64_t kc, int64_t blocks,
+                                  uint16_t* out) {
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint16_t* dst = out + (c * blocks + b) * 2 * kBlock;
+      for (int half = 0; half < 2; ++half) {
+        const int64_t k = b * kBlock + half * 16;
+        const int64_t left = std::clamp<int64_t>(kc - k, 0, 16);
+        const __mmask16 mask = __mmask16((1u << left) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(mask, x + c * kc + k);
+        const __m256bh hi = _mm512_cvtneps_pbh(v);
+        const __m512 hi_f32 =
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)hi), 16));
+        const __m256bh lo = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hi_f32));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + half * 16), (__m256i)hi);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + kBlock + half * 16), (__m256i)lo);
+      }
+    }
+  }
+}
+
+// [sum(a), sum(b), sum(c), sum(d)], each over its 16 lanes as ((i + i+8) + (i+4 ...)) ... :
+// the same tree for every vector, wherever it sits among the four.
+DSMATH_AVX512BF16 inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab =  // lanes 0-7: a[i] + a[i+8]; lanes 8-15: the same for b
+      _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd =
+      _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  __m512 s =  // 128-bit lane j holds the four-lane fold of a, b, c, d
+      _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  s = _mm512_add_ps(s, _mm512_shuffle_ps(s, s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm512_add_ps(s, _mm512_shuffle_ps(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm512_castps512_ps128(
+      _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), s));
+}
+
+// y[t * ldy + r] = sum over chunks (tree) of dot(W row r, x token t) over the chunk's columns.
+// kStream prefetches the weight rows ahead: with few tokens the kernel is bound by reading W.
+template <int R, int T, bool kStream>
+DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_elems, int64_t chunks,
+                             int64_t kc, float* y, int64_t ldy) {
+  constexpr int N = R * T, N4 = (N + 3) / 4 * 4;
+  alignas(64) float part[kMaxChunks][N4];
+  for (int64_t c = 0; c < chunks; ++c) {
+    __m512 acc[N4];
+    for (int i = 0; i < N4; ++i) acc[i] = _mm512_setzero_ps();
+    const uint16_t* wc = w + c * kc;
+    const uint16_t* xc = x.data + c * x.blocks * 2 * kBlock;
+    for (int64_t b = 0; b < x.blocks; ++b) {
+      const int64_t k = b * kBlock;
+      const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
+      __m512bh wv[R];
+      for (int r = 0; r < R; ++r) {
+        const uint16_t* p = wc + r * row_elems + k;
+        if constexpr (kStream)
+          _mm_prefetch(reinterpret_cast<const char*>(p) + kPrefetchBytes, _MM_HINT_T0);
+        wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, p);
+      }
+      for (int t = 0; t < T; ++t) {
+        const uint16_t* xb = xc + t * x.token_stride + b * 2 * kBlock;
+        const __m512bh hi = (__m512bh)_mm512_loadu_si512(xb);
+        const __m512bh lo = (__m512bh)_mm512_loadu_si512(xb + kBlock);
+        for (int r = 0; r < R; ++r) {
+          acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], hi);
+          acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], lo);
+        }
+      }
+    }
+    for (int i = 0; i < N4; i += 4)
+      _mm_store_ps(&part[c][i], reduce4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]));
+  }
+  for (int64_t stride = 1; stride < chunks; stride *= 2)  // the pairwise tree of gemm.h
+    for (int64_t i = 0; i + stride < chunks; i += 2 * stride)
+      for (int j = 0; j < N; ++j) part[i][j] += part[i + stride][j];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) y[t * ldy + r] = part[0][r * T + t];
+}
+
+template <int R, int T, bool kStream>
+DSMATH_AVX512BF16 void rows_block(const PackedX& x, const uint16_t* w, int64_t row_elems,
+                                  int64_t chunks, int64_t kc, int64_t n0, int64_t n1, float* y,
+                                  int64_t ldy) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R)
+    micro<R, T, kStream>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+  for (; n < n1; ++n) micro<1, T, kStream>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+}
+
+// 32 zmm registers: R*T accumulators + R weight vectors + hi and lo must fit.
+constexpr int64_t kTokens = 6;
+DSMATH_AVX512BF16 void run_block(const PackedX& x, int64_t tokens, const uint16_t* w,
+                                 int64_t row_elems, int64_t chunks, int64_t kc, int64_t n0,
+                                 int64_t n1, float* y, int64_t ldy) {
+  switch (tokens) {
+    case 1:
+      return rows_block<8, 1, true>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+    case 2:
+      return rows_block<8, 2, true>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+    case 3:
+      return rows_block<6, 3, false>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+    case 4:
+      return rows_block<6, 4, false>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+    case 5:
+      return rows_block<4, 5, false>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+    default:
+      return rows_block<4, 6, false>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+  }
+}
+
+}  // namespace
+
+void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
+  DSMATH_CHECK(cpu_has_avx512_bf16() && w.dtype == DType::BF16,
+               "linear_avx512_bf16: needs AVX512_BF16 and bf16 weights");
+  const int64_t n_out = w.rows, k_dim = w.cols, kc = k_dim / chunks;
+  const int64_t blocks = (kc + kBlock - 1) / kBlock;
+  const int64_t token_stride = chunks * blocks * 2 * kBlock;
+  // Owned by the calling thread, grown and never shrunk: no allocation per call once warm.
+  thread_local std::vector<uint16_t> packed;
+  if (packed.size() < size_t(m * token_stride)) packed.resize(size_t(m * token_stride));
+  uint16_t* xp = packed.data();
+  const PackedX px{xp, token_stride, blocks};
+  const auto* wb = static_cast<const uint16_t*>(w.data);
+
+  constexpr int64_t kRowGroup = 24;  // a multiple of every R above
+  const int64_t groups = (n_out + kRowGroup - 1) / kRowGroup;
+  // Packing is ~1% of the products' work; done here, it saves the threads a barrier.
+  for (int64_t t = 0; t < m; ++t)
+    pack_token(x + t * k_dim, chunks, kc, blocks, xp + t * token_stride);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
+    for (int64_t t = 0; t < m; t += kTokens) {
+      const PackedX block{px.data + t * token_stride, token_stride, blocks};
+      run_block(block, std::min(kTokens, m - t), wb, k_dim, chunks, kc, n0, n1, y + t * n_out,
+                n_out);
+    }
+  }
+}
+
+#else  // no x86 SIMD: never chosen
+
+bool cpu_has_avx512_bf16() {
+  return false;
+}
+void linear_avx512_bf16(const float*, int64_t, const WeightView&, int64_t, float*) {
+  DSMATH_CHECK(false, "linear_avx512_bf16: not built for this architecture");
+}
+
+#endif
+
+}  // namespace dsmath::cpu::detail

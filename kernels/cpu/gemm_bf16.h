@@ -1,0 +1,18 @@
+// Internal to the CPU kernels: the AVX512-BF16 path of linear() / linear_chunked() for bf16
+// weights (gemm_bf16.cpp). gemm.cpp chooses it; nothing else calls it directly.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/weight_view.h"
+
+namespace dsmath::cpu::detail {
+
+// Whether this CPU runs vdpbf16ps (AVX512_BF16 with AVX512BW, checked once).
+bool cpu_has_avx512_bf16();
+
+// y[t, n] = sum_k x[t, k] * W[n, k] for bf16 W, the sum over K taken in `chunks` ranges added
+// by the pairwise tree (gemm.h). Requires cpu_has_avx512_bf16() and w.dtype == BF16.
+void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y);
+
+}  // namespace dsmath::cpu::detail
