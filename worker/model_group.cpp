@@ -19,6 +19,11 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
       ->capture_default_str();
   command
+      .add_option("--kv-dtype", o.kv_dtype,
+                  "KV cache element type: f32 (exact) or bf16 (twice the tokens per GiB)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  command
       .add_option("--max-step-tokens", o.max_step_tokens,
                   "Tokens per forward step: decodes first, then prompt chunks")
       ->capture_default_str();
@@ -28,19 +33,22 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
 
 ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
                        const std::function<void(const Tokenizer&)>& driver_setup)
-    : options_(o) {
+    : options_(o), backend_(o.kv_dtype == "bf16" ? DType::BF16 : DType::F32) {
   MpiSession::set_threads_per_rank(o.threads);
   collectively(comm, [&] {
     DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
                  "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
                  o.kv_cache_gib);
+    DSMATH_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "bf16",
+                 "--kv-dtype must be f32 or bf16, got '", o.kv_dtype, "'");
     DSMATH_CHECK(o.max_step_tokens >= 1, "--max-step-tokens must be at least 1, got ",
                  o.max_step_tokens);
     checkpoint_.emplace(Checkpoint::open(o.model_dir));
     const ModelConfig& c = checkpoint_->config();
     const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
     const int32_t blocks = PagedKVCache::blocks_for_bytes(
-        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)));
+        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)), 16,
+        o.kv_dtype == "bf16" ? DType::BF16 : DType::F32);
     model_.emplace(*checkpoint_, backend_, comm, blocks);
     if (!comm.topology().is_driver()) return;
     tokenizer_.emplace(Tokenizer::load(o.model_dir));

@@ -5,8 +5,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "common/core/error.h"
@@ -52,8 +54,28 @@ struct HeadState {
   std::vector<float> acc, scores, run_max, run_sum;
 };
 
-__attribute__((always_inline)) inline float dot(const float* a, const float* b, int64_t n) {
-  return detail::dot_portable(a, b, n);
+// A cached element as f32: itself, or a bf16 (the top half of an f32) widened.
+__attribute__((always_inline)) inline float widen(float v) {
+  return v;
+}
+__attribute__((always_inline)) inline float widen(uint16_t bf16) {
+  return std::bit_cast<float>(uint32_t(bf16) << 16);
+}
+
+// q . k row: dot_portable's order (8 partial sums), for f32 or bf16 rows alike.
+template <typename T>
+__attribute__((always_inline)) inline float dot(const float* a, const T* b, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return detail::dot_portable(a, b, n);
+  } else {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * widen(b[i + j]);
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; ++i) s += a[i] * widen(b[i]);
+    return s;
+  }
 }
 
 // Where position t's K (V) row is: the only difference between the contiguous and the paged
@@ -64,12 +86,13 @@ struct ContiguousRows {
   const float* row(int64_t t) const { return base + t * stride; }
 };
 
+template <typename T>  // float or uint16_t (bf16)
 struct PagedRows {
-  const float* base;  // [num_blocks][block_size][stride]
+  const T* base;  // [num_blocks][block_size][stride]
   const int32_t* table;
   int64_t block_size;
   int64_t stride;
-  const float* row(int64_t t) const {
+  const T* row(int64_t t) const {
     return base + (int64_t(table[t / block_size]) * block_size + t % block_size) * stride;
   }
 };
@@ -90,7 +113,7 @@ __attribute__((always_inline)) inline void attend(const float* q, const Rows& k,
   for (int64_t t0 = 0; t0 < n_keys; t0 += kChunk) {
     const int64_t len = std::min(kChunk, n_keys - t0);
     for (int64_t j = 0; j < len; ++j) {
-      const float* krow = k.row(t0 + j);
+      const auto* krow = k.row(t0 + j);
       for (int64_t h = 0; h < nh; ++h)
         scores[h * kChunk + j] = dot(qi + h * d, krow + (h0 + h) / group * d, d) / divisor;
     }
@@ -109,12 +132,12 @@ __attribute__((always_inline)) inline void attend(const float* q, const Rows& k,
       st.run_sum[size_t(h)] += sum;
     }
     for (int64_t j = 0; j < len; ++j) {
-      const float* vrow = v.row(t0 + j);
+      const auto* vrow = v.row(t0 + j);
       for (int64_t h = 0; h < nh; ++h) {
         const float p = scores[h * kChunk + j];
-        const float* vv = vrow + (h0 + h) / group * d;
+        const auto* vv = vrow + (h0 + h) / group * d;
         float* a = acc + h * d;
-        for (int64_t c = 0; c < d; ++c) a[c] += p * vv[c];
+        for (int64_t c = 0; c < d; ++c) a[c] += p * widen(vv[c]);
       }
     }
   }
@@ -182,15 +205,29 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
   run_attention(q, ContiguousRows{k, s.kv_row_stride}, ContiguousRows{v, s.kv_row_stride}, s, out);
 }
 
-void causal_attention_paged(const float* q, const float* k_blocks, const float* v_blocks,
-                            const int32_t* block_table, int64_t block_size, const AttentionShape& s,
-                            float* out) {
+namespace {
+template <typename T>
+void run_paged(const float* q, const T* k_blocks, const T* v_blocks, const int32_t* block_table,
+               int64_t block_size, const AttentionShape& s, float* out) {
   check(s);
   DSMATH_CHECK(block_size > 0, "paged attention: block_size ", block_size, " must be positive");
   DSMATH_CHECK(block_table != nullptr || s.kv_len == 0, "paged attention: no block table for ",
                s.kv_len, " cached positions");
-  run_attention(q, PagedRows{k_blocks, block_table, block_size, s.kv_row_stride},
-                PagedRows{v_blocks, block_table, block_size, s.kv_row_stride}, s, out);
+  run_attention(q, PagedRows<T>{k_blocks, block_table, block_size, s.kv_row_stride},
+                PagedRows<T>{v_blocks, block_table, block_size, s.kv_row_stride}, s, out);
+}
+}  // namespace
+
+void causal_attention_paged(const float* q, const float* k_blocks, const float* v_blocks,
+                            const int32_t* block_table, int64_t block_size, const AttentionShape& s,
+                            float* out) {
+  run_paged(q, k_blocks, v_blocks, block_table, block_size, s, out);
+}
+
+void causal_attention_paged(const float* q, const uint16_t* k_blocks_bf16,
+                            const uint16_t* v_blocks_bf16, const int32_t* block_table,
+                            int64_t block_size, const AttentionShape& s, float* out) {
+  run_paged(q, k_blocks_bf16, v_blocks_bf16, block_table, block_size, s, out);
 }
 
 void causal_attention_reference(const float* q, const float* k, const float* v,

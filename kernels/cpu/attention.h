@@ -11,7 +11,9 @@
 //   row t of k = k_blocks + (block_table[t / block_size] * block_size + t % block_size) *
 //   kv_row_stride
 // (likewise v), so a sequence's cache need not be contiguous and blocks can be shared between
-// sequences. Same code path as the contiguous kernel: identical bits on the same rows.
+// sequences. Same code path as the contiguous kernel: identical bits on the same rows. The
+// pool may hold bf16 rows (a bf16 KV cache): they are widened to f32 as they are read, and
+// the arithmetic is the f32 kernel's.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,9 @@ void causal_attention(const float* q, const float* k, const float* v, const Atte
 void causal_attention_paged(const float* q, const float* k_blocks, const float* v_blocks,
                             const int32_t* block_table, int64_t block_size, const AttentionShape& s,
                             float* out);
+void causal_attention_paged(const float* q, const uint16_t* k_blocks_bf16,
+                            const uint16_t* v_blocks_bf16, const int32_t* block_table,
+                            int64_t block_size, const AttentionShape& s, float* out);
 
 void causal_attention_reference(const float* q, const float* k, const float* v,
                                 const AttentionShape& s, float* out);

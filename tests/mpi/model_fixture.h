@@ -61,9 +61,11 @@ inline void remove_on_rank0(const std::filesystem::path& dir) {
 // A model replica over the ranks of `mpi_comm` (MPI_COMM_WORLD: tp = world size;
 // MPI_COMM_SELF: tp 1 on this rank alone).
 struct Replica {
-  Replica(const std::filesystem::path& dir, MPI_Comm mpi_comm, int32_t kv_blocks = 256)
+  Replica(const std::filesystem::path& dir, MPI_Comm mpi_comm, int32_t kv_blocks = 256,
+          DType kv_dtype = DType::F32)
       : comm(make_mpi_communicator(mpi_comm)),
         checkpoint(Checkpoint::open(dir)),
+        backend(kv_dtype),
         model(checkpoint, backend, *comm, kv_blocks) {}
 
   // Logits of every position of `tokens` as one fresh sequence (all ranks must call it).

@@ -97,7 +97,7 @@ void CpuBackend::add(Tensor& x, const Tensor& y) {
 
 void CpuBackend::allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads,
                                    int32_t num_blocks, int32_t block_size) {
-  kv_ = std::make_unique<PagedKVCache>(config, local_kv_heads, num_blocks, block_size);
+  kv_ = std::make_unique<PagedKVCache>(config, local_kv_heads, num_blocks, block_size, kv_dtype_);
 }
 
 void CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
@@ -114,9 +114,14 @@ void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, cons
     const cpu::AttentionShape shape{s.tokens,       s.first_position + s.tokens,
                                     batch.heads,    batch.kv_heads,
                                     batch.head_dim, kv_width};
-    cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
-                                s.block_table.data(), kv_->block_size(), shape,
-                                out.data() + s.row * q_width);
+    float* o = out.data() + s.row * q_width;
+    if (kv_->dtype() == DType::BF16)
+      cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys_bf16(layer),
+                                  kv_->values_bf16(layer), s.block_table.data(), kv_->block_size(),
+                                  shape, o);
+    else
+      cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
+                                  s.block_table.data(), kv_->block_size(), shape, o);
   }
 }
 

@@ -11,6 +11,9 @@ namespace dsmath {
 
 class CpuBackend final : public Backend {
  public:
+  // kv_dtype: what the KV cache stores, F32 (exact) or BF16 (half the bytes per token).
+  explicit CpuBackend(DType kv_dtype = DType::F32) : kv_dtype_(kv_dtype) {}
+
   Device device() const override { return Device::kCpu; }
   void resize(Tensor& t, int64_t rows, int64_t cols) override;
   WeightView place(const WeightView& host) override { return host; }
@@ -36,6 +39,7 @@ class CpuBackend final : public Backend {
                  const AttentionBatch& batch, Tensor& out) override;
 
  private:
+  DType kv_dtype_;
   std::unique_ptr<PagedKVCache> kv_;
 };
 

@@ -18,46 +18,58 @@ int64_t checked_row_size(const ModelConfig& config, int64_t local_kv_heads) {
   return local_kv_heads * config.head_dim;
 }
 
+size_t element_size(DType dtype) {
+  DSMATH_CHECK(dtype == DType::F32 || dtype == DType::BF16, "paged KV cache: dtype ",
+               dtype_name(dtype), " is not f32 or bf16");
+  return dtype_size(dtype);
+}
+
 }  // namespace
 
 int64_t PagedKVCache::bytes_per_block(const ModelConfig& config, int64_t local_kv_heads,
-                                      int32_t block_size) {
+                                      int32_t block_size, DType dtype) {
   DSMATH_CHECK(block_size > 0, "paged KV cache: block_size ", block_size, " must be positive");
   return 2 * config.num_hidden_layers * int64_t(block_size) *
-         checked_row_size(config, local_kv_heads) * int64_t(sizeof(float));
+         checked_row_size(config, local_kv_heads) * int64_t(element_size(dtype));
 }
 
 int32_t PagedKVCache::blocks_for_bytes(const ModelConfig& config, int64_t local_kv_heads,
-                                       int64_t bytes, int32_t block_size) {
+                                       int64_t bytes, int32_t block_size, DType dtype) {
   const int64_t n =
-      std::max<int64_t>(bytes, 0) / bytes_per_block(config, local_kv_heads, block_size);
+      std::max<int64_t>(bytes, 0) / bytes_per_block(config, local_kv_heads, block_size, dtype);
   return int32_t(std::min<int64_t>(n, std::numeric_limits<int32_t>::max()));
 }
 
 PagedKVCache::PagedKVCache(const ModelConfig& config, int64_t local_kv_heads, int32_t num_blocks,
-                           int32_t block_size)
+                           int32_t block_size, DType dtype)
     : num_layers_(config.num_hidden_layers),
       num_blocks_(num_blocks),
       block_size_(block_size),
-      row_size_(checked_row_size(config, local_kv_heads)) {
+      row_size_(checked_row_size(config, local_kv_heads)),
+      dtype_(dtype) {
   DSMATH_CHECK(num_blocks > 0, "paged KV cache: num_blocks ", num_blocks, " must be positive");
-  const int64_t block_bytes = bytes_per_block(config, local_kv_heads, block_size);
+  const int64_t block_bytes = bytes_per_block(config, local_kv_heads, block_size, dtype);
   DSMATH_CHECK(double(block_bytes) * num_blocks < 0x1p62, "paged KV cache: ", num_blocks,
                " blocks of ", block_bytes, " bytes is beyond any memory");
   layer_elems_ = int64_t(num_blocks) * block_size * row_size_;
-  const int64_t total = 2 * num_layers_ * layer_elems_;
+  const int64_t total = 2 * num_layers_ * layer_elems_ * int64_t(element_size(dtype));
   try {
-    data_.reset(new float[size_t(total)]);  // default-initialised: see the header
+    data_.reset(new unsigned char[size_t(total)]);  // default-initialised: see the header
   } catch (const std::bad_alloc&) {
     fail("paged KV cache: cannot allocate ", num_blocks, " blocks of ", block_bytes, " bytes (",
          double(block_bytes) * num_blocks / (1 << 30), " GiB); lower the KV cache budget");
   }
 }
 
-float* PagedKVCache::layer_base(int64_t layer, int kv) const {
+unsigned char* PagedKVCache::layer_base(int64_t layer, int kv) const {
   DSMATH_CHECK(layer >= 0 && layer < num_layers_, "paged KV cache: layer ", layer,
                " out of range [0, ", num_layers_, ")");
-  return data_.get() + (2 * layer + kv) * layer_elems_;
+  return data_.get() + (2 * layer + kv) * layer_elems_ * int64_t(dtype_size(dtype_));
+}
+
+void PagedKVCache::check_dtype(DType want) const {
+  DSMATH_CHECK(dtype_ == want, "paged KV cache: the cache holds ", dtype_name(dtype_),
+               " rows, read as ", dtype_name(want));
 }
 
 void PagedKVCache::check_block(int32_t block) const {
@@ -77,16 +89,26 @@ void PagedKVCache::write(int64_t layer, std::span<const int32_t> table, int64_t 
                          int64_t n, const float* k, const float* v) {
   DSMATH_CHECK(n >= 0, "paged KV cache: cannot write ", n, " rows");
   if (n == 0) return;
-  float* kb = keys(layer);
-  float* vb = values(layer);
+  unsigned char* kb = layer_base(layer, 0);
+  unsigned char* vb = layer_base(layer, 1);
+  const size_t esize = dtype_size(dtype_);
   slot_offset(table, first_pos + n - 1);  // checks the whole range fits before writing any row
   // One copy per run of positions inside a block: slots of a block are contiguous.
   for (int64_t pos = first_pos; pos < first_pos + n;) {
     const int64_t run = std::min(first_pos + n - pos, block_size_ - pos % block_size_);
     const int64_t dst = slot_offset(table, pos), src = (pos - first_pos) * row_size_;
-    const size_t bytes = size_t(run * row_size_) * sizeof(float);
-    std::memcpy(kb + dst, k + src, bytes);
-    std::memcpy(vb + dst, v + src, bytes);
+    if (dtype_ == DType::F32) {
+      const size_t bytes = size_t(run * row_size_) * sizeof(float);
+      std::memcpy(kb + size_t(dst) * esize, k + src, bytes);
+      std::memcpy(vb + size_t(dst) * esize, v + src, bytes);
+    } else {
+      auto* kd = reinterpret_cast<uint16_t*>(kb) + dst;
+      auto* vd = reinterpret_cast<uint16_t*>(vb) + dst;
+      for (int64_t i = 0; i < run * row_size_; ++i) {
+        kd[i] = f32_to_bf16(k[src + i]);
+        vd[i] = f32_to_bf16(v[src + i]);
+      }
+    }
     pos += run;
   }
 }
@@ -105,12 +127,12 @@ void PagedKVCache::copy_block(int32_t src, int32_t dst) {
   check_block(src);
   check_block(dst);
   if (src == dst) return;
-  const int64_t block_elems = int64_t(block_size_) * row_size_;
+  const int64_t block_bytes = int64_t(block_size_) * row_size_ * int64_t(dtype_size(dtype_));
   for (int64_t layer = 0; layer < num_layers_; ++layer)
     for (int kv = 0; kv < 2; ++kv) {
-      float* base = layer_base(layer, kv);
-      std::memcpy(base + int64_t(dst) * block_elems, base + int64_t(src) * block_elems,
-                  size_t(block_elems) * sizeof(float));
+      unsigned char* base = layer_base(layer, kv);
+      std::memcpy(base + int64_t(dst) * block_bytes, base + int64_t(src) * block_bytes,
+                  size_t(block_bytes));
     }
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -51,6 +52,29 @@ TEST(PagedKVCache, SizesFromBlocksOrBytes) {
   EXPECT_EQ(cache.num_blocks(), 5);
   EXPECT_EQ(cache.block_size(), 4);
   EXPECT_EQ(cache.row_size(), 8);  // this rank's kv heads, not the config's
+}
+
+TEST(PagedKVCache, Bf16HalvesTheBytesAndRoundsRowsToNearestEven) {
+  const ModelConfig c = tiny_config(3, 2, 8);
+  EXPECT_EQ(PagedKVCache::bytes_per_block(c, 2, 16, DType::BF16), 2 * 3 * 16 * 16 * 2);
+  EXPECT_EQ(PagedKVCache::blocks_for_bytes(c, 2, 10 * 3072 + 100, 16, DType::BF16), 10);
+  EXPECT_THROW(PagedKVCache(c, 2, 4, 4, DType::F16), Error);
+  PagedKVCache cache(c, 2, 4, 4, DType::BF16);
+  EXPECT_EQ(cache.dtype(), DType::BF16);
+  EXPECT_THROW(cache.keys(0), Error);  // an f32 view of bf16 rows
+  const int64_t row = cache.row_size();
+  const auto k = random_floats(size_t(6 * row), 5), v = random_floats(size_t(6 * row), 6);
+  const std::vector<int32_t> table = {3, 1};
+  cache.write(2, table, 0, 6, k.data(), v.data());
+  for (int64_t p = 0; p < 6; ++p) {
+    const int64_t slot = (table[size_t(p / 4)] * 4 + p % 4) * row;
+    for (int64_t i = 0; i < row; ++i) {
+      EXPECT_EQ(cache.keys_bf16(2)[slot + i], f32_to_bf16(k[size_t(p * row + i)]));
+      EXPECT_EQ(cache.values_bf16(2)[slot + i], f32_to_bf16(v[size_t(p * row + i)]));
+    }
+  }
+  cache.copy_block(1, 0);
+  EXPECT_EQ(0, std::memcmp(cache.keys_bf16(2), cache.keys_bf16(2) + 4 * row, size_t(4 * row) * 2));
 }
 
 TEST(PagedKVCache, RowsLandAtTheirTableSlotsAcrossBlockBoundaries) {

@@ -1,5 +1,6 @@
 // causal_attention_paged against causal_attention on the same rows laid out contiguously:
-// bit-for-bit equal, whatever the block table's order, the block size or the thread count.
+// bit-for-bit equal, whatever the block table's order, the block size or the thread count;
+// a bf16 pool gives the bits of f32 attention over the same rows rounded to bf16.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -10,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "common/core/dtype.h"
 #include "common/core/error.h"
 #include "kernels/cpu/attention.h"
 #include "tests/support/random_floats.h"
@@ -86,6 +88,34 @@ TEST(PagedAttention, SameBitsForAnyBlockSize) {
   for (int64_t block : {1, 5, 16, 64, 100})
     for (auto [q_len, kv_len] : {std::pair<int64_t, int64_t>{1, 99}, {7, 130}, {3, 3}})
       expect_same_bits({q_len, kv_len, 8, 2, 32, 0, block}, ++seed);
+}
+
+// A bf16 cache (--kv-dtype bf16) holds rows rounded to bf16; attention widens them exactly,
+// so the result is f32 attention over the rounded rows, bit for bit.
+TEST(PagedAttention, Bf16PoolIsF32AttentionOverTheRoundedRows) {
+  uint32_t seed = 3000;
+  for (const Case& c : {Case{1, 150, 12, 4, 32, 0, 16}, Case{9, 40, 8, 8, 128, 3, 16},
+                        Case{5, 70, 6, 1, 13, 0, 5}}) {
+    SCOPED_TRACE(cat("q_len ", c.q_len, " kv_len ", c.kv_len, " d ", c.head_dim));
+    const int64_t stride = c.n_kv_heads * c.head_dim + c.pad;
+    const AttentionShape s{c.q_len, c.kv_len, c.n_heads, c.n_kv_heads, c.head_dim, stride};
+    const auto q = random_floats(size_t(c.q_len * c.n_heads * c.head_dim), ++seed, 2.0f);
+    auto k = random_floats(size_t(c.kv_len * stride), ++seed, 2.0f);
+    auto v = random_floats(size_t(c.kv_len * stride), ++seed);
+    for (auto* rows : {&k, &v})
+      for (float& x : *rows) x = bf16_to_f32(f32_to_bf16(x));
+    const Paged p = scatter(k, v, c.kv_len, stride, c.block_size, ++seed);
+    std::vector<uint16_t> kb(p.k.size()), vb(p.v.size());
+    for (size_t i = 0; i < kb.size(); ++i) {
+      kb[i] = f32_to_bf16(p.k[i]);  // NaN in unused slots stays NaN
+      vb[i] = f32_to_bf16(p.v[i]);
+    }
+    std::vector<float> want(q.size()), got(q.size(), NAN);
+    causal_attention(q.data(), k.data(), v.data(), s, want.data());
+    causal_attention_paged(q.data(), kb.data(), vb.data(), p.table.data(), c.block_size, s,
+                           got.data());
+    ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)));
+  }
 }
 
 TEST(PagedAttention, SameBitsForAnyThreadCount) {

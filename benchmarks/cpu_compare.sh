@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# dsmath against its peers on this CPU, on the same bf16 weights, in one run: prefill (64 and 512
+# tokens) and decode (batch 1, 16, 64) tokens/s of dsmath, llama.cpp (llama-cpp-python) and
+# Hugging Face transformers on torch, with each ratio and the fraction of the machine's physical
+# bound (dsmath-cpu-probe: read bandwidth for decode, peak bf16/AMX flops for prefill).
+# Usage: benchmarks/cpu_compare.sh [BUILD_DIR] [PRESET...]   (defaults: build; small deepseek-math-7b)
+# Environment: THREADS (nproc), NEW_TOKENS (decode steps + 1: 64, or 8 for the 7B preset),
+#   DSMATH_BENCH_VENV (/opt/benchvenv), OUT (a folder for the results; benchmarks/results),
+#   CMAKE_BUILD_PARALLEL_LEVEL (jobs of the llama.cpp compile and of the dsmath builds).
+# Installs what is missing: Debian's python3-torch (launch/install-reference.sh), a venv with
+# pinned llama-cpp-python (compiled here for the native CPU), gguf and transformers; builds the
+# dsmath tools; makes models/PRESET (dsmath-make-model --seed 0) and models/PRESET/model-bf16.gguf.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+shift || true
+PRESETS=("$@")
+[ ${#PRESETS[@]} -gt 0 ] || PRESETS=(small deepseek-math-7b)
+BIN=$BUILD/bin
+T=${THREADS:-$(nproc)}
+VENV=${DSMATH_BENCH_VENV:-/opt/benchvenv}
+PY=$VENV/bin/python
+RESULTS=${OUT:-benchmarks/results}/cpu_compare-$(date +%Y%m%d-%H%M%S).jsonl
+mkdir -p "$(dirname "$RESULTS")"
+
+# ---- what the run needs ------------------------------------------------------------------------
+/usr/bin/python3 -c 'import torch' 2>/dev/null || launch/install-reference.sh
+if ! "$PY" -c 'import llama_cpp, gguf, torch, transformers' 2>/dev/null; then
+  [ -x "$PY" ] || /usr/bin/python3 -m venv --system-site-packages "$VENV"  # sees Debian's torch
+  # llama-cpp-python ships no wheel on PyPI: pip compiles llama.cpp, here for this CPU only
+  # (GGML_NATIVE), without the multimodal library the benchmark does not use.
+  echo "== installing llama-cpp-python (compiles llama.cpp; minutes), gguf, transformers into $VENV"
+  CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" \
+    "$PY" -m pip install -q --disable-pip-version-check llama-cpp-python==0.3.36 gguf==0.19.0 \
+    transformers==4.40.2 tokenizers==0.19.1 safetensors==0.4.3
+fi
+for t in dsmath-bench-decode dsmath-cpu-probe dsmath-make-model; do
+  if [ ! -x "$BIN/$t" ]; then
+    cmake -S . -B "$BUILD" > /dev/null  # configure anew: an older build tree may lack the target
+    cmake --build "$BUILD" --target "$t"
+  fi
+done
+
+# WORK BATCH PROMPT NEW: one dsmath-bench-decode run on $M, as a line of $RESULTS.
+dsmath() {
+  local r key=prefill_tokens_per_s tps
+  r=$("$BIN/dsmath-bench-decode" --model "$M" --threads "$T" --format json --batch "$2" \
+    --prompt-tokens "$3" --new-tokens "$4" | tail -1)
+  [ "$1" = prefill ] || key=decode_tokens_per_s
+  tps=$(python3 -c "import json, sys; print(json.loads(sys.argv[1])['$key'])" "$r")
+  echo "{$tag,\"system\":\"dsmath\",\"work\":\"$1\",\"batch\":$2,\"prompt\":$3,\"tokens_per_s\":$tps,\"result\":$r}" >> "$RESULTS"
+}
+
+# ---- measurements: each appends JSON lines to $RESULTS -------------------------------------------
+probe=$("$BIN/dsmath-cpu-probe" --threads "$T")
+echo "{\"system\":\"probe\",${probe#\{}" >> "$RESULTS"
+for P in "${PRESETS[@]}"; do
+  M=models/$P
+  [ -f "$M/config.json" ] || "$BIN/dsmath-make-model" --preset "$P" --seed 0 --out "$M"
+  if [ ! -f "$M/model-bf16.gguf" ]; then  # written once; via .tmp so a killed run leaves none
+    "$PY" tools/write_gguf.py "$M" "$M/model-bf16.gguf.tmp"
+    mv "$M/model-bf16.gguf.tmp" "$M/model-bf16.gguf"
+  fi
+  # The 7B model reads 13.8 GB per decode step, and decode at batch 64 starts with a prefill of
+  # 64 prompts: few steps and short prompts keep its run near 20 minutes.
+  case $P in
+    deepseek-math-7b) NEW=${NEW_TOKENS:-8} DECODE_PROMPT=4 ;;
+    *) NEW=${NEW_TOKENS:-64} DECODE_PROMPT=16 ;;
+  esac
+  tag="\"preset\":\"$P\",\"model\":\"$M\""
+  echo "== $P: dsmath"
+  # Read the weights into the page cache once so the first run does not pay for the disk
+  # (dsmath-bench-decode's untimed warm-up token then faults the mapping in).
+  cat "$M"/*.safetensors > /dev/null
+  dsmath prefill 1 64 1
+  dsmath prefill 1 512 1
+  for B in 1 16 64; do dsmath decode "$B" "$DECODE_PROMPT" "$NEW"; done
+  peers=(--preset "$P" --threads "$T" --prefill 64 512 --decode-prompt "$DECODE_PROMPT"
+    --new-tokens "$NEW")
+  echo "== $P: llama.cpp"
+  "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" >> "$RESULTS"
+  echo "== $P: torch"
+  "$PY" benchmarks/cpu_compare_peers.py torch --model "$M" --decode-batches 1 16 "${peers[@]}" >> "$RESULTS"
+done
+echo
+"$PY" benchmarks/cpu_compare_peers.py report "$RESULTS"
+echo "raw results: $RESULTS"
