@@ -218,37 +218,96 @@ class ServedBatchTest(unittest.TestCase):
     def coordinator(self):
         return subprocess.Popen([f"{BIN}/dsmath-coordinator", "--model", MODEL,
                                  "--listen", self.address, "--worker-listen", self.workers,
-                                 "--data-dir", self.data], stderr=self.log)
+                                 "--data-dir", self.data, *self.coordinator_args], stderr=self.log)
 
     def dsmath(self, *args, check=True):
         return subprocess.run([f"{BIN}/dsmath", "batch", *args, "--server", self.address],
                               capture_output=True, text=True, check=check, timeout=300)
 
-    def test_submit_kill_the_coordinator_restart_and_wait(self):
-        self.data = os.path.join(TMP, "data")
-        os.makedirs(self.data)
+    PROBLEMS = [{"id": f"s{i}", "question": f"What is {i} * 3?", "answer": f"#### {3 * i}"}
+                for i in range(120)]
+    SAMPLING = ["--n", "2", "--temperature", "0.9", "--seed", "4", "--max-new-tokens", "24"]
+
+    @classmethod
+    def setUpClass(cls):
         # More runs than a job keeps in flight (64), so that samples land while others run.
-        problems = [{"id": f"s{i}", "question": f"What is {i} * 3?", "answer": f"#### {3 * i}"}
-                    for i in range(120)]
-        sampling = ["--n", "2", "--temperature", "0.9", "--seed", "4", "--max-new-tokens", "24"]
-        write_jsonl(os.path.join(self.data, "problems.jsonl"), problems)
-        offline = os.path.join(TMP, "served.offline.jsonl")
-        batch(offline, *sampling, input_path=os.path.join(self.data, "problems.jsonl"))
+        cls.offline = os.path.join(TMP, "served.offline.jsonl")
+        batch(cls.offline, *cls.SAMPLING,
+              input_path=write_jsonl(os.path.join(TMP, "served.problems.jsonl"), cls.PROBLEMS))
+
+    def start(self, *coordinator_args):
+        """A coordinator over a data dir of its own (jobs recorded there resume at its start)."""
+        self.data = tempfile.mkdtemp(prefix="data-", dir=TMP)
+        write_jsonl(os.path.join(self.data, "problems.jsonl"), self.PROBLEMS)
         self.address = f"127.0.0.1:{free_port()}"
         self.workers = f"127.0.0.1:{free_port()}"
-        self.log = open(os.path.join(TMP, "served.log"), "w+")
-        coordinator = self.coordinator()
-        group = subprocess.Popen([f"{BIN}/dsmath-worker", "serve", "--model", MODEL, "--threads",
-                                  "1", "--kv-cache-gib", "0.05", "--coordinator", self.workers,
-                                  "--max-reconnect-seconds", "1"], stderr=self.log)
+        self.log = open(os.path.join(TMP, f"served-{self.workers[-5:]}.log"), "w+")
+        self.coordinator_args = list(coordinator_args)
+        return self.coordinator()
+
+    def group(self):
+        return subprocess.Popen([f"{BIN}/dsmath-worker", "serve", "--model", MODEL, "--threads",
+                                 "1", "--kv-cache-gib", "0.05", "--coordinator", self.workers,
+                                 "--max-reconnect-seconds", "1"], stderr=self.log)
+
+    def wait_serving(self, groups=1):
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r = subprocess.run([f"{BIN}/dsmath", "health", "--server", self.address],
+                               capture_output=True, text=True)
+            if r.stdout.strip() == "SERVING":
+                break
+            time.sleep(0.1)
+        time.sleep(0.5 * (groups - 1))  # the others register alongside
+
+    def wait_for_samples(self, out, n):
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if os.path.exists(out):
+                with open(out) as f:
+                    if sum(1 for _ in f) >= n:
+                        return
+            time.sleep(0.01)
+        raise AssertionError(f"fewer than {n} samples in {out}")
+
+    def check_output(self, job, out):
+        done = self.dsmath("wait", job)
+        status = json.loads(done.stdout)
+        self.assertEqual(status["state"], "completed", done.stderr)
+        self.assertEqual(int(status["samples_done"]), 120 * 2)  # int64: a JSON string
+        rows = read_jsonl(out)
+        keys = [(r["id"], r["sample_index"]) for r in rows]
+        self.assertEqual(len(keys), len(set(keys)), "a sample was written twice")
+        self.assertEqual(by_key(rows), by_key(read_jsonl(self.offline)))
+        return status
+
+    def test_a_group_killed_mid_job_leaves_its_runs_to_the_other(self):
+        coordinator = self.start()
+        groups = [self.group(), self.group()]
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline:
-                r = subprocess.run([f"{BIN}/dsmath", "health", "--server", self.address],
-                                   capture_output=True, text=True)
-                if r.stdout.strip() == "SERVING":
-                    break
-                time.sleep(0.1)
+            self.wait_serving(groups=2)
+            job = self.dsmath("submit", "--input", "problems.jsonl", "--output", "two.jsonl",
+                              *self.SAMPLING).stdout.strip()
+            out = os.path.join(self.data, "two.jsonl")
+            self.wait_for_samples(out, 20)
+            groups[0].kill()  # SIGKILL: its link breaks, its unfinished runs go to the other
+            groups[0].wait()
+            self.check_output(job, out)
+            self.log.seek(0)
+            self.assertRegex(self.log.read(), r"worker group \S+ left:")
+        finally:
+            coordinator.kill()
+            coordinator.wait()
+            for g in groups:
+                g.kill()
+                g.wait()
+            self.log.close()
+
+    def test_submit_kill_the_coordinator_restart_and_wait(self):
+        coordinator = self.start()
+        group = self.group()
+        try:
+            self.wait_serving()
             bad = self.dsmath("submit", "--input", "../problems.jsonl", "--output", "x.jsonl",
                               check=False)
             self.assertEqual(bad.returncode, 1)
@@ -258,28 +317,16 @@ class ServedBatchTest(unittest.TestCase):
             self.assertEqual(bad.returncode, 1)
             self.assertIn("INVALID_ARGUMENT: top_p must be in (0, 1]", bad.stderr)
             job = self.dsmath("submit", "--input", "problems.jsonl", "--output", "served.jsonl",
-                              "--summary", "served.summary.json", *sampling).stdout.strip()
+                              "--summary", "served.summary.json", *self.SAMPLING).stdout.strip()
             out = os.path.join(self.data, "served.jsonl")
-            while time.time() < deadline:  # some samples on disk, then the coordinator dies
-                if os.path.exists(out):
-                    with open(out) as f:
-                        if sum(1 for _ in f) >= 20:
-                            break
-                time.sleep(0.01)
+            self.wait_for_samples(out, 20)  # some samples on disk, then the coordinator dies
             coordinator.kill()
             coordinator.wait()
             coordinator = self.coordinator()  # the group reconnects; the job resumes
-            done = self.dsmath("wait", job)
-            status = json.loads(done.stdout)
-            self.assertEqual(status["state"], "completed", done.stderr)
-            self.assertEqual(int(status["samples_done"]), 120 * 2)  # int64: a JSON string
+            status = self.check_output(job, out)
             self.assertIn("maj@k", json.loads(status["summary_json"])["overall"])
             self.log.seek(0)
             self.assertIn(f"batch job {job} resumed", self.log.read())
-            rows = read_jsonl(out)
-            keys = [(r["id"], r["sample_index"]) for r in rows]
-            self.assertEqual(len(keys), len(set(keys)), "a sample was written twice")
-            self.assertEqual(by_key(rows), by_key(read_jsonl(offline)))
             listed = [json.loads(l) for l in self.dsmath("list").stdout.splitlines()]
             self.assertEqual([j["job_id"] for j in listed], [job])
         finally:
