@@ -47,5 +47,31 @@ else
   bad "bad tp: message missing"; cat "$TMP/err"
 fi
 
+# Threads per rank follow mpirun's binding: ranks x threads never exceed the cores a node gives.
+# --bind-to none: the ranks split the node's cores; --bind-to core: one core, one thread each;
+# asking for more than the share is cut to it with a warning.
+CORES=$(nproc)
+threads_of() {  # NP BIND [--threads N]: the thread count dsmath-bench-decode reports on rank 0
+  local np=$1 bind=$2
+  shift 2
+  mpirun --oversubscribe --allow-run-as-root --bind-to "$bind" -np "$np" "$BIN/dsmath-bench-decode" \
+    --model "$TMP/model" --prompt-tokens 2 --new-tokens 2 --format json "$@" 2>> "$TMP/threads.err" |
+    python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["threads"])'
+}
+want=$((CORES / 2 > 0 ? CORES / 2 : 1))
+got=$(threads_of 2 none)
+[ "$got" = "$want" ] && ok "--bind-to none, 2 ranks: $got threads each" ||
+  bad "--bind-to none, 2 ranks: $got threads, want $want"
+if [ "$CORES" -ge 2 ]; then
+  got=$(threads_of 2 core)
+  [ "$got" = 1 ] && ok "--bind-to core: 1 thread per rank" || bad "--bind-to core: $got threads"
+  got=$(threads_of 2 core --threads 4)
+  if [ "$got" = 1 ] && grep -q "more than this rank's share of cores" "$TMP/threads.err"; then
+    ok "--threads beyond the binding is cut to it, with a warning"
+  else
+    bad "--threads 4 under --bind-to core: $got threads"; cat "$TMP/threads.err"
+  fi
+fi
+
 echo "$passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,12 +1,14 @@
 #include "worker/comm/mpi_session.h"
 
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <vector>
 
 #include "worker/comm/checked_call.h"
 #include "worker/comm/collective_error.h"
@@ -66,9 +68,35 @@ void MpiSession::abort(int exit_code, const std::string& message) {
   std::_Exit(exit_code);  // MPI_Abort should not return; never let a caller continue if it does
 }
 
-void MpiSession::set_threads_per_rank(int threads, MPI_Comm comm) {
-  const int share = std::max(1, omp_get_num_procs() / ranks_on_this_node(comm));
-  omp_set_num_threads(threads > 0 ? threads : share);
+int MpiSession::set_threads_per_rank(int threads, MPI_Comm comm) {
+  // The ranks of this node bound to exactly the cores this one is (all of them under
+  // --bind-to none, none other under --bind-to core) split those cores.
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  if (sched_getaffinity(0, sizeof mine, &mine) != 0) {
+    for (int c = 0; c < omp_get_num_procs(); ++c) CPU_SET(c, &mine);
+  }
+  MPI_Comm node = MPI_COMM_NULL;
+  DSMATH_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int size = 1;
+  DSMATH_MPI_CHECK(MPI_Comm_size(node, &size));
+  std::vector<cpu_set_t> all(static_cast<size_t>(size));
+  DSMATH_MPI_CHECK(
+      MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, node));
+  DSMATH_MPI_CHECK(MPI_Comm_free(&node));
+  const int sharing = int(std::count_if(all.begin(), all.end(),
+                                        [&](const cpu_set_t& s) { return CPU_EQUAL(&s, &mine); }));
+  const int share = std::max(1, CPU_COUNT(&mine) / sharing);
+  int use = threads > 0 ? threads : share;
+  if (use > share) {
+    std::fprintf(stderr,
+                 "dsmath: --threads %d is more than this rank's share of cores (%d: %d cores it "
+                 "may run on, shared by %d ranks); using %d\n",
+                 threads, share, CPU_COUNT(&mine), sharing, share);
+    use = share;
+  }
+  omp_set_num_threads(use);
+  return use;
 }
 
 int MpiSession::ranks_on_this_node(MPI_Comm comm) {

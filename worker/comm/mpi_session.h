@@ -44,10 +44,13 @@ class MpiSession {
   // node's cores between them instead of each starting a thread per core.
   static int ranks_on_this_node(MPI_Comm comm = MPI_COMM_WORLD);
 
-  // Sets this rank's OpenMP threads: `threads` when positive, else the node's cores divided
-  // by the ranks of `comm` on it (at least 1), so oversubscribed threads never spin against
-  // each other. Collective over `comm`.
-  static void set_threads_per_rank(int threads = 0, MPI_Comm comm = MPI_COMM_WORLD);
+  // Sets this rank's OpenMP threads so that ranks x threads never exceed the cores mpirun gives
+  // the node: the cores this rank may run on (its binding: one core under --bind-to core, the
+  // node under --bind-to none) divided by the ranks of `comm` that share them, at least 1.
+  // `threads` > 0 asks for that many; more than the share is cut to it with a warning, since
+  // oversubscribed threads spin against each other at every barrier. Returns the count.
+  // Collective over `comm`.
+  static int set_threads_per_rank(int threads = 0, MPI_Comm comm = MPI_COMM_WORLD);
 
  private:
   bool owns_mpi_ = false;
