@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dsmath against its peers on this CPU, on the same bf16 weights, in one run: prefill (64 and 512
-# tokens) and decode (batch 1, 16, 64) tokens/s of dsmath, llama.cpp (llama-cpp-python) and
+# tokens) and decode (batch 1, 16, 64) tokens/s of dsmath (at its default precision and at
+# --matmul-precision medium, bf16 activations like the peers), llama.cpp (llama-cpp-python) and
 # Hugging Face transformers on torch, with each ratio and the fraction of the machine's physical
 # bound (dsmath-cpu-probe: read bandwidth for decode, peak bf16/AMX flops for prefill).
 # Usage: benchmarks/cpu_compare.sh [BUILD_DIR] [PRESET...]   (defaults: build; small deepseek-math-7b)
@@ -41,14 +42,17 @@ for t in dsmath-bench-decode dsmath-cpu-probe dsmath-make-model; do
   fi
 done
 
-# WORK BATCH PROMPT NEW: one dsmath-bench-decode run on $M, as a line of $RESULTS.
+# WORK BATCH PROMPT NEW PRECISION: one dsmath-bench-decode run on $M, as a line of $RESULTS.
+# PRECISION highest is dsmath's default (f32-grade activations); medium is bf16 activations, the
+# precision torch and llama.cpp run their bf16 products at (system "dsmath-bf16").
 dsmath() {
-  local r key=prefill_tokens_per_s tps
+  local r key=prefill_tokens_per_s tps system=dsmath
+  [ "$5" = highest ] || system=dsmath-bf16
   r=$("$BIN/dsmath-bench-decode" --model "$M" --threads "$T" --format json --batch "$2" \
-    --prompt-tokens "$3" --new-tokens "$4" | tail -1)
+    --prompt-tokens "$3" --new-tokens "$4" --matmul-precision "$5" | tail -1)
   [ "$1" = prefill ] || key=decode_tokens_per_s
   tps=$(python3 -c "import json, sys; print(json.loads(sys.argv[1])['$key'])" "$r")
-  echo "{$tag,\"system\":\"dsmath\",\"work\":\"$1\",\"batch\":$2,\"prompt\":$3,\"tokens_per_s\":$tps,\"result\":$r}" >> "$RESULTS"
+  echo "{$tag,\"system\":\"$system\",\"work\":\"$1\",\"batch\":$2,\"prompt\":$3,\"tokens_per_s\":$tps,\"result\":$r}" >> "$RESULTS"
 }
 
 # ---- measurements: each appends JSON lines to $RESULTS -------------------------------------------
@@ -72,9 +76,11 @@ for P in "${PRESETS[@]}"; do
   # Read the weights into the page cache once so the first run does not pay for the disk
   # (dsmath-bench-decode's untimed warm-up token then faults the mapping in).
   cat "$M"/*.safetensors > /dev/null
-  dsmath prefill 1 64 1
-  dsmath prefill 1 512 1
-  for B in 1 16 64; do dsmath decode "$B" "$DECODE_PROMPT" "$NEW"; done
+  for precision in highest medium; do
+    dsmath prefill 1 64 1 $precision
+    dsmath prefill 1 512 1 $precision
+    for B in 1 16 64; do dsmath decode "$B" "$DECODE_PROMPT" "$NEW" $precision; done
+  done
   peers=(--preset "$P" --threads "$T" --prefill 64 512 --decode-prompt "$DECODE_PROMPT"
     --new-tokens "$NEW")
   echo "== $P: llama.cpp"

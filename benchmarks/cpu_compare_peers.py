@@ -110,7 +110,8 @@ def report(path):
         print(f"\n== {preset}: {model}, {params / 1e9:.3f} B params, {read_bytes / 1e9:.3f} GB "
               f"of weights read per decode step, decode after a {ctx}-token prompt")
         print(f"{'work':<14}{'dsmath':>10}{'llama.cpp':>11}{'torch':>10}{'/llama.cpp':>12}"
-              f"{'/torch':>9}{'bound':>10}{'of bound':>10}")
+              f"{'/torch':>9}{'bound':>10}{'of bound':>10}{'dsmath-bf16':>13}{'/llama.cpp':>12}"
+              f"{'/torch':>9}")
         for work, batch, prompt in dict.fromkeys((r["work"], r["batch"], r["prompt"]) for r in rows):
             tps = {r["system"]: r["tokens_per_s"] for r in rows
                    if (r["work"], r["batch"], r["prompt"]) == (work, batch, prompt)}
@@ -119,12 +120,16 @@ def report(path):
             else:  # roofline: the weights are read once a step for the whole batch
                 label = f"decode b{batch}"
                 bound = min(batch * bw / read_bytes, peak / decode_flops(prompt))
-            d, l, t = (tps.get(k) for k in ("dsmath", "llama.cpp", "torch"))
+            d, l, t, m = (tps.get(k) for k in ("dsmath", "llama.cpp", "torch", "dsmath-bf16"))
             num = lambda x, w: f"{x:{w}.1f}" if x else f"{'-':>{w}}"
             ratio = lambda x, y: f"{x / y:.2f}x" if x and y else "-"
             print(f"{label:<14}{num(d, 10)}{num(l, 11)}{num(t, 10)}{ratio(d, l):>12}"
-                  f"{ratio(d, t):>9}{bound:10.1f}{(f'{100 * d / bound:.0f}%' if d else '-'):>10}")
-    print(f"\ntokens/s throughout. bound: prefill = {peaks[0] if peaks else 'peak'} / flops per "
+                  f"{ratio(d, t):>9}{bound:10.1f}{(f'{100 * d / bound:.0f}%' if d else '-'):>10}"
+                  f"{num(m, 13)}{ratio(m, l):>12}{ratio(m, t):>9}")
+    print("\ndsmath: default precision (f32-grade activations, within 1e-3 of f32 transformers); "
+          "dsmath-bf16: --matmul-precision medium, bf16 activations like torch's and llama.cpp's "
+          "bf16 products.")
+    print(f"tokens/s throughout. bound: prefill = {peaks[0] if peaks else 'peak'} / flops per "
           "token; decode = min(batch x read bandwidth / weight bytes, peak / flops per token).")
 
 

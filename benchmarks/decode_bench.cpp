@@ -2,6 +2,7 @@
 // its mpirun job (every rank runs the same steps, as followers of a driver would).
 //   [mpirun -np N] dsmath-bench-decode --model DIR [--batch 1] [--prompt-tokens 32]
 //                                      [--new-tokens 32] [--threads T] [--kv-dtype f32|bf16]
+//                                      [--matmul-precision highest|medium]
 //                                      [--format text|json]
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
 // whole checkpoint. Next tokens are a fixed function of the step (not sampled), so every run
@@ -18,6 +19,7 @@
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
+#include "kernels/cpu/gemm.h"
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/engine/block_manager.h"
@@ -41,7 +43,7 @@ double peak_rss_gib() {
 int main(int argc, char** argv) {
   using namespace dsmath;
   MpiSession mpi(&argc, &argv);
-  std::string model_dir, format = "text", kv_dtype = "f32";
+  std::string model_dir, format = "text", kv_dtype = "f32", precision = "highest";
   int64_t batch = 1, prompt_tokens = 32, new_tokens = 32;
   int threads = 0;
   CLI::App app{"dsmath-bench-decode: prefill/decode throughput and peak RSS per rank"};
@@ -55,10 +57,15 @@ int main(int argc, char** argv) {
   app.add_option("--kv-dtype", kv_dtype, "KV cache element type")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  app.add_option("--matmul-precision", precision, "highest (f32-grade) or medium (bf16)")
+      ->check(CLI::IsMember({"highest", "medium"}))
+      ->capture_default_str();
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
     MpiSession::set_threads_per_rank(threads);
+    cpu::set_matmul_precision(precision == "medium" ? cpu::MatmulPrecision::Medium
+                                                    : cpu::MatmulPrecision::Highest);
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
     const Topology& topo = comm->topology();
     CpuBackend backend(kv_dtype == "bf16" ? DType::BF16 : DType::F32);
@@ -129,6 +136,7 @@ int main(int argc, char** argv) {
                           {"threads", omp_get_max_threads()},
                           {"batch", batch},
                           {"kv_dtype", kv_dtype},
+                          {"matmul_precision", precision},
                           {"load_s", load_s},
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps},

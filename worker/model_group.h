@@ -23,12 +23,14 @@ struct GroupOptions {
   std::string model_dir;
   int threads = 0;  // per rank; 0: the node's cores / its ranks
   double kv_cache_gib = 4.0;
-  std::string kv_dtype = "f32";  // f32 | bf16
+  std::string kv_dtype = "f32";              // f32 | bf16
+  std::string matmul_precision = "highest";  // highest | medium (cpu::MatmulPrecision)
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
 };
 
-// --model, --threads, --kv-cache-gib, --kv-dtype, --max-step-tokens, --no-prefix-cache.
+// --model, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision, --max-step-tokens,
+// --no-prefix-cache.
 void add_group_flags(CLI::App& command, GroupOptions& options);
 
 class ModelGroup {

@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -353,6 +354,18 @@ bool bf16_path_allowed() {
 
 }  // namespace
 
+namespace {
+std::atomic<MatmulPrecision> g_matmul_precision{MatmulPrecision::Highest};
+}
+
+void set_matmul_precision(MatmulPrecision precision) {
+  g_matmul_precision.store(precision);
+}
+
+MatmulPrecision matmul_precision() {
+  return g_matmul_precision.load(std::memory_order_relaxed);
+}
+
 LinearPath linear_best_path() {
   static const bool bf16 = detail::cpu_has_avx512_bf16() && bf16_path_allowed();
   switch (detail::cpu_isa()) {
@@ -383,7 +396,8 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
   if (path == LinearPath::Avx512Bf16 && w.dtype == DType::BF16)
-    return detail::linear_avx512_bf16(x, m, w, chunks, y);
+    return detail::linear_avx512_bf16(x, m, w, chunks,
+                                      matmul_precision() == MatmulPrecision::Highest, y);
   if (path == LinearPath::Avx512 || path == LinearPath::Avx512Bf16)
     return linear_simd<Avx512Blocks>(x, m, w, chunks, y);
   if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, chunks, y);

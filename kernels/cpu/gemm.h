@@ -18,6 +18,14 @@ void linear(const float* x, int64_t m, const WeightView& w, float* y);
 // row-parallel layers sum bitwise alike at any tp that divides 8. chunks = 1 is linear().
 void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y);
 
+// How precisely the AVX512-BF16 path takes the activations, for the whole process (like
+// torch.set_float32_matmul_precision): Highest splits each f32 activation into two bf16 parts
+// (within the f32 goldens), Medium rounds it to one bf16 (what torch and llama.cpp do in bf16:
+// twice the products per instruction, logits off by ~1e-2). Other paths are always f32.
+enum class MatmulPrecision { Highest, Medium };
+void set_matmul_precision(MatmulPrecision precision);
+MatmulPrecision matmul_precision();
+
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);
 

@@ -9,6 +9,9 @@
 // well inside the f32 goldens' 1e-3, at two instructions per 32 products: the f32 FMA rate on
 // a CPU without AMX, minus the bf16 -> f32 widening of every weight the f32 path pays.
 //
+// At --matmul-precision medium (set_matmul_precision) the lo part is left out: x in bf16 as
+// torch and llama.cpp use it, twice the products per instruction, logits off by ~1e-2.
+//
 // x is packed once per call: per token, per chunk, blocks of 32 columns as [hi x 32][lo x 32],
 // each chunk's last block zero-padded, so a weight row's ragged end is a masked load whose
 // padding adds exact zeros. The work is laid out as in gemm.cpp: groups of rows handed out
@@ -95,7 +98,7 @@ DSMATH_AVX512BF16 inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) 
 // No software prefetch: with one token (reading W is the bound) the hardware prefetchers
 // streamed 20-21 GB/s from one core on an EPYC, and prefetching 512-2048 bytes ahead was
 // 5-30% slower (kernels_bench, cold).
-template <int R, int T>
+template <int R, int T, bool kSplit>
 DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_elems, int64_t chunks,
                              int64_t kc, float* y, int64_t ldy) {
   constexpr int N = R * T, N4 = (N + 3) / 4 * 4;
@@ -115,10 +118,10 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
       for (int t = 0; t < T; ++t) {
         const uint16_t* xb = xc + t * x.token_stride + b * 2 * kBlock;
         const __m512bh hi = (__m512bh)_mm512_loadu_si512(xb);
-        const __m512bh lo = (__m512bh)_mm512_loadu_si512(xb + kBlock);
-        for (int r = 0; r < R; ++r) {
-          acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], hi);
-          acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], lo);
+        for (int r = 0; r < R; ++r) acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], hi);
+        if constexpr (kSplit) {
+          const __m512bh lo = (__m512bh)_mm512_loadu_si512(xb + kBlock);
+          for (int r = 0; r < R; ++r) acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], lo);
         }
       }
     }
@@ -132,39 +135,42 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
     for (int t = 0; t < T; ++t) y[t * ldy + r] = part[0][r * T + t];
 }
 
-template <int R, int T>
+template <int R, int T, bool kSplit>
 DSMATH_AVX512BF16 void rows_block(const PackedX& x, const uint16_t* w, int64_t row_elems,
                                   int64_t chunks, int64_t kc, int64_t n0, int64_t n1, float* y,
                                   int64_t ldy) {
   int64_t n = n0;
-  for (; n + R <= n1; n += R) micro<R, T>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
-  for (; n < n1; ++n) micro<1, T>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+  for (; n + R <= n1; n += R)
+    micro<R, T, kSplit>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+  for (; n < n1; ++n) micro<1, T, kSplit>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
 }
 
 // 32 zmm registers: R*T accumulators + R weight vectors + hi and lo must fit.
 constexpr int64_t kTokens = 6;
+template <bool kSplit>
 DSMATH_AVX512BF16 void run_block(const PackedX& x, int64_t tokens, const uint16_t* w,
                                  int64_t row_elems, int64_t chunks, int64_t kc, int64_t n0,
                                  int64_t n1, float* y, int64_t ldy) {
   switch (tokens) {
     case 1:
-      return rows_block<8, 1>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<8, 1, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
     case 2:
-      return rows_block<8, 2>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<8, 2, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
     case 3:
-      return rows_block<6, 3>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<6, 3, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
     case 4:
-      return rows_block<6, 4>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<6, 4, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
     case 5:
-      return rows_block<4, 5>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<4, 5, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
     default:
-      return rows_block<4, 6>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<4, 6, kSplit>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
   }
 }
 
 }  // namespace
 
-void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
+void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, bool split,
+                        float* y) {
   DSMATH_CHECK(cpu_has_avx512_bf16() && w.dtype == DType::BF16,
                "linear_avx512_bf16: needs AVX512_BF16 and bf16 weights");
   const int64_t n_out = w.rows, k_dim = w.cols, kc = k_dim / chunks;
@@ -187,8 +193,8 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
     const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
     for (int64_t t = 0; t < m; t += kTokens) {
       const PackedX block{px.data + t * token_stride, token_stride, blocks};
-      run_block(block, std::min(kTokens, m - t), wb, k_dim, chunks, kc, n0, n1, y + t * n_out,
-                n_out);
+      (split ? run_block<true> : run_block<false>)(block, std::min(kTokens, m - t), wb, k_dim,
+                                                   chunks, kc, n0, n1, y + t * n_out, n_out);
     }
   }
 }
@@ -198,7 +204,7 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
 bool cpu_has_avx512_bf16() {
   return false;
 }
-void linear_avx512_bf16(const float*, int64_t, const WeightView&, int64_t, float*) {
+void linear_avx512_bf16(const float*, int64_t, const WeightView&, int64_t, bool, float*) {
   DSMATH_CHECK(false, "linear_avx512_bf16: not built for this architecture");
 }
 

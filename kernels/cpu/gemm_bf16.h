@@ -12,7 +12,9 @@ namespace dsmath::cpu::detail {
 bool cpu_has_avx512_bf16();
 
 // y[t, n] = sum_k x[t, k] * W[n, k] for bf16 W, the sum over K taken in `chunks` ranges added
-// by the pairwise tree (gemm.h). Requires cpu_has_avx512_bf16() and w.dtype == BF16.
-void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y);
+// by the pairwise tree (gemm.h). split: x as two bf16 parts (f32-grade), else one (bf16).
+// Requires cpu_has_avx512_bf16() and w.dtype == BF16.
+void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t chunks, bool split,
+                        float* y);
 
 }  // namespace dsmath::cpu::detail

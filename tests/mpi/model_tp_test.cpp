@@ -9,10 +9,12 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/core/error.h"
+#include "kernels/cpu/gemm.h"
 #include "tests/mpi/model_fixture.h"
 #include "tests/support/engine_driver.h"
 #include "worker/comm/collective_error.h"
@@ -132,43 +134,87 @@ TEST_P(HfGolden, LogitsAndGreedyMatchTransformers) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, HfGolden, ::testing::ValuesIn(golden_cases()),
                          [](const auto& info) { return info.param; });
 
-// A bf16 KV cache (--kv-dtype bf16) against the f32 one on the goldens' prompts: how far the
-// log-probabilities move (printed; the closing note of issue 9 reports it), bounded loosely so
-// a broken conversion (wrong rounding, wrong row) cannot pass.
-TEST(KvCacheBf16, LogprobsStayCloseToTheF32Cache) {
+// The largest |log-probability change| between two forwards over the goldens' prompts, on
+// tokens above e^-10 (the ones that can be sampled); 0 on ranks other than 0.
+template <typename Forward>
+double max_logprob_change(const nlohmann::json& golden, int64_t vocab, Forward a, Forward b) {
+  auto log_softmax = [vocab](std::vector<float> z) {
+    for (size_t row = 0; row < z.size() / size_t(vocab); ++row) {
+      float* r = z.data() + row * size_t(vocab);
+      const float mx = *std::max_element(r, r + vocab);
+      double sum = 0;
+      for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(r[i]) - mx);
+      for (int64_t i = 0; i < vocab; ++i) r[i] = float(r[i] - mx - std::log(sum));
+    }
+    return z;
+  };
+  double worst = 0;
+  for (const auto& prompt : golden["prompts"]) {
+    const auto ids = prompt.get<std::vector<int32_t>>();
+    const auto la = log_softmax(a(ids)), lb = log_softmax(b(ids));
+    if (!is_rank0()) continue;
+    EXPECT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < std::min(la.size(), lb.size()); ++i)
+      if (la[i] > -10) worst = std::max(worst, double(std::abs(la[i] - lb[i])));
+  }
+  return worst;
+}
+
+nlohmann::json first_golden(std::filesystem::path* dir, const std::string& suffix) {
   const std::string name = golden_cases().front();
   std::ifstream in(std::string(DSMATH_TEST_DATA) + "/golden/" + name + ".json");
-  const nlohmann::json golden = nlohmann::json::parse(in);
-  const auto dir = testing::make_model(name + "-kvbf16",
-                                       golden["make_model_args"].get<std::vector<std::string>>());
+  nlohmann::json golden = nlohmann::json::parse(in);
+  *dir =
+      testing::make_model(name + suffix, golden["make_model_args"].get<std::vector<std::string>>());
   MPI_Barrier(MPI_COMM_WORLD);
+  return golden;
+}
+
+// A bf16 KV cache (--kv-dtype bf16) against the f32 one: how far log-probabilities move
+// (printed; the closing note of issue 9 reports it), bounded loosely so that a broken
+// conversion (wrong rounding, wrong row) cannot pass.
+TEST(KvCacheBf16, LogprobsStayCloseToTheF32Cache) {
+  std::filesystem::path dir;
+  const nlohmann::json golden = first_golden(&dir, "-kvbf16");
   {
     Replica f32(dir, MPI_COMM_WORLD), bf16(dir, MPI_COMM_WORLD, 256, DType::BF16);
-    const int64_t vocab = f32.checkpoint.config().vocab_size;
-    auto log_softmax = [vocab](std::vector<float> z) {
-      for (size_t row = 0; row < z.size() / size_t(vocab); ++row) {
-        float* r = z.data() + row * size_t(vocab);
-        const float mx = *std::max_element(r, r + vocab);
-        double sum = 0;
-        for (int64_t i = 0; i < vocab; ++i) sum += std::exp(double(r[i]) - mx);
-        for (int64_t i = 0; i < vocab; ++i) r[i] = float(r[i] - mx - std::log(sum));
-      }
-      return z;
-    };
-    double worst = 0;
-    for (const auto& prompt : golden["prompts"]) {
-      const auto ids = prompt.get<std::vector<int32_t>>();
-      const auto a = f32.all_logits(ids), b = bf16.all_logits(ids);
-      if (!is_rank0()) continue;
-      ASSERT_EQ(a.size(), b.size());
-      const auto la = log_softmax(a), lb = log_softmax(b);
-      for (size_t i = 0; i < la.size(); ++i)
-        if (la[i] > -10) worst = std::max(worst, double(std::abs(la[i] - lb[i])));
-    }
+    const double worst = max_logprob_change(
+        golden, f32.checkpoint.config().vocab_size,
+        std::function([&](const std::vector<int32_t>& ids) { return f32.all_logits(ids); }),
+        std::function([&](const std::vector<int32_t>& ids) { return bf16.all_logits(ids); }));
     if (is_rank0()) {
       std::cout << "bf16 KV cache: max |logprob change| over tokens above e^-10: " << worst << "\n";
       EXPECT_LT(worst, 0.05);
       EXPECT_GT(worst, 0.0) << "bf16 rows rounded nothing: is the cache really bf16?";
+    }
+  }
+  testing::remove_on_rank0(dir);
+}
+
+// --matmul-precision medium (bf16 activations in the AVX512-BF16 products) against highest.
+TEST(MatmulPrecisionMedium, LogprobsStayCloseToHighest) {
+  if (cpu::linear_best_path() != cpu::LinearPath::Avx512Bf16)
+    GTEST_SKIP() << "medium changes only the AVX512-BF16 path, which this CPU lacks";
+  std::filesystem::path dir;
+  const nlohmann::json golden = first_golden(&dir, "-medium");
+  {
+    Replica r(dir, MPI_COMM_WORLD);
+    auto at = [&r](cpu::MatmulPrecision p) {
+      return std::function([&r, p](const std::vector<int32_t>& ids) {
+        cpu::set_matmul_precision(p);
+        auto logits = r.all_logits(ids);
+        cpu::set_matmul_precision(cpu::MatmulPrecision::Highest);
+        return logits;
+      });
+    };
+    const double worst =
+        max_logprob_change(golden, r.checkpoint.config().vocab_size,
+                           at(cpu::MatmulPrecision::Highest), at(cpu::MatmulPrecision::Medium));
+    if (is_rank0()) {
+      std::cout << "matmul precision medium: max |logprob change| over tokens above e^-10: "
+                << worst << "\n";
+      EXPECT_LT(worst, 0.25);
+      EXPECT_GT(worst, 0.0);
     }
   }
   testing::remove_on_rank0(dir);

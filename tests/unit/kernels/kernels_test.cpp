@@ -253,6 +253,36 @@ TEST(Linear, ChunkedIsTheTreeOfTheChunksOwnLayers) {
   }
 }
 
+// --matmul-precision medium: x rounded to one bf16 on the AVX512-BF16 path. Still batch-
+// invariant and still the tree of the chunks' own layers; within bf16 rounding of the reference.
+TEST(Linear, MediumPrecisionKeepsTheInvariantsWithinBf16Rounding) {
+  if (!linear_path_supported(LinearPath::Avx512Bf16)) GTEST_SKIP() << "no AVX512-BF16 here";
+  set_matmul_precision(MatmulPrecision::Medium);
+  const int64_t m = 9, n = 37, chunks = 4, kc = 45, k = chunks * kc;
+  const auto x = random_floats(size_t(m * k), 61);
+  const auto wf = random_floats(size_t(n * k), 62);
+  const auto wb = store(wf, DType::BF16);
+  const WeightView w{wb.data(), DType::BF16, n, k};
+  std::vector<float> got(size_t(m * n)), one(static_cast<size_t>(n)), ref(size_t(m * n)), high(size_t(m * n));
+  linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, w, chunks, got.data());
+  for (int64_t i = 0; i < m; ++i) {
+    linear_chunked_on_path(LinearPath::Avx512Bf16, x.data() + i * k, 1, w, chunks, one.data());
+    EXPECT_EQ(0, std::memcmp(one.data(), got.data() + i * n, size_t(n) * 4)) << "token " << i;
+  }
+  std::vector<float> xr(x.size());  // what medium multiplies by: x rounded to bf16
+  for (size_t i = 0; i < x.size(); ++i) xr[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  linear_reference(xr.data(), m, w, ref.data());
+  set_matmul_precision(MatmulPrecision::Highest);
+  linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, w, chunks, high.data());
+  double worst = 0, moved = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(got[i] - ref[i])));
+    moved = std::max(moved, double(std::fabs(got[i] - high[i])));
+  }
+  EXPECT_LT(worst, 1e-4);  // the rounded product, summed in f32
+  EXPECT_GT(moved, 0.0) << "medium rounded nothing: is it really bf16?";
+}
+
 TEST(Linear, HandComputed) {
   // W = [[1, 2], [3, -4], [0.5, 0.25]] in bf16 (all exact), x = [[1, 1], [2, -1]].
   const auto wb = store({1, 2, 3, -4, 0.5f, 0.25f}, DType::BF16);
