@@ -12,7 +12,8 @@
 // At --matmul-precision medium (set_matmul_precision) the lo part is left out: x in bf16 as
 // torch and llama.cpp use it, twice the products per instruction, logits off by ~1e-2.
 //
-// x is packed once per call: per token, per chunk, blocks of 32 columns as [hi x 32][lo x 32],
+// x is packed once per call: per token, per chunk, blocks of 32 columns as [hi x 32][lo x 32]
+// ([hi x 32] alone at medium precision),
 // each chunk's last block zero-padded, so a weight row's ragged end is a masked load whose
 // padding adds exact zeros. The work is laid out as in gemm.cpp: groups of rows handed out
 // dynamically; a micro-kernel computes R rows x T tokens with one accumulator each, every
@@ -55,24 +56,27 @@ constexpr int64_t kBlock = 32;  // columns per vdpbf16ps
 struct PackedX {
   const uint16_t* data;
   int64_t token_stride;
-  int64_t blocks;  // per chunk
+  int64_t blocks;        // per chunk
+  int64_t block_stride;  // 64 (hi, lo) or 32 (hi alone: medium precision)
 };
 
 DSMATH_AVX512BF16 void pack_token(const float* x, int64_t chunks, int64_t kc, int64_t blocks,
-                                  uint16_t* out) {
+                                  bool split, uint16_t* out) {
+  const int64_t block_stride = split ? 2 * kBlock : kBlock;
   for (int64_t c = 0; c < chunks; ++c) {
     for (int64_t b = 0; b < blocks; ++b) {
-      uint16_t* dst = out + (c * blocks + b) * 2 * kBlock;
+      uint16_t* dst = out + (c * blocks + b) * block_stride;
       for (int half = 0; half < 2; ++half) {
         const int64_t k = b * kBlock + half * 16;
         const int64_t left = std::clamp<int64_t>(kc - k, 0, 16);
         const __mmask16 mask = __mmask16((1u << left) - 1u);
         const __m512 v = _mm512_maskz_loadu_ps(mask, x + c * kc + k);
         const __m256bh hi = _mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + half * 16), (__m256i)hi);
+        if (!split) continue;
         const __m512 hi_f32 =
             _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)hi), 16));
         const __m256bh lo = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hi_f32));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + half * 16), (__m256i)hi);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + kBlock + half * 16), (__m256i)lo);
       }
     }
@@ -107,7 +111,7 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
     __m512 acc[N4];
     for (int i = 0; i < N4; ++i) acc[i] = _mm512_setzero_ps();
     const uint16_t* wc = w + c * kc;
-    const uint16_t* xc = x.data + c * x.blocks * 2 * kBlock;
+    const uint16_t* xc = x.data + c * x.blocks * x.block_stride;
     for (int64_t b = 0; b < x.blocks; ++b) {
       const int64_t k = b * kBlock;
       const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
@@ -116,7 +120,7 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
         wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wc + r * row_elems + k);
       }
       for (int t = 0; t < T; ++t) {
-        const uint16_t* xb = xc + t * x.token_stride + b * 2 * kBlock;
+        const uint16_t* xb = xc + t * x.token_stride + b * x.block_stride;
         const __m512bh hi = (__m512bh)_mm512_loadu_si512(xb);
         for (int r = 0; r < R; ++r) acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], hi);
         if constexpr (kSplit) {
@@ -175,24 +179,25 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
                "linear_avx512_bf16: needs AVX512_BF16 and bf16 weights");
   const int64_t n_out = w.rows, k_dim = w.cols, kc = k_dim / chunks;
   const int64_t blocks = (kc + kBlock - 1) / kBlock;
-  const int64_t token_stride = chunks * blocks * 2 * kBlock;
+  const int64_t block_stride = split ? 2 * kBlock : kBlock;
+  const int64_t token_stride = chunks * blocks * block_stride;
   // Owned by the calling thread, grown and never shrunk: no allocation per call once warm.
   thread_local std::vector<uint16_t> packed;
   if (packed.size() < size_t(m * token_stride)) packed.resize(size_t(m * token_stride));
   uint16_t* xp = packed.data();
-  const PackedX px{xp, token_stride, blocks};
+  const PackedX px{xp, token_stride, blocks, block_stride};
   const auto* wb = static_cast<const uint16_t*>(w.data);
 
   constexpr int64_t kRowGroup = 24;  // a multiple of every R above
   const int64_t groups = (n_out + kRowGroup - 1) / kRowGroup;
   // Packing is ~1% of the products' work; done here, it saves the threads a barrier.
   for (int64_t t = 0; t < m; ++t)
-    pack_token(x + t * k_dim, chunks, kc, blocks, xp + t * token_stride);
+    pack_token(x + t * k_dim, chunks, kc, blocks, split, xp + t * token_stride);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
     for (int64_t t = 0; t < m; t += kTokens) {
-      const PackedX block{px.data + t * token_stride, token_stride, blocks};
+      const PackedX block{px.data + t * token_stride, token_stride, blocks, block_stride};
       (split ? run_block<true> : run_block<false>)(block, std::min(kTokens, m - t), wb, k_dim,
                                                    chunks, kc, n0, n1, y + t * n_out, n_out);
     }
