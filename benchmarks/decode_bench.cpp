@@ -43,7 +43,7 @@ double peak_rss_gib() {
 int main(int argc, char** argv) {
   using namespace dsmath;
   MpiSession mpi(&argc, &argv);
-  std::string model_dir, format = "text", kv_dtype = "f32", precision = "highest";
+  std::string model_dir, format = "text";
   int64_t batch = 1, prompt_tokens = 32, new_tokens = 32;
   int threads = 0;
   CLI::App app{"dsmath-bench-decode: prefill/decode throughput and peak RSS per rank"};
@@ -54,21 +54,21 @@ int main(int argc, char** argv) {
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
   app.add_option("--threads", threads,
                  "CPU threads per rank (default: the node's cores / its ranks)");
+  std::string kv_dtype = "f32", precision = "highest";  // names, for the JSON line
   app.add_option("--kv-dtype", kv_dtype, "KV cache element type")
-      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->check(CLI::IsMember(kv_dtypes()))
       ->capture_default_str();
   app.add_option("--matmul-precision", precision, "highest (f32-grade) or medium (bf16)")
-      ->check(CLI::IsMember({"highest", "medium"}))
+      ->check(CLI::IsMember(cpu::matmul_precisions()))
       ->capture_default_str();
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
     MpiSession::set_threads_per_rank(threads);
-    cpu::set_matmul_precision(precision == "medium" ? cpu::MatmulPrecision::Medium
-                                                    : cpu::MatmulPrecision::Highest);
+    cpu::set_matmul_precision(cpu::matmul_precisions().at(precision));
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
     const Topology& topo = comm->topology();
-    CpuBackend backend(kv_dtype == "bf16" ? DType::BF16 : DType::F32);
+    CpuBackend backend(kv_dtypes().at(kv_dtype));
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;

@@ -2,6 +2,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <map>
+#include <vector>
 
 #include "common/core/error.h"
 #include "common/text/prompt.h"
@@ -10,6 +12,15 @@
 #include "worker/comm/mpi_session.h"
 
 namespace dsmath {
+
+namespace {
+template <typename Value>
+std::vector<std::string> names_of(const std::map<std::string, Value>& values) {
+  std::vector<std::string> names;
+  for (const auto& [name, value] : values) names.push_back(name);
+  return names;
+}
+}  // namespace
 
 void add_group_flags(CLI::App& command, GroupOptions& o) {
   command.add_option("--model", o.model_dir, "Checkpoint directory (Hugging Face layout)")
@@ -20,17 +31,20 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
       ->capture_default_str();
   command
-      .add_option("--kv-dtype", o.kv_dtype,
-                  "KV cache element type: f32 (exact) or bf16 (twice the tokens per GiB)")
-      ->check(CLI::IsMember({"f32", "bf16"}))
-      ->capture_default_str();
+      .add_option_function<std::string>(
+          "--kv-dtype", [&o](const std::string& name) { o.kv_dtype = kv_dtypes().at(name); },
+          "KV cache element type: f32 (exact) or bf16 (twice the tokens per GiB)")
+      ->check(CLI::IsMember(names_of(kv_dtypes())))
+      ->default_str("f32");
   command
-      .add_option("--matmul-precision", o.matmul_precision,
-                  "highest: f32-grade activations in the bf16 matrix products; medium: bf16 "
-                  "activations (as torch and llama.cpp), about 2x prefill and batched decode "
-                  "where the CPU has AVX512-BF16")
-      ->check(CLI::IsMember({"highest", "medium"}))
-      ->capture_default_str();
+      .add_option_function<std::string>(
+          "--matmul-precision",
+          [&o](const std::string& name) { o.matmul_precision = cpu::matmul_precisions().at(name); },
+          "highest: f32-grade activations in the bf16 matrix products; medium: bf16 "
+          "activations (as torch and llama.cpp), about 2x prefill and batched decode "
+          "where the CPU has AVX512-BF16")
+      ->check(CLI::IsMember(names_of(cpu::matmul_precisions())))
+      ->default_str("highest");
   command
       .add_option("--max-step-tokens", o.max_step_tokens,
                   "Tokens per forward step: decodes first, then prompt chunks")
@@ -41,24 +55,20 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
 
 ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
                        const std::function<void(const Tokenizer&)>& driver_setup)
-    : options_(o), backend_(o.kv_dtype == "bf16" ? DType::BF16 : DType::F32) {
+    : options_(o), backend_(o.kv_dtype) {
   MpiSession::set_threads_per_rank(o.threads);
-  cpu::set_matmul_precision(o.matmul_precision == "medium" ? cpu::MatmulPrecision::Medium
-                                                           : cpu::MatmulPrecision::Highest);
+  cpu::set_matmul_precision(o.matmul_precision);
   collectively(comm, [&] {
     DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
                  "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
                  o.kv_cache_gib);
-    DSMATH_CHECK(o.kv_dtype == "f32" || o.kv_dtype == "bf16",
-                 "--kv-dtype must be f32 or bf16, got '", o.kv_dtype, "'");
     DSMATH_CHECK(o.max_step_tokens >= 1, "--max-step-tokens must be at least 1, got ",
                  o.max_step_tokens);
     checkpoint_.emplace(Checkpoint::open(o.model_dir));
     const ModelConfig& c = checkpoint_->config();
     const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
     const int32_t blocks = PagedKVCache::blocks_for_bytes(
-        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)), 16,
-        o.kv_dtype == "bf16" ? DType::BF16 : DType::F32);
+        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)), 16, o.kv_dtype);
     model_.emplace(*checkpoint_, backend_, comm, blocks);
     if (!comm.topology().is_driver()) return;
     tokenizer_.emplace(Tokenizer::load(o.model_dir));

@@ -9,6 +9,7 @@
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/tokenizer/tokenizer.h"
+#include "kernels/cpu/gemm.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/model/cpu_backend.h"
@@ -23,8 +24,8 @@ struct GroupOptions {
   std::string model_dir;
   int threads = 0;  // per rank; 0: the node's cores / its ranks
   double kv_cache_gib = 4.0;
-  std::string kv_dtype = "f32";              // f32 | bf16
-  std::string matmul_precision = "highest";  // highest | medium (cpu::MatmulPrecision)
+  DType kv_dtype = DType::F32;                                            // --kv-dtype f32 | bf16
+  cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::Highest;  // highest | medium
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
 };

@@ -366,6 +366,12 @@ MatmulPrecision matmul_precision() {
   return g_matmul_precision.load(std::memory_order_relaxed);
 }
 
+const std::map<std::string, MatmulPrecision>& matmul_precisions() {
+  static const std::map<std::string, MatmulPrecision> names{{"highest", MatmulPrecision::Highest},
+                                                            {"medium", MatmulPrecision::Medium}};
+  return names;
+}
+
 LinearPath linear_best_path() {
   static const bool bf16 = detail::cpu_has_avx512_bf16() && bf16_path_allowed();
   switch (detail::cpu_isa()) {

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "kernels/weight_view.h"
 
@@ -25,6 +27,7 @@ void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chun
 enum class MatmulPrecision { Highest, Medium };
 void set_matmul_precision(MatmulPrecision precision);
 MatmulPrecision matmul_precision();
+const std::map<std::string, MatmulPrecision>& matmul_precisions();  // by --matmul-precision name
 
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);

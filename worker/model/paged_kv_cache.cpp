@@ -26,6 +26,11 @@ size_t element_size(DType dtype) {
 
 }  // namespace
 
+const std::map<std::string, DType>& kv_dtypes() {
+  static const std::map<std::string, DType> names{{"f32", DType::F32}, {"bf16", DType::BF16}};
+  return names;
+}
+
 int64_t PagedKVCache::bytes_per_block(const ModelConfig& config, int64_t local_kv_heads,
                                       int32_t block_size, DType dtype) {
   DSMATH_CHECK(block_size > 0, "paged KV cache: block_size ", block_size, " must be positive");

@@ -13,13 +13,18 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "common/checkpoint/model_config.h"
 #include "common/core/dtype.h"
 
 namespace dsmath {
+
+// The element types a cache can hold, by their --kv-dtype names.
+const std::map<std::string, DType>& kv_dtypes();
 
 class PagedKVCache {
  public:

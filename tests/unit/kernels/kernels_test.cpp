@@ -263,7 +263,8 @@ TEST(Linear, MediumPrecisionKeepsTheInvariantsWithinBf16Rounding) {
   const auto wf = random_floats(size_t(n * k), 62);
   const auto wb = store(wf, DType::BF16);
   const WeightView w{wb.data(), DType::BF16, n, k};
-  std::vector<float> got(size_t(m * n)), one(static_cast<size_t>(n)), ref(size_t(m * n)), high(size_t(m * n));
+  std::vector<float> got(size_t(m * n)), one(static_cast<size_t>(n)), ref(size_t(m * n)),
+      high(size_t(m * n));
   linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, w, chunks, got.data());
   for (int64_t i = 0; i < m; ++i) {
     linear_chunked_on_path(LinearPath::Avx512Bf16, x.data() + i * k, 1, w, chunks, one.data());
