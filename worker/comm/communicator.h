@@ -37,6 +37,14 @@ class Communicator {
 
   virtual void barrier() = 0;
 
+  // True when the collectives take device pointers (NCCL), false for host memory (MPI).
+  virtual bool device_memory() const { return false; }
+
+  // Returns once every collective this rank started has finished, throwing if one failed. A
+  // host communicator finishes each call before it returns; a device one may only enqueue
+  // them on a stream (see NcclCommunicator::set_stream) and is waited for here.
+  virtual void complete() {}
+
   // A broadcast that receivers may wait on for a long time (an idle group's next step plan):
   // a waiting rank polls, spinning for `spin` and then sleeping between polls (backing off to
   // 4 ms), so an idle rank does not burn a core yet wakes within a few milliseconds.

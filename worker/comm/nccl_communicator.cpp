@@ -56,10 +56,16 @@ void NcclCommunicator::release() noexcept {
   if (!finalized && mpi_comm_ != MPI_COMM_NULL) MPI_Comm_free(&mpi_comm_);
 }
 
-void NcclCommunicator::set_stream(cudaStream_t stream) {
+void NcclCommunicator::set_stream(cudaStream_t stream, bool host_waits) {
   check_usable("set_stream");
   wait("set_stream");  // nothing of ours may still run on the old stream
   stream_ = stream != nullptr ? stream : own_stream_;
+  host_waits_ = host_waits;
+}
+
+void NcclCommunicator::complete() {
+  check_usable("complete");
+  wait("collectives of this step");
 }
 
 void NcclCommunicator::check_usable(const char* what) const {
@@ -101,7 +107,7 @@ void NcclCommunicator::all_reduce_sum(float* data, size_t count) {
   check_usable("all_reduce_sum");
   if (count == 0) return;
   DSMATH_NCCL_CHECK(ncclAllReduce(data, data, count, ncclFloat32, ncclSum, nccl_, stream_));
-  wait("all_reduce_sum");
+  if (host_waits_) wait("all_reduce_sum");
 }
 
 void NcclCommunicator::all_gather(const float* send, size_t count_per_rank, float* recv) {
@@ -109,7 +115,7 @@ void NcclCommunicator::all_gather(const float* send, size_t count_per_rank, floa
   if (count_per_rank == 0) return;
   // NCCL treats send == recv + rank * count as in place, the same contract as the MPI backend.
   DSMATH_NCCL_CHECK(ncclAllGather(send, recv, count_per_rank, ncclFloat32, nccl_, stream_));
-  wait("all_gather");
+  if (host_waits_) wait("all_gather");
 }
 
 void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {

@@ -2,9 +2,11 @@
 // bootstrapped by broadcasting an ncclUniqueId from rank 0 over MPI, and keeps that MPI
 // communicator as its control plane (collectively(), barrier).
 //
-// Each collective is enqueued on stream() and the host then waits for it, polling NCCL for
-// asynchronous errors so that a dead peer becomes an exception (and an aborted communicator)
-// rather than a hang. Built only when DSMATH_HAVE_NCCL.
+// Each collective is enqueued on stream(). By default the host then waits for it, polling NCCL
+// for asynchronous errors so that a dead peer becomes an exception (and an aborted
+// communicator) rather than a hang. A backend computing on its own stream sets it in
+// stream-ordered mode: collectives are only enqueued, in order with its kernels, and
+// complete() does the waiting and polling once per step. Built only when DSMATH_HAVE_NCCL.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,14 +31,17 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const float* send, size_t count_per_rank, float* recv) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
+  bool device_memory() const override { return true; }
+  void complete() override;
   MPI_Comm control_comm() const override { return mpi_comm_; }
 
   int device() const { return device_; }
   // Collectives run on this stream: by default one of our own, created blocking so that it
   // follows work on the legacy default stream. A backend that computes on its own stream sets
-  // it here so collectives see its results in stream order.
+  // it here so collectives see its results in stream order; with `host_waits` false the
+  // collectives are only enqueued and complete() waits for them.
   cudaStream_t stream() const { return stream_; }
-  void set_stream(cudaStream_t stream);
+  void set_stream(cudaStream_t stream, bool host_waits = true);
 
  private:
   void release() noexcept;
@@ -52,6 +57,7 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t own_stream_ = nullptr;
   cudaStream_t stream_ = nullptr;
   bool aborted_ = false;
+  bool host_waits_ = true;
 };
 
 }  // namespace dsmath

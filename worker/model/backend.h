@@ -1,10 +1,14 @@
 // The device a model runs on. LlamaModel's forward is written once against this interface;
 // the CPU backend (kernels/cpu) is what CI, laptops and CPU clusters run, the CUDA backend
-// implements the same operations on a GPU.
+// (kernels/cuda) implements the same operations on a GPU.
 //
-// Activations are f32 Tensors that know their device; weights are WeightViews the backend
-// placed (on the CPU: views into the memory-mapped checkpoint or a rank's own slice copy).
-// Token ids, positions and block tables arrive as host spans: they are a few KB per step.
+// Nothing here is CPU-specific: activations are Tensors that carry their dtype and device
+// (each op checks them); weights are WeightViews the backend placed (the CPU keeps views into
+// the memory-mapped checkpoint, the GPU copies them to device memory once); the RoPE table and
+// the KV cache belong to the backend. What a step needs besides activations (token ids,
+// positions, block tables, which rows give logits) is handed over once in begin_step, so a GPU
+// stages it on the device in one copy and the forward makes no host round trip until
+// to_host.
 #pragma once
 
 #include <cstdint>
@@ -12,36 +16,42 @@
 #include <span>
 
 #include "common/checkpoint/model_config.h"
-#include "kernels/cpu/rope.h"
+#include "common/core/dtype.h"
 #include "kernels/weight_view.h"
 
 namespace dsmath {
 
 enum class Device : uint8_t { kCpu, kCuda };
+const char* device_name(Device device);
 
-// f32 [rows, cols] on one device. Storage is owned by the backend's allocation.
+// [rows, cols] of one dtype on one device. Storage is owned by the backend's allocation.
 class Tensor {
  public:
   Tensor() = default;
-  Tensor(Device device, std::shared_ptr<float> storage, int64_t rows, int64_t cols,
+  Tensor(Device device, DType dtype, std::shared_ptr<void> storage, int64_t rows, int64_t cols,
          int64_t capacity)
       : device_(device),
+        dtype_(dtype),
         storage_(std::move(storage)),
         rows_(rows),
         cols_(cols),
         capacity_(capacity) {}
 
   Device device() const { return device_; }
-  float* data() const { return storage_.get(); }
+  DType dtype() const { return dtype_; }
+  // The f32 elements (activations are f32); throws for another dtype.
+  float* data() const;
+  void* raw() const { return storage_.get(); }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   int64_t size() const { return rows_ * cols_; }
   int64_t capacity() const { return capacity_; }  // elements the storage holds
-  const std::shared_ptr<float>& storage() const { return storage_; }
+  const std::shared_ptr<void>& storage() const { return storage_; }
 
  private:
   Device device_ = Device::kCpu;
-  std::shared_ptr<float> storage_;
+  DType dtype_ = DType::F32;
+  std::shared_ptr<void> storage_;
   int64_t rows_ = 0, cols_ = 0, capacity_ = 0;
 };
 
@@ -60,31 +70,43 @@ struct AttentionSequence {
   std::span<const int32_t> block_table;
 };
 
-struct AttentionBatch {
+// Everything a step needs besides activations; the spans must stay valid until the next
+// begin_step.
+struct StepInputs {
+  std::span<const int32_t> token_ids;  // one per row of the step
+  std::span<const int32_t> positions;  // one per row
   std::span<const AttentionSequence> sequences;
-  int64_t heads;     // query heads on this rank
-  int64_t kv_heads;  // KV heads on this rank
-  int64_t head_dim;
+  std::span<const int64_t> logit_rows;  // rows gather_logit_rows picks, in order
 };
 
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
+  // True when linear_chunked and tree_sum give the same bits whatever the row count and tp
+  // (the CPU's fixed-order sum); the model then uses them for the row-parallel layers.
+  virtual bool fixed_order_sums() const = 0;
 
-  // Makes `t` rows x cols, reusing its storage when big enough. Ops below size their outputs
-  // themselves, so the model only sizes the step's input.
+  // Makes `t` rows x cols of f32, reusing its storage when big enough. Ops below size their
+  // outputs themselves, so the model only sizes what it hands to the communicator.
   virtual void resize(Tensor& t, int64_t rows, int64_t cols) = 0;
   // Makes host weights usable by this backend (CPU: returned as they are).
   virtual WeightView place(const WeightView& host) = 0;
   virtual NormWeight place(const NormWeight& host, int64_t size) = 0;
+  virtual void upload(const float* host, int64_t rows, int64_t cols, Tensor& t) = 0;
+  // Copies t to host memory once everything queued before has finished.
   virtual void to_host(const Tensor& t, float* host) = 0;
-  // out[i] = x[rows[i]]
-  virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) = 0;
 
-  // out[i] = table[ids[i] - first_row] for ids inside this rank's rows, 0 elsewhere.
-  virtual void embedding(const WeightView& table, int64_t first_row, std::span<const int32_t> ids,
-                         Tensor& out) = 0;
+  // Allocates the paged KV cache (layers x blocks x block_size rows of kv_heads * head_dim
+  // keys and values) and builds the RoPE table for this rank's `heads` query and `kv_heads`
+  // key/value heads. Called once, before any step.
+  virtual void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads,
+                       int32_t num_blocks, int32_t block_size) = 0;
+  virtual void begin_step(const StepInputs& step) = 0;
+  virtual void copy_kv_block(int32_t src, int32_t dst) = 0;  // all layers
+
+  // out[i] = table[ids[i] - first_row] for the step's ids inside this rank's rows, 0 elsewhere.
+  virtual void embedding(const WeightView& table, int64_t first_row, Tensor& out) = 0;
   virtual void rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) = 0;
   virtual void linear(const Tensor& x, const WeightView& w, Tensor& y) = 0;  // y = x W^T
   // y = x W^T with the sum over K as `chunks` range sums added by a fixed pairwise tree
@@ -93,18 +115,18 @@ class Backend {
   // `parts` equal blocks stacked in x summed by a pairwise tree in block order:
   // ((b0 + b1) + (b2 + b3)) + ...; out has x.rows / parts rows. x is used as scratch.
   virtual void tree_sum(Tensor& x, int64_t parts, Tensor& out) = 0;
-  virtual void rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
-                    const cpu::RopeTable& table) = 0;
+  // Rotates each of the step's rows at its position; x is [rows, heads * head_dim].
+  virtual void rope(Tensor& x, int64_t heads) = 0;
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
-
-  // Paged KV cache: layers x blocks x block_size rows of kv_heads * head_dim keys (values).
-  virtual void allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads,
-                                 int32_t num_blocks, int32_t block_size) = 0;
-  virtual void copy_kv_block(int32_t src, int32_t dst) = 0;  // all layers
   // Stores each sequence's new k, v rows in its blocks, then causal attention over its cache.
   virtual void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                         const AttentionBatch& batch, Tensor& out) = 0;
+                         Tensor& out) = 0;
+  // out[i] = x[logit_rows[i]]
+  virtual void gather_logit_rows(const Tensor& x, Tensor& out) = 0;
 };
+
+// Throws naming `op` unless t is f32 on `device`.
+void check_f32_on(const Tensor& t, Device device, const char* op);
 
 }  // namespace dsmath

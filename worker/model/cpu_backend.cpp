@@ -13,28 +13,50 @@
 namespace dsmath {
 
 void CpuBackend::resize(Tensor& t, int64_t rows, int64_t cols) {
-  const int64_t capacity = t.data() ? t.capacity() : 0;
+  const bool reusable = t.raw() != nullptr && t.device() == Device::kCpu && t.dtype() == DType::F32;
+  const int64_t capacity = reusable ? t.capacity() : 0;
   if (rows * cols <= capacity) {
-    t = Tensor(Device::kCpu, t.storage(), rows, cols, capacity);
+    t = Tensor(Device::kCpu, DType::F32, t.storage(), rows, cols, capacity);
     return;
   }
-  std::shared_ptr<float> storage(new float[size_t(rows * cols)], std::default_delete<float[]>());
-  t = Tensor(Device::kCpu, std::move(storage), rows, cols, rows * cols);
+  std::shared_ptr<void> storage(new float[size_t(rows * cols)],
+                                [](void* p) { delete[] static_cast<float*>(p); });
+  t = Tensor(Device::kCpu, DType::F32, std::move(storage), rows, cols, rows * cols);
+}
+
+void CpuBackend::upload(const float* host, int64_t rows, int64_t cols, Tensor& t) {
+  resize(t, rows, cols);
+  std::memcpy(t.data(), host, size_t(t.size()) * sizeof(float));
 }
 
 void CpuBackend::to_host(const Tensor& t, float* host) {
+  check_f32_on(t, Device::kCpu, "to_host");
   std::memcpy(host, t.data(), size_t(t.size()) * sizeof(float));
 }
 
-void CpuBackend::gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) {
-  resize(out, int64_t(rows.size()), x.cols());
-  for (size_t i = 0; i < rows.size(); ++i)
-    std::memcpy(out.data() + int64_t(i) * x.cols(), x.data() + rows[i] * x.cols(),
-                size_t(x.cols()) * sizeof(float));
+void CpuBackend::prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads,
+                         int32_t num_blocks, int32_t block_size) {
+  heads_ = heads;
+  kv_heads_ = kv_heads;
+  head_dim_ = config.head_dim;
+  rope_.emplace(config.head_dim, config.rope_theta, config.rope_scaling_factor);
+  kv_ = std::make_unique<PagedKVCache>(config, kv_heads, num_blocks, block_size, kv_dtype_);
 }
 
-void CpuBackend::embedding(const WeightView& table, int64_t first_row, std::span<const int32_t> ids,
-                           Tensor& out) {
+void CpuBackend::gather_logit_rows(const Tensor& x, Tensor& out) {
+  check_f32_on(x, Device::kCpu, "gather_logit_rows");
+  const std::span<const int64_t> rows = step_.logit_rows;
+  resize(out, int64_t(rows.size()), x.cols());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    DSMATH_CHECK(rows[i] >= 0 && rows[i] < x.rows(), "gather_logit_rows: row ", rows[i],
+                 " is outside a step of ", x.rows(), " rows");
+    std::memcpy(out.data() + int64_t(i) * x.cols(), x.data() + rows[i] * x.cols(),
+                size_t(x.cols()) * sizeof(float));
+  }
+}
+
+void CpuBackend::embedding(const WeightView& table, int64_t first_row, Tensor& out) {
+  const std::span<const int32_t> ids = step_.token_ids;
   resize(out, int64_t(ids.size()), table.cols);
   for (size_t i = 0; i < ids.size(); ++i) {
     float* row = out.data() + int64_t(i) * table.cols;
@@ -49,23 +71,27 @@ void CpuBackend::embedding(const WeightView& table, int64_t first_row, std::span
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) {
+  check_f32_on(x, Device::kCpu, "rms_norm");
   resize(out, x.rows(), x.cols());
   cpu::rms_norm(x.data(), x.rows(), x.cols(), gamma.data, gamma.dtype, eps, out.data());
 }
 
 void CpuBackend::linear(const Tensor& x, const WeightView& w, Tensor& y) {
+  check_f32_on(x, Device::kCpu, "linear");
   DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
   resize(y, x.rows(), w.rows);
   cpu::linear(x.data(), x.rows(), w, y.data());
 }
 
 void CpuBackend::linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) {
+  check_f32_on(x, Device::kCpu, "linear_chunked");
   DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
   resize(y, x.rows(), w.rows);
   cpu::linear_chunked(x.data(), x.rows(), w, chunks, y.data());
 }
 
 void CpuBackend::tree_sum(Tensor& x, int64_t parts, Tensor& out) {
+  check_f32_on(x, Device::kCpu, "tree_sum");
   DSMATH_CHECK(parts >= 1 && x.rows() % parts == 0, "tree_sum: ", x.rows(),
                " rows do not split into ", parts, " parts");
   const int64_t rows = x.rows() / parts;
@@ -81,23 +107,27 @@ void CpuBackend::tree_sum(Tensor& x, int64_t parts, Tensor& out) {
   std::copy_n(x.data(), block, out.data());
 }
 
-void CpuBackend::rope(Tensor& x, int64_t heads, std::span<const int32_t> positions,
-                      const cpu::RopeTable& table) {
-  cpu::apply_rope(x.data(), x.rows(), heads, positions.data(), table);
+void CpuBackend::rope(Tensor& x, int64_t heads) {
+  check_f32_on(x, Device::kCpu, "rope");
+  DSMATH_CHECK(x.rows() == int64_t(step_.positions.size()) && x.cols() == heads * head_dim_,
+               "rope: tensor is ", x.rows(), " x ", x.cols(), ", the step has ",
+               step_.positions.size(), " rows of ", heads, " heads of ", head_dim_);
+  cpu::apply_rope(x.data(), x.rows(), heads, step_.positions.data(), *rope_);
 }
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  check_f32_on(gate, Device::kCpu, "silu_mul");
+  check_f32_on(up, Device::kCpu, "silu_mul");
+  DSMATH_CHECK(gate.size() == up.size(), "silu_mul: gate and up differ in size");
   if (out.data() != gate.data()) resize(out, gate.rows(), gate.cols());
   cpu::silu_mul(gate.data(), up.data(), gate.size(), out.data());
 }
 
 void CpuBackend::add(Tensor& x, const Tensor& y) {
+  check_f32_on(x, Device::kCpu, "add");
+  check_f32_on(y, Device::kCpu, "add");
+  DSMATH_CHECK(x.size() == y.size(), "add: tensors differ in size");
   cpu::add(x.data(), y.data(), x.size());
-}
-
-void CpuBackend::allocate_kv_cache(const ModelConfig& config, int64_t local_kv_heads,
-                                   int32_t num_blocks, int32_t block_size) {
-  kv_ = std::make_unique<PagedKVCache>(config, local_kv_heads, num_blocks, block_size, kv_dtype_);
 }
 
 void CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
@@ -105,15 +135,17 @@ void CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
 }
 
 void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                           const AttentionBatch& batch, Tensor& out) {
-  const int64_t q_width = batch.heads * batch.head_dim, kv_width = batch.kv_heads * batch.head_dim;
+                           Tensor& out) {
+  for (const Tensor* t : {&q, &k, &v}) check_f32_on(*t, Device::kCpu, "attention");
+  const int64_t q_width = heads_ * head_dim_, kv_width = kv_heads_ * head_dim_;
+  DSMATH_CHECK(q.cols() == q_width && k.cols() == kv_width && v.cols() == kv_width,
+               "attention: q, k, v widths do not match the prepared heads");
   resize(out, q.rows(), q_width);
-  for (const AttentionSequence& s : batch.sequences) {
+  for (const AttentionSequence& s : step_.sequences) {
     kv_->write(layer, s.block_table, s.first_position, s.tokens, k.data() + s.row * kv_width,
                v.data() + s.row * kv_width);
-    const cpu::AttentionShape shape{s.tokens,       s.first_position + s.tokens,
-                                    batch.heads,    batch.kv_heads,
-                                    batch.head_dim, kv_width};
+    const cpu::AttentionShape shape{
+        s.tokens, s.first_position + s.tokens, heads_, kv_heads_, head_dim_, kv_width};
     float* o = out.data() + s.row * q_width;
     if (kv_->dtype() == DType::BF16)
       cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys_bf16(layer),

@@ -11,10 +11,13 @@ LlamaModel::LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communica
       comm_(comm),
       layout_(TpLayout::make(config_, comm.topology().tp_size, comm.topology().tp_rank)),
       weights_(LlamaWeights::bind(checkpoint, layout_, backend)),
-      rope_(config_.head_dim, config_.rope_theta, config_.rope_scaling_factor),
       kv_blocks_(kv_blocks),
       block_size_(block_size) {
-  backend_.allocate_kv_cache(config_, layout_.local_kv_heads, kv_blocks, block_size);
+  // The model hands activation pointers to the communicator: both must use the same memory.
+  DSMATH_CHECK(layout_.tp_size == 1 || comm.device_memory() == (backend.device() != Device::kCpu),
+               "a ", device_name(backend.device()), " backend needs a communicator on ",
+               backend.device() == Device::kCpu ? "host" : "device", " memory");
+  backend_.prepare(config_, layout_.local_heads, layout_.local_kv_heads, kv_blocks, block_size);
 }
 
 std::vector<float> LlamaModel::forward(const StepPlan& plan) {
@@ -22,9 +25,9 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
 
   // The step's tokens, sequence after sequence, and where each sequence's rows are.
-  std::vector<int32_t> ids;
+  std::vector<int32_t> ids, positions;
   std::vector<AttentionSequence> seqs;
-  positions_.clear();
+  std::vector<int64_t> logit_rows;
   for (const StepSequence& s : plan.sequences) {
     DSMATH_CHECK(!s.tokens.empty(), "step plan: a sequence has no tokens");
     const int64_t kv_len = s.first_position + int64_t(s.tokens.size());
@@ -36,44 +39,42 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
       // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros.
       DSMATH_CHECK(s.tokens[i] >= 0 && s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
                    " is outside the vocabulary of ", c.vocab_size);
+      if (plan.all_logits || (s.logits && i + 1 == s.tokens.size()))
+        logit_rows.push_back(int64_t(ids.size()));  // all tokens, or the last one that samples
       ids.push_back(s.tokens[i]);
-      positions_.push_back(s.first_position + int32_t(i));
+      positions.push_back(s.first_position + int32_t(i));
     }
   }
-  const AttentionBatch batch{seqs, layout_.local_heads, layout_.local_kv_heads, c.head_dim};
+  backend_.begin_step({ids, positions, seqs, logit_rows});
 
   // Vocab-parallel embedding: each rank fills the rows of the ids it holds, zeros elsewhere.
-  backend_.resize(x_, int64_t(ids.size()), c.hidden_size);
-  backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, ids, x_);
+  backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, x_);
   if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
 
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
     const LayerWeights& w = weights_.layers[size_t(layer)];
-    attention_block(layer, w, batch);
+    attention_block(layer, w);
     mlp_block(w);
   }
 
+  if (logit_rows.empty()) {  // prompt chunks only: no lm_head this step
+    comm_.complete();
+    return {};
+  }
   backend_.rms_norm(x_, weights_.final_norm, float(c.rms_norm_eps), normed_);
-  if (plan.all_logits) return vocab_parallel_logits(normed_);
-  // Only the last token of each sequence that samples this step needs logits.
-  std::vector<int64_t> last_rows;
-  for (size_t i = 0; i < seqs.size(); ++i)
-    if (plan.sequences[i].logits) last_rows.push_back(seqs[i].row + seqs[i].tokens - 1);
-  if (last_rows.empty()) return {};  // prompt chunks only: no lm_head this step
-  backend_.gather_rows(normed_, last_rows, last_);
+  backend_.gather_logit_rows(normed_, last_);
   return vocab_parallel_logits(last_);
 }
 
 // x += o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
-void LlamaModel::attention_block(int64_t layer, const LayerWeights& w,
-                                 const AttentionBatch& batch) {
+void LlamaModel::attention_block(int64_t layer, const LayerWeights& w) {
   backend_.rms_norm(x_, w.input_norm, float(config_.rms_norm_eps), normed_);
   backend_.linear(normed_, w.q_proj, q_);
   backend_.linear(normed_, w.k_proj, k_);
   backend_.linear(normed_, w.v_proj, v_);
-  backend_.rope(q_, batch.heads, positions_, rope_);
-  backend_.rope(k_, batch.kv_heads, positions_, rope_);
-  backend_.attention(layer, q_, k_, v_, batch, attn_);
+  backend_.rope(q_, layout_.local_heads);
+  backend_.rope(k_, layout_.local_kv_heads);
+  backend_.attention(layer, q_, k_, v_, attn_);
   row_parallel_linear(attn_, w.o_proj, proj_);
   backend_.add(x_, proj_);
 }
@@ -93,10 +94,12 @@ void LlamaModel::mlp_block(const LayerWeights& w) {
 // tree in chunk order. Each rank holds consecutive chunks and computes its subtree inside the
 // kernel (linear_chunked); the ranks' sums are gathered and added by the top of the same tree
 // in rank order. Logits are therefore bitwise the same at tp 1, 2, 4 and 8. Another tp (3, 6,
-// ...) uses a plain all-reduce and differs in the last bits.
+// ...) uses a plain all-reduce and differs in the last bits, as does a backend without
+// fixed-order sums (CUDA: cuBLAS picks its own split of K by shape).
 void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y) {
   const int64_t tp = layout_.tp_size;
-  if (kCanonicalChunks % tp != 0 || w.cols % (kCanonicalChunks / tp) != 0) {
+  if (!backend_.fixed_order_sums() || kCanonicalChunks % tp != 0 ||
+      w.cols % (kCanonicalChunks / tp) != 0) {
     backend_.linear(x, w, y);
     comm_.all_reduce_sum(y.data(), size_t(y.size()));
     return;
@@ -108,18 +111,21 @@ void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tenso
   backend_.tree_sum(gathered_, tp, y);
 }
 
-// Each rank computes the logits of its vocab rows; the driver reassembles full rows from
-// the gathered [rank][row][local_vocab] blocks.
+// Each rank computes the logits of its vocab rows; they are gathered where they were computed
+// (device memory on a GPU) and only the driver copies them to the host, reassembling full rows
+// from the [rank][row][local_vocab] blocks.
 std::vector<float> LlamaModel::vocab_parallel_logits(const Tensor& rows) {
   backend_.linear(rows, weights_.lm_head, logits_);
   const int64_t n = rows.rows(), local = layout_.local_vocab, tp = layout_.tp_size;
-  std::vector<float> local_logits(size_t(n * local));
-  backend_.to_host(logits_, local_logits.data());
-  if (tp == 1) return local_logits;
-
-  std::vector<float> gathered(size_t(tp * n * local));
-  comm_.all_gather(local_logits.data(), local_logits.size(), gathered.data());
+  if (tp > 1) {
+    backend_.resize(gathered_logits_, tp * n, local);
+    comm_.all_gather(logits_.data(), size_t(n * local), gathered_logits_.data());
+  }
+  comm_.complete();
   if (!comm_.topology().is_driver()) return {};
+  std::vector<float> gathered(size_t(tp * n * local));
+  backend_.to_host(tp > 1 ? gathered_logits_ : logits_, gathered.data());
+  if (tp == 1) return gathered;
   std::vector<float> logits(size_t(n * config_.vocab_size));
   for (int64_t r = 0; r < tp; ++r)
     for (int64_t i = 0; i < n; ++i)

@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
-#include "kernels/cpu/rope.h"
 #include "worker/comm/communicator.h"
 #include "worker/model/backend.h"
 #include "worker/model/llama_weights.h"
@@ -39,7 +38,7 @@ class LlamaModel {
   std::vector<float> forward(const StepPlan& plan);
 
  private:
-  void attention_block(int64_t layer, const LayerWeights& w, const AttentionBatch& batch);
+  void attention_block(int64_t layer, const LayerWeights& w);
   void mlp_block(const LayerWeights& w);
   // y = x W^T on this rank's input columns, summed over ranks: the only all-reduce of a layer.
   void row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y);
@@ -50,13 +49,12 @@ class LlamaModel {
   Communicator& comm_;
   TpLayout layout_;
   LlamaWeights weights_;
-  cpu::RopeTable rope_;
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.
   Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
   Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
+  Tensor gathered_logits_;      // [tp * rows, local_vocab]
   static constexpr int64_t kCanonicalChunks = 8;
-  std::vector<int32_t> positions_;
 };
 
 }  // namespace dsmath

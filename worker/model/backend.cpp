@@ -1,0 +1,22 @@
+#include "worker/model/backend.h"
+
+#include "common/core/error.h"
+
+namespace dsmath {
+
+const char* device_name(Device device) {
+  return device == Device::kCuda ? "cuda" : "cpu";
+}
+
+float* Tensor::data() const {
+  DSMATH_CHECK(dtype_ == DType::F32, "tensor of ", dtype_name(dtype_), " read as f32");
+  return static_cast<float*>(storage_.get());
+}
+
+void check_f32_on(const Tensor& t, Device device, const char* op) {
+  DSMATH_CHECK(t.device() == device, op, ": tensor is on ", device_name(t.device()),
+               ", the backend on ", device_name(device));
+  DSMATH_CHECK(t.dtype() == DType::F32, op, ": tensor is ", dtype_name(t.dtype()), ", not f32");
+}
+
+}  // namespace dsmath
