@@ -10,6 +10,7 @@
 #include "kernels/cpu/gemm.h"
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
+#include "worker/model/paged_kv_cache.h"
 
 namespace dsmath {
 
@@ -26,6 +27,12 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
   command.add_option("--model", o.model_dir, "Checkpoint directory (Hugging Face layout)")
       ->required()
       ->check(CLI::ExistingDirectory);
+  command
+      .add_option_function<std::string>(
+          "--device", [&o](const std::string& name) { o.device = devices().at(name); },
+          "Where each rank computes: cpu, or cuda (one GPU per rank, by its rank on the node)")
+      ->check(CLI::IsMember(names_of(devices())))
+      ->default_str("cpu");
   command.add_option("--threads", o.threads,
                      "CPU threads per rank (default: the node's cores / its ranks)");
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
@@ -55,9 +62,12 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
 
 ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
                        const std::function<void(const Tokenizer&)>& driver_setup)
-    : options_(o), backend_(o.kv_dtype) {
+    : options_(o) {
   MpiSession::set_threads_per_rank(o.threads);
   cpu::set_matmul_precision(o.matmul_precision);
+  collectively(comm, [&] { backend_ = make_backend(o.device, o.kv_dtype, comm.control_comm()); });
+  // Its own error agreement: NCCL's bootstrap is collective over the same ranks.
+  model_comm_ = make_model_communicator(*backend_, comm);
   collectively(comm, [&] {
     DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
                  "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
@@ -69,7 +79,7 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
     const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
     const int32_t blocks = PagedKVCache::blocks_for_bytes(
         c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)), 16, o.kv_dtype);
-    model_.emplace(*checkpoint_, backend_, comm, blocks);
+    model_.emplace(*checkpoint_, *backend_, model_comm_ ? *model_comm_ : comm, blocks);
     if (!comm.topology().is_driver()) return;
     tokenizer_.emplace(Tokenizer::load(o.model_dir));
     if (driver_setup) driver_setup(*tokenizer_);

@@ -12,7 +12,7 @@
 #include "kernels/cpu/gemm.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
-#include "worker/model/cpu_backend.h"
+#include "worker/model/make_backend.h"
 
 namespace CLI {
 class App;
@@ -22,7 +22,8 @@ namespace dsmath {
 
 struct GroupOptions {
   std::string model_dir;
-  int threads = 0;  // per rank; 0: the node's cores / its ranks
+  Device device = Device::kCpu;  // --device cpu | cuda
+  int threads = 0;               // per rank; 0: the node's cores / its ranks
   double kv_cache_gib = 4.0;
   DType kv_dtype = DType::F32;                                            // --kv-dtype f32 | bf16
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::Highest;  // highest | medium
@@ -30,7 +31,7 @@ struct GroupOptions {
   bool prefix_cache = true;
 };
 
-// --model, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision, --max-step-tokens,
+// --model, --device, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision, --max-step-tokens,
 // --no-prefix-cache.
 void add_group_flags(CLI::App& command, GroupOptions& options);
 
@@ -54,7 +55,8 @@ class ModelGroup {
   GroupOptions options_;
   std::optional<Checkpoint> checkpoint_;
   std::optional<Tokenizer> tokenizer_;
-  CpuBackend backend_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> model_comm_;  // NCCL for a GPU group at tp > 1
   std::optional<LlamaModel> model_;
   std::optional<ModelRunner> runner_;
 };

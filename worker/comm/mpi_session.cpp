@@ -108,4 +108,13 @@ int MpiSession::ranks_on_this_node(MPI_Comm comm) {
   return size;
 }
 
+int MpiSession::local_rank(MPI_Comm comm) {
+  MPI_Comm node = MPI_COMM_NULL;
+  DSMATH_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int rank = 0;
+  DSMATH_MPI_CHECK(MPI_Comm_rank(node, &rank));
+  DSMATH_MPI_CHECK(MPI_Comm_free(&node));
+  return rank;
+}
+
 }  // namespace dsmath

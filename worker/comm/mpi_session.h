@@ -43,6 +43,8 @@ class MpiSession {
   // How many ranks of `comm` share this node (collective over `comm`): ranks divide the
   // node's cores between them instead of each starting a thread per core.
   static int ranks_on_this_node(MPI_Comm comm = MPI_COMM_WORLD);
+  // This rank's index among the ranks of `comm` on its node (0 .. ranks_on_this_node - 1).
+  static int local_rank(MPI_Comm comm = MPI_COMM_WORLD);
 
   // Sets this rank's OpenMP threads so that ranks x threads never exceed the cores mpirun gives
   // the node: the cores this rank may run on (its binding: one core under --bind-to core, the

@@ -1,0 +1,299 @@
+#include "worker/model/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/core/error.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/layer_ops.h"
+#include "kernels/cuda/paged_attention.h"
+
+namespace dsmath {
+namespace {
+
+// Tensors of `dtype` with at least `elements` capacity on `allocator`.
+Tensor sized(cuda::DeviceAllocator& allocator, Tensor& t, DType dtype, int64_t rows, int64_t cols) {
+  const bool reusable = t.raw() != nullptr && t.device() == Device::kCuda && t.dtype() == dtype;
+  if (reusable && rows * cols <= t.capacity())
+    return Tensor(Device::kCuda, dtype, t.storage(), rows, cols, t.capacity());
+  const int64_t elements = std::max<int64_t>(rows * cols, 1);
+  return Tensor(Device::kCuda, dtype, allocator.allocate(size_t(elements) * dtype_size(dtype)),
+                rows, cols, elements);
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(int device, DType kv_dtype) : device_(device), kv_dtype_(kv_dtype) {
+  DSMATH_CHECK(kv_dtype == DType::F32 || kv_dtype == DType::BF16,
+               "CUDA backend: the KV cache holds f32 or bf16, not ", dtype_name(kv_dtype));
+  int count = 0;
+  DSMATH_CUDA_CHECK(cudaGetDeviceCount(&count));
+  DSMATH_CHECK(device >= 0 && device < count, "CUDA backend: device ", device,
+               " does not exist (this node has ", count, " GPUs)");
+  DSMATH_CUDA_CHECK(cudaSetDevice(device));
+  DSMATH_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  DSMATH_CUDA_CHECK(cudaEventCreateWithFlags(&staged_copied_, cudaEventDisableTiming));
+  allocator_ = std::make_unique<cuda::DeviceAllocator>();
+  gemm_ = std::make_unique<cuda::Gemm>(stream_);
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  bf16_scratch_ = Tensor();
+  partials_ = Tensor();
+  staged_.reset();
+  gemm_.reset();
+  allocator_.reset();
+  for (void* p : owned_) cudaFree(p);
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+  if (staged_copied_ != nullptr) cudaEventDestroy(staged_copied_);
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+void* CudaBackend::device_copy(const void* host, size_t bytes) {
+  void* p = nullptr;
+  DSMATH_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 1)));
+  owned_.push_back(p);
+  if (host != nullptr && bytes != 0)
+    DSMATH_CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+  return p;
+}
+
+void CudaBackend::resize(Tensor& t, int64_t rows, int64_t cols) {
+  t = sized(*allocator_, t, DType::F32, rows, cols);
+}
+
+WeightView CudaBackend::place(const WeightView& host) {
+  const size_t n = size_t(host.rows * host.cols);
+  const void* bf16 = host.data;
+  std::vector<uint16_t> rounded;
+  if (host.dtype != DType::BF16) {
+    rounded.resize(n);
+    for (size_t i = 0; i < n; ++i) rounded[i] = f32_to_bf16(load_as_f32(host.data, host.dtype, i));
+    bf16 = rounded.data();
+  }
+  weight_bytes_ += n * 2;
+  return WeightView{device_copy(bf16, n * 2), DType::BF16, host.rows, host.cols};
+}
+
+NormWeight CudaBackend::place(const NormWeight& host, int64_t size) {
+  std::vector<float> values(static_cast<size_t>(size));
+  for (int64_t i = 0; i < size; ++i)
+    values[size_t(i)] = load_as_f32(host.data, host.dtype, size_t(i));
+  weight_bytes_ += values.size() * sizeof(float);
+  return NormWeight{device_copy(values.data(), values.size() * sizeof(float)), DType::F32};
+}
+
+void CudaBackend::upload(const float* host, int64_t rows, int64_t cols, Tensor& t) {
+  resize(t, rows, cols);
+  DSMATH_CUDA_CHECK(cudaMemcpyAsync(t.data(), host, size_t(t.size()) * sizeof(float),
+                                    cudaMemcpyHostToDevice, stream_));
+  DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host memory may be pageable and reused
+}
+
+void CudaBackend::to_host(const Tensor& t, float* host) {
+  check_f32_on(t, Device::kCuda, "to_host");
+  DSMATH_CUDA_CHECK(cudaMemcpyAsync(host, t.data(), size_t(t.size()) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream_));
+  DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads,
+                          int32_t num_blocks, int32_t block_size) {
+  DSMATH_CHECK(kv_pool_ == nullptr, "CUDA backend: prepare called twice");
+  DSMATH_CHECK(num_blocks > 0 && block_size > 0, "CUDA backend: ", num_blocks, " KV blocks of ",
+               block_size, " tokens");
+  heads_ = heads;
+  kv_heads_ = kv_heads;
+  head_dim_ = config.head_dim;
+  layers_ = config.num_hidden_layers;
+  num_blocks_ = num_blocks;
+  block_size_ = block_size;
+  const cpu::RopeTable table(config.head_dim, config.rope_theta, config.rope_scaling_factor);
+  inv_freq_ = static_cast<const float*>(
+      device_copy(table.inv_freq.data(), table.inv_freq.size() * sizeof(float)));
+  rope_linear_factor_ = table.linear_factor;
+  kv_layer_bytes_ = size_t(num_blocks) * size_t(block_size) * size_t(kv_heads * head_dim_) *
+                    dtype_size(kv_dtype_);
+  kv_pool_ = device_copy(nullptr, kv_layer_bytes_ * 2 * size_t(layers_));
+}
+
+void CudaBackend::begin_step(const StepInputs& step) {
+  const int64_t rows = int64_t(step.token_ids.size());
+  DSMATH_CHECK(int64_t(step.positions.size()) == rows, "begin_step: ", rows, " ids but ",
+               step.positions.size(), " positions");
+  size_t table_words = 0;
+  for (const AttentionSequence& s : step.sequences) table_words += s.block_table.size();
+  const size_t words = 3 * size_t(rows) + table_words + step.logit_rows.size();
+
+  // The previous step's copy must have left the pinned buffer before it is rewritten.
+  DSMATH_CUDA_CHECK(cudaEventSynchronize(staged_copied_));
+  if (words > pinned_words_) {
+    if (pinned_ != nullptr) DSMATH_CUDA_CHECK(cudaFreeHost(pinned_));
+    pinned_words_ = std::max(words, 2 * pinned_words_);
+    DSMATH_CUDA_CHECK(
+        cudaHostAlloc(reinterpret_cast<void**>(&pinned_), pinned_words_ * 4, cudaHostAllocDefault));
+  }
+  int32_t* ids = pinned_;
+  int32_t* positions = ids + rows;
+  int32_t* table_offset = positions + rows;
+  int32_t* tables = table_offset + rows;
+  int32_t* logit_rows = tables + table_words;
+  std::copy(step.token_ids.begin(), step.token_ids.end(), ids);
+  std::copy(step.positions.begin(), step.positions.end(), positions);
+  int32_t offset = 0;
+  for (const AttentionSequence& s : step.sequences) {
+    DSMATH_CHECK(s.row >= 0 && s.row + s.tokens <= rows, "begin_step: sequence rows [", s.row, ", ",
+                 s.row + s.tokens, ") outside the step's ", rows);
+    for (int64_t i = 0; i < s.tokens; ++i) {
+      const int64_t needed = (int64_t(positions[s.row + i]) / block_size_) + 1;
+      DSMATH_CHECK(int64_t(s.block_table.size()) >= needed,
+                   "begin_step: block table too short for position ", positions[s.row + i]);
+      table_offset[s.row + i] = offset;
+    }
+    for (int32_t b : s.block_table) {
+      DSMATH_CHECK(b >= 0 && b < num_blocks_, "begin_step: KV block ", b, " outside 0..",
+                   num_blocks_ - 1);
+      tables[offset++] = b;
+    }
+  }
+  for (size_t i = 0; i < step.logit_rows.size(); ++i) {
+    DSMATH_CHECK(step.logit_rows[i] >= 0 && step.logit_rows[i] < rows, "begin_step: logit row ",
+                 step.logit_rows[i], " outside the step's ", rows);
+    logit_rows[i] = int32_t(step.logit_rows[i]);
+  }
+
+  // The previous step's kernels read staged_ before this copy overwrites it (stream order),
+  // so one device buffer serves every step; it only grows.
+  if (staged_ == nullptr || staged_bytes_ < words * 4) {
+    staged_bytes_ = pinned_words_ * 4;
+    staged_ = allocator_->allocate(staged_bytes_);
+  }
+  DSMATH_CUDA_CHECK(
+      cudaMemcpyAsync(staged_.get(), pinned_, words * 4, cudaMemcpyHostToDevice, stream_));
+  DSMATH_CUDA_CHECK(cudaEventRecord(staged_copied_, stream_));
+  const int32_t* d = static_cast<const int32_t*>(staged_.get());
+  ids_ = d;
+  positions_ = d + rows;
+  table_offset_ = d + 2 * rows;
+  tables_ = d + 3 * rows;
+  logit_row_ids_ = tables_ + table_words;
+  step_rows_ = rows;
+  logit_rows_ = int64_t(step.logit_rows.size());
+}
+
+void CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
+  DSMATH_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_,
+               "copy_kv_block: block ", src, " -> ", dst, " outside 0..", num_blocks_ - 1);
+  const size_t block_bytes = kv_layer_bytes_ / size_t(num_blocks_);
+  auto* base = static_cast<unsigned char*>(kv_pool_);
+  for (int64_t pool = 0; pool < 2 * layers_; ++pool) {
+    unsigned char* p = base + size_t(pool) * kv_layer_bytes_;
+    DSMATH_CUDA_CHECK(cudaMemcpyAsync(p + size_t(dst) * block_bytes, p + size_t(src) * block_bytes,
+                                      block_bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
+}
+
+void CudaBackend::check_step_rows(const Tensor& x, const char* op) const {
+  check_f32_on(x, Device::kCuda, op);
+  DSMATH_CHECK(x.rows() == step_rows_, op, ": tensor has ", x.rows(), " rows, the step ",
+               step_rows_);
+}
+
+void CudaBackend::embedding(const WeightView& table, int64_t first_row, Tensor& out) {
+  DSMATH_CHECK(table.dtype == DType::BF16, "embedding: table not placed by the CUDA backend");
+  resize(out, step_rows_, table.cols);
+  cuda::embedding(static_cast<const uint16_t*>(table.data), table.rows, table.cols, first_row, ids_,
+                  step_rows_, out.data(), stream_);
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) {
+  check_f32_on(x, Device::kCuda, "rms_norm");
+  DSMATH_CHECK(gamma.dtype == DType::F32, "rms_norm: weight not placed by the CUDA backend");
+  resize(out, x.rows(), x.cols());
+  cuda::rms_norm(x.data(), x.rows(), x.cols(), static_cast<const float*>(gamma.data), eps,
+                 out.data(), stream_);
+}
+
+const uint16_t* CudaBackend::as_bf16(const Tensor& x) {
+  bf16_scratch_ = sized(*allocator_, bf16_scratch_, DType::BF16, x.rows(), x.cols());
+  cuda::to_bf16(x.data(), x.size(), static_cast<uint16_t*>(bf16_scratch_.raw()), stream_);
+  return static_cast<const uint16_t*>(bf16_scratch_.raw());
+}
+
+void CudaBackend::linear(const Tensor& x, const WeightView& w, Tensor& y) {
+  check_f32_on(x, Device::kCuda, "linear");
+  DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
+  DSMATH_CHECK(w.dtype == DType::BF16, "linear: weight not placed by the CUDA backend");
+  resize(y, x.rows(), w.rows);
+  gemm_->linear(as_bf16(x), x.rows(), x.cols(), static_cast<const uint16_t*>(w.data), w.rows,
+                y.data());
+}
+
+void CudaBackend::linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) {
+  check_f32_on(x, Device::kCuda, "linear_chunked");
+  DSMATH_CHECK(x.cols() == w.cols, "linear: input width ", x.cols(), " != weight columns ", w.cols);
+  DSMATH_CHECK(w.dtype == DType::BF16, "linear: weight not placed by the CUDA backend");
+  resize(partials_, chunks * x.rows(), w.rows);
+  gemm_->linear_chunks(as_bf16(x), x.rows(), x.cols(), static_cast<const uint16_t*>(w.data), w.rows,
+                       chunks, partials_.data());
+  tree_sum(partials_, chunks, y);
+}
+
+void CudaBackend::tree_sum(Tensor& x, int64_t parts, Tensor& out) {
+  check_f32_on(x, Device::kCuda, "tree_sum");
+  DSMATH_CHECK(parts >= 1 && x.rows() % parts == 0, "tree_sum: ", x.rows(),
+               " rows do not split into ", parts, " parts");
+  const int64_t rows = x.rows() / parts;
+  if (out.raw() != x.raw()) resize(out, rows, x.cols());
+  cuda::tree_sum(x.data(), parts, rows * x.cols(), out.data(), stream_);
+  if (out.raw() == x.raw())
+    out = Tensor(Device::kCuda, DType::F32, x.storage(), rows, x.cols(), x.capacity());
+}
+
+void CudaBackend::rope(Tensor& x, int64_t heads) {
+  check_step_rows(x, "rope");
+  DSMATH_CHECK(x.cols() == heads * head_dim_, "rope: ", x.cols(), " columns are not ", heads,
+               " heads of ", head_dim_);
+  cuda::rope(x.data(), x.rows(), heads, head_dim_, positions_, inv_freq_, rope_linear_factor_,
+             stream_);
+}
+
+void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  check_f32_on(gate, Device::kCuda, "silu_mul");
+  check_f32_on(up, Device::kCuda, "silu_mul");
+  DSMATH_CHECK(gate.size() == up.size(), "silu_mul: gate and up differ in size");
+  if (out.raw() != gate.raw()) resize(out, gate.rows(), gate.cols());
+  cuda::silu_mul(gate.data(), up.data(), gate.size(), out.data(), stream_);
+}
+
+void CudaBackend::add(Tensor& x, const Tensor& y) {
+  check_f32_on(x, Device::kCuda, "add");
+  check_f32_on(y, Device::kCuda, "add");
+  DSMATH_CHECK(x.size() == y.size(), "add: tensors differ in size");
+  cuda::add(x.data(), y.data(), x.size(), stream_);
+}
+
+void CudaBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                            Tensor& out) {
+  for (const Tensor* t : {&q, &k, &v}) check_step_rows(*t, "attention");
+  const int64_t kv_width = kv_heads_ * head_dim_;
+  DSMATH_CHECK(q.cols() == heads_ * head_dim_ && k.cols() == kv_width && v.cols() == kv_width,
+               "attention: q, k, v widths do not match the prepared heads");
+  DSMATH_CHECK(layer >= 0 && layer < layers_, "attention: layer ", layer, " of ", layers_);
+  auto* base = static_cast<unsigned char*>(kv_pool_) + size_t(2 * layer) * kv_layer_bytes_;
+  const cuda::PagedKV cache{base, base + kv_layer_bytes_, kv_dtype_ == DType::BF16, block_size_};
+  const cuda::StepRows rows{step_rows_, positions_, table_offset_, tables_};
+  resize(out, q.rows(), q.cols());
+  cuda::write_kv(cache, rows, k.data(), v.data(), kv_width, stream_);
+  cuda::paged_attention(cache, rows, q.data(), heads_, kv_heads_, head_dim_, out.data(), stream_);
+}
+
+void CudaBackend::gather_logit_rows(const Tensor& x, Tensor& out) {
+  check_step_rows(x, "gather_logit_rows");
+  resize(out, logit_rows_, x.cols());
+  cuda::gather_rows(x.data(), logit_row_ids_, logit_rows_, x.cols(), out.data(), stream_);
+}
+
+}  // namespace dsmath

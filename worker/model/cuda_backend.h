@@ -1,0 +1,94 @@
+// The CUDA backend: one GPU per rank, one stream, the kernels of kernels/cuda and cuBLAS.
+//
+// Weights are copied to device memory once at load, as bf16 (f32 and f16 checkpoints are
+// rounded to bf16 on the host first): every GEMM runs on tensor cores, bf16 x bf16 with f32
+// accumulation. Activations stay f32 and are rounded to bf16 only as a GEMM's input. The KV
+// cache is f32 or bf16 (--kv-dtype). Each step's ids, positions, block tables and logit rows
+// cross to the device in one copy from a pinned buffer (begin_step); nothing else crosses until
+// to_host. Buffers come from a caching allocator. Built only with CUDA.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <vector>
+
+#include "kernels/cuda/device_allocator.h"
+#include "kernels/cuda/gemm.h"
+#include "worker/model/backend.h"
+
+namespace dsmath {
+
+class CudaBackend final : public Backend {
+ public:
+  // Makes `device` current on this thread; kv_dtype is F32 or BF16.
+  CudaBackend(int device, DType kv_dtype);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  int gpu() const { return device_; }
+  cudaStream_t stream() const { return stream_; }  // give it to NcclCommunicator::set_stream
+  size_t weight_bytes() const { return weight_bytes_; }
+
+  Device device() const override { return Device::kCuda; }
+  bool fixed_order_sums() const override { return false; }
+  void resize(Tensor& t, int64_t rows, int64_t cols) override;
+  WeightView place(const WeightView& host) override;
+  NormWeight place(const NormWeight& host, int64_t size) override;
+  void upload(const float* host, int64_t rows, int64_t cols, Tensor& t) override;
+  void to_host(const Tensor& t, float* host) override;
+
+  void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads, int32_t num_blocks,
+               int32_t block_size) override;
+  void begin_step(const StepInputs& step) override;
+  void copy_kv_block(int32_t src, int32_t dst) override;
+
+  void embedding(const WeightView& table, int64_t first_row, Tensor& out) override;
+  void rms_norm(const Tensor& x, const NormWeight& gamma, float eps, Tensor& out) override;
+  void linear(const Tensor& x, const WeightView& w, Tensor& y) override;
+  void linear_chunked(const Tensor& x, const WeightView& w, int64_t chunks, Tensor& y) override;
+  void tree_sum(Tensor& x, int64_t parts, Tensor& out) override;
+  void rope(Tensor& x, int64_t heads) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void add(Tensor& x, const Tensor& y) override;
+  void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                 Tensor& out) override;
+  void gather_logit_rows(const Tensor& x, Tensor& out) override;
+
+ private:
+  // x rounded to bf16 in scratch: the GEMMs' input.
+  const uint16_t* as_bf16(const Tensor& x);
+  void* device_copy(const void* host, size_t bytes);  // owned until the backend goes
+  void check_step_rows(const Tensor& x, const char* op) const;
+
+  int device_;
+  DType kv_dtype_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::DeviceAllocator> allocator_;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  std::vector<void*> owned_;  // weights, norms, the RoPE table, the KV cache (cudaMalloc'd)
+  size_t weight_bytes_ = 0;
+
+  // prepare()
+  int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0, layers_ = 0;
+  int32_t num_blocks_ = 0, block_size_ = 0;
+  const float* inv_freq_ = nullptr;
+  float rope_linear_factor_ = 1.0f;
+  void* kv_pool_ = nullptr;    // [layer][keys, values][num_blocks][block_size][kv_width]
+  size_t kv_layer_bytes_ = 0;  // one of keys or values of one layer
+
+  // begin_step(): [ids | positions | table_offset | tables | logit_rows], int32 each
+  int32_t* pinned_ = nullptr;
+  size_t pinned_words_ = 0;
+  std::shared_ptr<void> staged_;
+  size_t staged_bytes_ = 0;
+  cudaEvent_t staged_copied_ = nullptr;  // the pinned buffer may be rewritten once it fires
+  int64_t step_rows_ = 0, logit_rows_ = 0;
+  const int32_t *ids_ = nullptr, *positions_ = nullptr, *table_offset_ = nullptr,
+                *tables_ = nullptr, *logit_row_ids_ = nullptr;
+
+  Tensor bf16_scratch_, partials_;
+};
+
+}  // namespace dsmath
