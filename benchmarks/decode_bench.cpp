@@ -3,10 +3,12 @@
 //   [mpirun -np N] dsmath-bench-decode --model DIR [--batch 1] [--prompt-tokens 32]
 //                                      [--new-tokens 32] [--threads T] [--kv-dtype f32|bf16]
 //                                      [--matmul-precision highest|medium]
-//                                      [--format text|json]
+//                                      [--device cpu|cuda] [--format text|json]
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
-// whole checkpoint. Next tokens are a fixed function of the step (not sampled), so every run
-// does the same work whatever the random weights say.
+// whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
+// and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
+// against the device's peak and bandwidth. Next tokens are a fixed function of the step (not
+// sampled), so every run does the same work whatever the random weights say.
 #include <mpi.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -23,8 +25,9 @@
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/engine/block_manager.h"
-#include "worker/model/cpu_backend.h"
 #include "worker/model/llama.h"
+#include "worker/model/make_backend.h"
+#include "worker/model/paged_kv_cache.h"
 
 namespace {
 
@@ -54,12 +57,15 @@ int main(int argc, char** argv) {
   app.add_option("--new-tokens", new_tokens, "Decode steps")->capture_default_str();
   app.add_option("--threads", threads,
                  "CPU threads per rank (default: the node's cores / its ranks)");
-  std::string kv_dtype = "f32", precision = "highest";  // names, for the JSON line
+  std::string kv_dtype = "f32", precision = "highest", device = "cpu";  // names, for the JSON
   app.add_option("--kv-dtype", kv_dtype, "KV cache element type")
       ->check(CLI::IsMember(kv_dtypes()))
       ->capture_default_str();
   app.add_option("--matmul-precision", precision, "highest (f32-grade) or medium (bf16)")
       ->check(CLI::IsMember(cpu::matmul_precisions()))
+      ->capture_default_str();
+  app.add_option("--device", device, "cpu or cuda (one GPU per rank)")
+      ->check(CLI::IsMember(devices()))
       ->capture_default_str();
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
@@ -68,7 +74,11 @@ int main(int argc, char** argv) {
     cpu::set_matmul_precision(cpu::matmul_precisions().at(precision));
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
     const Topology& topo = comm->topology();
-    CpuBackend backend(kv_dtypes().at(kv_dtype));
+    std::unique_ptr<Backend> backend;
+    collectively(*comm, [&] {
+      backend = make_backend(devices().at(device), kv_dtypes().at(kv_dtype), MPI_COMM_WORLD);
+    });
+    std::unique_ptr<Communicator> model_comm = make_model_communicator(*backend, *comm);
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;
@@ -77,7 +87,8 @@ int main(int argc, char** argv) {
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
-      model.emplace(*ckpt, backend, *comm, int32_t(batch) * blocks_per_seq + 1, block_size);
+      model.emplace(*ckpt, *backend, model_comm ? *model_comm : *comm,
+                    int32_t(batch) * blocks_per_seq + 1, block_size);
     });
     const double load_s = seconds_since(t_load);
     const ModelConfig& c = model->config();
@@ -130,13 +141,34 @@ int main(int argc, char** argv) {
     const double weight_gib = double(ckpt->weight_bytes()) / double(1ull << 30);
     const double prefill_tps = double(batch * prompt_tokens) / prefill_s;
     const double decode_tps = new_tokens > 1 ? double(batch * (new_tokens - 1)) / decode_s : 0.0;
+    // Products per token of one layer's matmuls (tp-wide), and attention's q.k and p.v.
+    const double hd = double(c.head_dim), hidden = double(c.hidden_size);
+    const double q_dim = double(c.num_attention_heads) * hd,
+                 kv_dim = double(c.num_key_value_heads) * hd;
+    const double layer_params =
+        hidden * (2 * q_dim + 2 * kv_dim) + 3 * hidden * double(c.intermediate_size);
+    const double pairs = double(prompt_tokens) * double(prompt_tokens + 1) / 2;  // causal
+    const double prefill_flop =
+        double(c.num_hidden_layers) *
+        (2 * layer_params * double(batch * prompt_tokens) + 4 * pairs * q_dim * double(batch));
+    const double prefill_tflops = prefill_flop / prefill_s / 1e12;
+    // A decode step reads every layer's weights and the lm_head once (bf16 on a GPU, as
+    // stored on the CPU), spread over the ranks.
+    const double step_bytes =
+        2 * (double(c.num_hidden_layers) * layer_params + double(c.vocab_size) * hidden);
+    const double decode_gbps =
+        new_tokens > 1 ? step_bytes / (decode_s / double(new_tokens - 1)) / 1e9 : 0.0;
     if (format == "json") {
       nlohmann::json j = {{"model", model_dir},
                           {"tp", topo.tp_size},
                           {"threads", omp_get_max_threads()},
                           {"batch", batch},
+                          {"prompt_tokens", prompt_tokens},
                           {"kv_dtype", kv_dtype},
                           {"matmul_precision", precision},
+                          {"device", device},
+                          {"prefill_tflops", prefill_tflops},
+                          {"decode_weight_gb_per_s", decode_gbps},
                           {"load_s", load_s},
                           {"prefill_tokens_per_s", prefill_tps},
                           {"decode_tokens_per_s", decode_tps},
@@ -156,6 +188,8 @@ int main(int argc, char** argv) {
       std::printf("decode           %.2f tokens/s (batch %lld, %lld steps, %.1f ms/step)\n",
                   decode_tps, (long long)batch, (long long)(new_tokens - 1),
                   1000 * decode_s / double(new_tokens - 1));
+    std::printf("achieved         prefill %.3f TFLOP/s, decode %.1f GB/s of weights (%s)\n",
+                prefill_tflops, decode_gbps, device.c_str());
     std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
     for (int r = 0; r < topo.world_size; ++r)
       std::printf(

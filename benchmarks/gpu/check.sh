@@ -1,28 +1,73 @@
 #!/usr/bin/env bash
-# One short run on a machine with NVIDIA GPUs: build with CUDA for this GPU, run every test that
-# needs a device (today: the NCCL communicator's collectives, one GPU per rank, checked against
-# the MPI/CPU results), then the CPU suite's model tests for reference timings.
-# Usage: benchmarks/gpu/check.sh [BUILD_DIR]    Output also goes to $OUT/check.log when set.
+# One short run on a machine with an NVIDIA GPU (at most ~8 minutes on one H200):
+#   1. build the CUDA backend for this GPU (only the targets the check needs),
+#   2. run the gpu tests: every CUDA op against the CPU op, the whole forward and the engine
+#      on the GPU against the CPU backend (ctest -L gpu), and the NCCL collectives,
+#   3. time decode at batch 1, 32 and 256 and a 2,048-token prefill on `small` and on a
+#      deepseek-math-7b-shaped checkpoint made on the spot, printing achieved GB/s and TFLOP/s
+#      next to the H200's 4.8 TB/s and ~990 TFLOP/s dense bf16.
+# Usage: benchmarks/gpu/check.sh [BUILD_DIR]     Output also goes to $OUT/check.log when set.
+#
+# Dependencies: the Debian packages of launch/install-deps.sh (MPI, gRPC, ...), installed by it
+# where apt reaches a mirror.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build-gpu}
 LOG=${OUT:-/tmp}/check.log
 exec > >(tee "$LOG") 2>&1
+T0=$SECONDS
+stamp() { echo "== [$((SECONDS - T0)) s] $*"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || {
   echo "check: no GPU visible"; exit 1; }
-GPUS=$(nvidia-smi --list-gpus | wc -l)
 ARCH=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+GPUS=$(nvidia-smi --list-gpus | wc -l)
 
+# Installs what is missing; fails naming the packages where apt cannot reach a mirror.
 bash launch/install-deps.sh
+[ "$(id -u)" -ne 0 ] || export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+stamp "configure and build for sm_$ARCH ($GPUS GPU(s))"
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSMATH_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DDSMATH_MPI_TEST_NP="1;2;4"
-cmake --build "$BUILD" -j "$(nproc)"
+  -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DDSMATH_MPI_TEST_NP="1;2" > /dev/null
+cmake --build "$BUILD" -j "$(nproc)" --target cuda_ops_test cuda_model_test nccl_test \
+  dsmath-bench-decode dsmath-make-model
 
-echo "== device tests ($GPUS GPU(s), sm_$ARCH) =="
-DSMATH_MPI_TEST_TIMEOUT_S=120 ctest --test-dir "$BUILD" -R 'nccl' --output-on-failure
+stamp "gpu tests"
+status=0
+ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 300 || status=1
+DSMATH_MPI_TEST_TIMEOUT_S=120 ctest --test-dir "$BUILD" -R nccl --output-on-failure || status=1
 
-echo "== CPU reference timings on this host =="
+stamp "timings"
 "$BUILD/bin/dsmath-make-model" --preset small --seed 0 --out "$BUILD/small" > /dev/null
-"$BUILD/bin/dsmath-bench-decode" --model "$BUILD/small" --batch 1
-"$BUILD/bin/dsmath-bench-decode" --model "$BUILD/small" --batch 16
+"$BUILD/bin/dsmath-make-model" --preset deepseek-math-7b --seed 0 --out "$BUILD/7b" > /dev/null
+RESULTS="$BUILD/gpu-timings.jsonl"
+: > "$RESULTS"
+for model in small 7b; do
+  for batch in 1 32 256; do
+    "$BUILD/bin/dsmath-bench-decode" --device cuda --kv-dtype bf16 --model "$BUILD/$model" \
+      --batch "$batch" --prompt-tokens 128 --new-tokens 33 --format json >> "$RESULTS" || status=1
+  done
+  "$BUILD/bin/dsmath-bench-decode" --device cuda --kv-dtype bf16 --model "$BUILD/$model" \
+    --batch 1 --prompt-tokens 2048 --new-tokens 1 --format json >> "$RESULTS" || status=1
+done
+python3 - "$RESULTS" <<'PY'
+import json, sys
+H200_GBPS, H200_TFLOPS = 4800.0, 990.0
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"{'model':>8} {'work':>22} {'tokens/s':>10} {'ms/step':>8} {'achieved':>14} {'of H200':>8}")
+for r in rows:
+    model = r["model"].rstrip("/").split("/")[-1]
+    if r["decode_tokens_per_s"] > 0:
+        ms = 1000.0 * r["batch"] / r["decode_tokens_per_s"]
+        gbps = r["decode_weight_gb_per_s"]
+        print(f"{model:>8} {'decode batch %d' % r['batch']:>22} {r['decode_tokens_per_s']:10.1f} "
+              f"{ms:8.2f} {gbps:10.0f} GB/s {100 * gbps / H200_GBPS:7.1f}%")
+    else:
+        tf = r["prefill_tflops"]
+        print(f"{model:>8} {'prefill %d tokens' % r['prompt_tokens']:>22} "
+              f"{r['prefill_tokens_per_s']:10.0f} {'':>8} {tf:8.1f} TFLOP/s {100 * tf / H200_TFLOPS:7.1f}%")
+print("goals: 7b decode batch 1 within 90% of the memory bound (~3.2 ms/token); prefill > 50% of peak")
+PY
+stamp "done (status $status)"
+exit $status
