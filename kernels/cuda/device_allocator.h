@@ -1,38 +1,33 @@
-// A caching allocator for device memory: a freed buffer goes back to a free list of its size
-// class (powers of two from 256 B) instead of to cudaFree, so a step loop whose tensors change
-// size from step to step stops calling cudaMalloc (which synchronizes the device) once warm.
-// Every buffer is used on one stream, so a buffer freed by the host may be handed out again at
-// once: work queued on it earlier runs before work queued by its next owner (stream order).
+// Device buffers for activations and scratch, from CUDA's stream-ordered allocator
+// (cudaMallocAsync on the device's default memory pool): a freed buffer returns to the pool in
+// stream order and the next allocation of the step reuses it without a cudaMalloc (which would
+// synchronize the device). The pool keeps what it has reserved (release threshold: never), so
+// a warm step loop allocates nothing from the driver. CUDA's own pool rather than one of ours:
+// it already does caching, stream ordering and defragmentation.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <vector>
 
 namespace dsmath::cuda {
 
 class DeviceAllocator {
  public:
-  DeviceAllocator() = default;
-  ~DeviceAllocator();  // frees the cached buffers; buffers still held are freed by their owners
-  DeviceAllocator(const DeviceAllocator&) = delete;
-  DeviceAllocator& operator=(const DeviceAllocator&) = delete;
+  // Buffers are allocated and freed in the order of `stream`, which must outlive them.
+  DeviceAllocator(int device, cudaStream_t stream);
 
-  // At least `bytes` of device memory; returned to the cache when the last owner lets go. The
-  // allocator must outlive the buffers it hands out.
-  std::shared_ptr<void> allocate(size_t bytes);
+  // At least `bytes` of device memory, usable on the stream once the call returns (in stream
+  // order); returned to the pool when the last owner lets go.
+  std::shared_ptr<void> allocate(size_t bytes) const;
 
-  size_t cached_bytes() const;
-  size_t allocated_bytes() const;  // held by owners and cached, together
+  size_t reserved_bytes() const;  // what the pool holds from the driver
+  size_t used_bytes() const;      // of that, what buffers hold now
 
  private:
-  void release(void* ptr, size_t size_class);
-
-  mutable std::mutex mu_;
-  std::map<size_t, std::vector<void*>> free_;  // size class -> free buffers
-  size_t cached_ = 0, allocated_ = 0;
+  cudaStream_t stream_;
+  cudaMemPool_t pool_ = nullptr;
 };
 
 }  // namespace dsmath::cuda

@@ -50,13 +50,18 @@ struct Replica {
   ModelRunner runner;
 };
 
-std::vector<std::vector<int32_t>> prompts(int count) {
+// The first `count` held-out problems' prompts; with `min_margin`, only those whose greedy
+// answer never had a top-2 logit gap below it (hf_greedy.jsonl, from transformers).
+std::vector<std::vector<int32_t>> prompts(int count, float min_margin = 0) {
   const Tokenizer tokenizer = Tokenizer::load(kModel);
-  std::ifstream in(kModel + "/heldout.jsonl");
+  std::ifstream in(kModel + "/heldout.jsonl"), greedy(kModel + "/hf_greedy.jsonl");
   std::vector<std::vector<int32_t>> out;
-  std::string line;
-  while (int(out.size()) < count && std::getline(in, line)) {
+  std::string line, reference;
+  while (int(out.size()) < count && std::getline(in, line) && std::getline(greedy, reference)) {
     const auto problem = nlohmann::json::parse(line);
+    const auto hf = nlohmann::json::parse(reference);
+    EXPECT_EQ(hf["id"], problem["id"]) << "hf_greedy.jsonl and heldout.jsonl out of step";
+    if (hf["min_margin"].get<float>() <= min_margin) continue;
     out.push_back(build_prompt(tokenizer, problem["question"].get<std::string>(),
                                PromptFormat{true, CotLanguage::kEnglish}));
   }
@@ -117,7 +122,8 @@ TEST(CudaModel, GreedyTokensAgreeWhereTheMarginExceedsTheTolerance) {
       for (int32_t t = 0; t < vocab; ++t)
         if (t != token) second = std::max(second, lc[size_t(t)]);
       const int32_t gpu_token = int32_t(std::max_element(lg.begin(), lg.end()) - lg.begin());
-      if (*best - second > kLogitTolerance) {
+      // Each logit may move by the tolerance, so the gap between two by twice it.
+      if (*best - second > 2 * kLogitTolerance) {
         EXPECT_EQ(gpu_token, token) << "step " << step << ", CPU margin " << *best - second;
         ++checked;
       }
@@ -126,7 +132,7 @@ TEST(CudaModel, GreedyTokensAgreeWhereTheMarginExceedsTheTolerance) {
       s.tokens = {token};
     }
   }
-  EXPECT_GT(checked, 100) << "too few confident tokens to say anything";
+  EXPECT_GT(checked, 60) << "too few confident tokens to say anything";
 }
 
 TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
@@ -134,7 +140,9 @@ TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
   CpuBackend cpu;
   CudaBackend gpu(0, DType::F32);
   Replica c(cpu), g(gpu);
-  const std::vector<std::vector<int32_t>> problems = prompts(16);
+  // Problems where no greedy step is a near tie (the engine's batches vary cuBLAS's shapes).
+  const std::vector<std::vector<int32_t>> problems = prompts(16, 2 * kLogitTolerance);
+  ASSERT_GE(problems.size(), 8u);
   testing::Completions results[2];
   Replica* replicas[2] = {&c, &g};
   for (int i = 0; i < 2; ++i) {

@@ -50,7 +50,9 @@ std::vector<float> host_of(Backend& b, const Tensor& t) {
 // Sizes t on the GPU and fills it with NaN, so the op that writes it next reuses this storage.
 void poison(CudaBackend& gpu, Tensor& t, int64_t rows, int64_t cols) {
   gpu.resize(t, rows, cols);
-  ASSERT_EQ(cudaMemset(t.data(), 0xFF, size_t(t.size()) * sizeof(float)), cudaSuccess);
+  // On the backend's stream: a legacy-stream memset would not be ordered with its kernels.
+  ASSERT_EQ(cudaMemsetAsync(t.data(), 0xFF, size_t(t.size()) * sizeof(float), gpu.stream()),
+            cudaSuccess);
 }
 
 // |a - b| <= abs_tol + rel_tol * |b| everywhere, and no NaN.
@@ -160,8 +162,9 @@ TEST(CudaOps, LinearAndLinearChunkedMatchTheCpuOnBf16Inputs) {
     p.gpu.upload(x.data(), s.m, s.k, xg);
     const std::string shape =
         std::to_string(s.m) + "x" + std::to_string(s.n) + "x" + std::to_string(s.k);
-    // Sums of k products of magnitude <= 1: f32 order differences grow like sqrt(k) ulps.
-    const float tol = 1e-5f * std::sqrt(float(s.k));
+    // Sums of k products of magnitude <= 1: f32 order differences grow like sqrt(k) ulps
+    // (tensor cores may also truncate partial sums, hence the margin).
+    const float tol = 3e-5f * std::sqrt(float(s.k));
     p.cpu.linear(xc, p.cpu.place(host), c);
     poison(p.gpu, g, s.m, s.n);
     p.gpu.linear(xg, p.gpu.place(host), g);
@@ -259,7 +262,7 @@ struct MixedStep {
 TEST(CudaOps, PagedAttentionMatchesTheCpuForPrefillAndDecodeRows) {
   REQUIRE_GPU();
   for (const DType kv : {DType::F32, DType::BF16}) {
-    for (const int64_t head_dim : {16, 64, 128}) {
+    for (const int64_t head_dim : {16, 64, 80, 128, 256}) {
       const int64_t heads = 8, kv_heads = 2;
       const int32_t bs = 16;
       Pair p(kv);

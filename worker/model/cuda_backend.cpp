@@ -34,7 +34,7 @@ CudaBackend::CudaBackend(int device, DType kv_dtype) : device_(device), kv_dtype
   DSMATH_CUDA_CHECK(cudaSetDevice(device));
   DSMATH_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   DSMATH_CUDA_CHECK(cudaEventCreateWithFlags(&staged_copied_, cudaEventDisableTiming));
-  allocator_ = std::make_unique<cuda::DeviceAllocator>();
+  allocator_ = std::make_unique<cuda::DeviceAllocator>(device, stream_);
   gemm_ = std::make_unique<cuda::Gemm>(stream_);
 }
 
@@ -55,8 +55,12 @@ void* CudaBackend::device_copy(const void* host, size_t bytes) {
   void* p = nullptr;
   DSMATH_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 1)));
   owned_.push_back(p);
-  if (host != nullptr && bytes != 0)
-    DSMATH_CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+  if (host != nullptr && bytes != 0) {
+    // On our stream (non-blocking: the legacy stream would not order it with our kernels),
+    // and waited for: the host memory may be pageable and freed after the call.
+    DSMATH_CUDA_CHECK(cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, stream_));
+    DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   return p;
 }
 
@@ -123,6 +127,8 @@ void CudaBackend::begin_step(const StepInputs& step) {
   const int64_t rows = int64_t(step.token_ids.size());
   DSMATH_CHECK(int64_t(step.positions.size()) == rows, "begin_step: ", rows, " ids but ",
                step.positions.size(), " positions");
+  DSMATH_CHECK(block_size_ > 0, "begin_step before prepare");
+  DSMATH_CUDA_CHECK(cudaSetDevice(device_));  // the step may come from another thread
   size_t table_words = 0;
   for (const AttentionSequence& s : step.sequences) table_words += s.block_table.size();
   const size_t words = 3 * size_t(rows) + table_words + step.logit_rows.size();
@@ -131,9 +137,12 @@ void CudaBackend::begin_step(const StepInputs& step) {
   DSMATH_CUDA_CHECK(cudaEventSynchronize(staged_copied_));
   if (words > pinned_words_) {
     if (pinned_ != nullptr) DSMATH_CUDA_CHECK(cudaFreeHost(pinned_));
-    pinned_words_ = std::max(words, 2 * pinned_words_);
+    pinned_ = nullptr;
+    pinned_words_ = 0;
+    const size_t grown = std::max(words, 2 * pinned_words_);
     DSMATH_CUDA_CHECK(
-        cudaHostAlloc(reinterpret_cast<void**>(&pinned_), pinned_words_ * 4, cudaHostAllocDefault));
+        cudaHostAlloc(reinterpret_cast<void**>(&pinned_), grown * 4, cudaHostAllocDefault));
+    pinned_words_ = grown;
   }
   int32_t* ids = pinned_;
   int32_t* positions = ids + rows;
@@ -142,11 +151,16 @@ void CudaBackend::begin_step(const StepInputs& step) {
   int32_t* logit_rows = tables + table_words;
   std::copy(step.token_ids.begin(), step.token_ids.end(), ids);
   std::copy(step.positions.begin(), step.positions.end(), positions);
+  std::fill_n(table_offset, rows, -1);  // a row no sequence covers is an error below
   int32_t offset = 0;
   for (const AttentionSequence& s : step.sequences) {
+    DSMATH_CHECK(s.first_position >= 0, "begin_step: negative position ", s.first_position);
     DSMATH_CHECK(s.row >= 0 && s.row + s.tokens <= rows, "begin_step: sequence rows [", s.row, ", ",
                  s.row + s.tokens, ") outside the step's ", rows);
     for (int64_t i = 0; i < s.tokens; ++i) {
+      DSMATH_CHECK(positions[s.row + i] == s.first_position + i, "begin_step: row ", s.row + i,
+                   " is at position ", positions[s.row + i], ", its sequence says ",
+                   s.first_position + i);
       const int64_t needed = (int64_t(positions[s.row + i]) / block_size_) + 1;
       DSMATH_CHECK(int64_t(s.block_table.size()) >= needed,
                    "begin_step: block table too short for position ", positions[s.row + i]);
@@ -158,6 +172,8 @@ void CudaBackend::begin_step(const StepInputs& step) {
       tables[offset++] = b;
     }
   }
+  for (int64_t r = 0; r < rows; ++r)
+    DSMATH_CHECK(table_offset[r] >= 0, "begin_step: row ", r, " belongs to no sequence");
   for (size_t i = 0; i < step.logit_rows.size(); ++i) {
     DSMATH_CHECK(step.logit_rows[i] >= 0 && step.logit_rows[i] < rows, "begin_step: logit row ",
                  step.logit_rows[i], " outside the step's ", rows);
@@ -167,8 +183,8 @@ void CudaBackend::begin_step(const StepInputs& step) {
   // The previous step's kernels read staged_ before this copy overwrites it (stream order),
   // so one device buffer serves every step; it only grows.
   if (staged_ == nullptr || staged_bytes_ < words * 4) {
+    staged_ = allocator_->allocate(pinned_words_ * 4);
     staged_bytes_ = pinned_words_ * 4;
-    staged_ = allocator_->allocate(staged_bytes_);
   }
   DSMATH_CUDA_CHECK(
       cudaMemcpyAsync(staged_.get(), pinned_, words * 4, cudaMemcpyHostToDevice, stream_));
@@ -186,6 +202,7 @@ void CudaBackend::begin_step(const StepInputs& step) {
 void CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
   DSMATH_CHECK(src >= 0 && src < num_blocks_ && dst >= 0 && dst < num_blocks_,
                "copy_kv_block: block ", src, " -> ", dst, " outside 0..", num_blocks_ - 1);
+  if (src == dst) return;
   const size_t block_bytes = kv_layer_bytes_ / size_t(num_blocks_);
   auto* base = static_cast<unsigned char*>(kv_pool_);
   for (int64_t pool = 0; pool < 2 * layers_; ++pool) {
