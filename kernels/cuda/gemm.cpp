@@ -28,10 +28,15 @@ Gemm::Gemm(cudaStream_t stream) {
   DSMATH_CUBLAS_CHECK(cublasSetStream(handle_, stream));
   // Tensor cores for bf16 inputs; never a reduced-precision f32 path.
   DSMATH_CUBLAS_CHECK(cublasSetMathMode(handle_, CUBLAS_DEFAULT_MATH));
+  // A workspace of our own: cuBLAS must not allocate while a CUDA graph is being captured.
+  constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+  DSMATH_CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  DSMATH_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_, kWorkspaceBytes));
 }
 
 Gemm::~Gemm() {
   if (handle_ != nullptr) cublasDestroy(handle_);
+  if (workspace_ != nullptr) cudaFree(workspace_);
 }
 
 void Gemm::linear(const bf16_bits* x, int64_t m, int64_t k, const bf16_bits* w, int64_t n,

@@ -25,6 +25,7 @@ class Gemm {
 
  private:
   cublasHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;  // cuBLAS's scratch, ours so that graph capture never allocates
 };
 
 }  // namespace dsmath::cuda

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -103,6 +104,11 @@ class Backend {
   virtual void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads,
                        int32_t num_blocks, int32_t block_size) = 0;
   virtual void begin_step(const StepInputs& step) = 0;
+  // Runs the step's ops (`body`, which calls the ops below on the staged inputs). A non-zero
+  // `graph_key` says that every step with that key launches the same ops with the same shapes
+  // (only staged values differ), so a GPU backend may capture them once and replay them; a CPU
+  // backend just calls body.
+  virtual void run_step(uint64_t graph_key, const std::function<void()>& body) { body(); }
   virtual void copy_kv_block(int32_t src, int32_t dst) = 0;  // all layers
 
   // out[i] = table[ids[i] - first_row] for the step's ids inside this rank's rows, 0 elsewhere.

@@ -1,7 +1,9 @@
 #include "worker/model/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "common/core/error.h"
 #include "kernels/cpu/rope.h"
@@ -12,19 +14,19 @@
 namespace dsmath {
 namespace {
 
-// Tensors of `dtype` with at least `elements` capacity on `allocator`.
-Tensor sized(cuda::DeviceAllocator& allocator, Tensor& t, DType dtype, int64_t rows, int64_t cols) {
-  const bool reusable = t.raw() != nullptr && t.device() == Device::kCuda && t.dtype() == dtype;
-  if (reusable && rows * cols <= t.capacity())
-    return Tensor(Device::kCuda, dtype, t.storage(), rows, cols, t.capacity());
-  const int64_t elements = std::max<int64_t>(rows * cols, 1);
-  return Tensor(Device::kCuda, dtype, allocator.allocate(size_t(elements) * dtype_size(dtype)),
-                rows, cols, elements);
+// Thrown inside a graph capture by an op that needs a new buffer: the capture is abandoned and
+// the step runs eagerly.
+struct CaptureNeedsMemory {};
+
+bool graphs_from_environment() {
+  const char* v = std::getenv("DSMATH_CUDA_GRAPHS");
+  return v == nullptr || std::string(v) != "0";
 }
 
 }  // namespace
 
-CudaBackend::CudaBackend(int device, DType kv_dtype) : device_(device), kv_dtype_(kv_dtype) {
+CudaBackend::CudaBackend(int device, DType kv_dtype)
+    : device_(device), kv_dtype_(kv_dtype), graphs_enabled_(graphs_from_environment()) {
   DSMATH_CHECK(kv_dtype == DType::F32 || kv_dtype == DType::BF16,
                "CUDA backend: the KV cache holds f32 or bf16, not ", dtype_name(kv_dtype));
   int count = 0;
@@ -40,6 +42,7 @@ CudaBackend::CudaBackend(int device, DType kv_dtype) : device_(device), kv_dtype
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+  drop_graphs();
   bf16_scratch_ = Tensor();
   partials_ = Tensor();
   staged_.reset();
@@ -64,8 +67,79 @@ void* CudaBackend::device_copy(const void* host, size_t bytes) {
   return p;
 }
 
+void CudaBackend::sized(Tensor& t, DType dtype, int64_t rows, int64_t cols) {
+  const bool reusable = t.raw() != nullptr && t.device() == Device::kCuda && t.dtype() == dtype;
+  if (reusable && rows * cols <= t.capacity()) {
+    t = Tensor(Device::kCuda, dtype, t.storage(), rows, cols, t.capacity());
+    return;
+  }
+  if (capturing_) throw CaptureNeedsMemory{};
+  ++buffers_generation_;
+  const int64_t elements = std::max<int64_t>(rows * cols, 1);
+  t = Tensor(Device::kCuda, dtype, allocator_->allocate(size_t(elements) * dtype_size(dtype)), rows,
+             cols, elements);
+}
+
 void CudaBackend::resize(Tensor& t, int64_t rows, int64_t cols) {
-  t = sized(*allocator_, t, DType::F32, rows, cols);
+  sized(t, DType::F32, rows, cols);
+}
+
+void CudaBackend::set_graphs(bool enabled) {
+  graphs_enabled_ = enabled;
+  if (!enabled) drop_graphs();
+}
+
+void CudaBackend::drop_graphs() {
+  for (auto& [key, graph] : graphs_)
+    if (graph.exec != nullptr) cudaGraphExecDestroy(graph.exec);
+  graphs_.clear();
+}
+
+void CudaBackend::run_step(uint64_t graph_key, const std::function<void()>& body) {
+  if (graph_key == 0 || !graphs_enabled_) return body();
+  StepGraph& graph = graphs_[graph_key];
+  if (graph.exec != nullptr && graph.generation == buffers_generation_) {
+    DSMATH_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
+    ++graph_replays_;
+    return;
+  }
+  if (graph.exec != nullptr) {  // its buffers are gone: retire it
+    DSMATH_CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
+    graph.exec = nullptr;
+  }
+  if (graph.generation != buffers_generation_) {  // first of its size since buffers changed
+    body();
+    graph.generation = buffers_generation_;
+    return;
+  }
+  // Capture on this thread only: work other threads enqueue elsewhere is not ours to record.
+  DSMATH_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  capturing_ = true;
+  bool needs_memory = false;
+  try {
+    body();
+  } catch (const CaptureNeedsMemory&) {
+    needs_memory = true;
+  } catch (...) {
+    capturing_ = false;
+    cudaGraph_t abandoned = nullptr;
+    cudaStreamEndCapture(stream_, &abandoned);
+    if (abandoned != nullptr) cudaGraphDestroy(abandoned);
+    throw;
+  }
+  capturing_ = false;
+  cudaGraph_t captured = nullptr;
+  DSMATH_CUDA_CHECK(cudaStreamEndCapture(stream_, &captured));
+  if (needs_memory) {
+    cudaGraphDestroy(captured);
+    body();  // sizes the buffer; the next step of this size captures again
+    graph.generation = buffers_generation_;
+    return;
+  }
+  const cudaError_t rc = cudaGraphInstantiate(&graph.exec, captured, 0);
+  cudaGraphDestroy(captured);
+  DSMATH_CUDA_CHECK(rc);
+  DSMATH_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
 }
 
 WeightView CudaBackend::place(const WeightView& host) {
@@ -136,10 +210,10 @@ void CudaBackend::begin_step(const StepInputs& step) {
   // The previous step's copy must have left the pinned buffer before it is rewritten.
   DSMATH_CUDA_CHECK(cudaEventSynchronize(staged_copied_));
   if (words > pinned_words_) {
+    const size_t grown = std::max({words, 2 * pinned_words_, size_t(1) << 16});
     if (pinned_ != nullptr) DSMATH_CUDA_CHECK(cudaFreeHost(pinned_));
     pinned_ = nullptr;
     pinned_words_ = 0;
-    const size_t grown = std::max(words, 2 * pinned_words_);
     DSMATH_CUDA_CHECK(
         cudaHostAlloc(reinterpret_cast<void**>(&pinned_), grown * 4, cudaHostAllocDefault));
     pinned_words_ = grown;
@@ -147,8 +221,8 @@ void CudaBackend::begin_step(const StepInputs& step) {
   int32_t* ids = pinned_;
   int32_t* positions = ids + rows;
   int32_t* table_offset = positions + rows;
-  int32_t* tables = table_offset + rows;
-  int32_t* logit_rows = tables + table_words;
+  int32_t* logit_rows = table_offset + rows;
+  int32_t* tables = logit_rows + step.logit_rows.size();
   std::copy(step.token_ids.begin(), step.token_ids.end(), ids);
   std::copy(step.positions.begin(), step.positions.end(), positions);
   std::fill_n(table_offset, rows, -1);  // a row no sequence covers is an error below
@@ -185,6 +259,7 @@ void CudaBackend::begin_step(const StepInputs& step) {
   if (staged_ == nullptr || staged_bytes_ < words * 4) {
     staged_ = allocator_->allocate(pinned_words_ * 4);
     staged_bytes_ = pinned_words_ * 4;
+    ++buffers_generation_;
   }
   DSMATH_CUDA_CHECK(
       cudaMemcpyAsync(staged_.get(), pinned_, words * 4, cudaMemcpyHostToDevice, stream_));
@@ -193,8 +268,9 @@ void CudaBackend::begin_step(const StepInputs& step) {
   ids_ = d;
   positions_ = d + rows;
   table_offset_ = d + 2 * rows;
-  tables_ = d + 3 * rows;
-  logit_row_ids_ = tables_ + table_words;
+  // Every address depends on the row counts alone (tables last), as a graph needs.
+  logit_row_ids_ = d + 3 * rows;
+  tables_ = logit_row_ids_ + step.logit_rows.size();
   step_rows_ = rows;
   logit_rows_ = int64_t(step.logit_rows.size());
 }
@@ -234,7 +310,7 @@ void CudaBackend::rms_norm(const Tensor& x, const NormWeight& gamma, float eps, 
 }
 
 const uint16_t* CudaBackend::as_bf16(const Tensor& x) {
-  bf16_scratch_ = sized(*allocator_, bf16_scratch_, DType::BF16, x.rows(), x.cols());
+  sized(bf16_scratch_, DType::BF16, x.rows(), x.cols());
   cuda::to_bf16(x.data(), x.size(), static_cast<uint16_t*>(bf16_scratch_.raw()), stream_);
   return static_cast<const uint16_t*>(bf16_scratch_.raw());
 }

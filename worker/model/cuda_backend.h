@@ -5,11 +5,19 @@
 // accumulation. Activations stay f32 and are rounded to bf16 only as a GEMM's input. The KV
 // cache is f32 or bf16 (--kv-dtype). Each step's ids, positions, block tables and logit rows
 // cross to the device in one copy from a pinned buffer (begin_step); nothing else crosses until
-// to_host. Buffers come from a caching allocator. Built only with CUDA.
+// to_host. Buffers come from CUDA's stream-ordered pool.
+//
+// Decode steps run as CUDA graphs, one per batch size: the first step of a size runs eagerly
+// (sizing every buffer), the second is captured and launched, later ones replay the graph. A
+// graph holds buffer addresses, so any new buffer (a bigger step came along) retires every
+// graph, which the next steps capture again; a capture that would need memory is abandoned and
+// the step runs eagerly. DSMATH_CUDA_GRAPHS=0 turns graphs off. Built only with CUDA.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -42,6 +50,9 @@ class CudaBackend final : public Backend {
   void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads, int32_t num_blocks,
                int32_t block_size) override;
   void begin_step(const StepInputs& step) override;
+  void run_step(uint64_t graph_key, const std::function<void()>& body) override;
+  void set_graphs(bool enabled);  // default: on unless DSMATH_CUDA_GRAPHS=0
+  int64_t graph_replays() const { return graph_replays_; }
   void copy_kv_block(int32_t src, int32_t dst) override;
 
   void embedding(const WeightView& table, int64_t first_row, Tensor& out) override;
@@ -57,6 +68,9 @@ class CudaBackend final : public Backend {
   void gather_logit_rows(const Tensor& x, Tensor& out) override;
 
  private:
+  // t resized to rows x cols of dtype; new storage retires every graph (see above).
+  void sized(Tensor& t, DType dtype, int64_t rows, int64_t cols);
+  void drop_graphs();
   // x rounded to bf16 in scratch: the GEMMs' input.
   const uint16_t* as_bf16(const Tensor& x);
   void* device_copy(const void* host, size_t bytes);  // owned until the backend goes
@@ -78,7 +92,7 @@ class CudaBackend final : public Backend {
   void* kv_pool_ = nullptr;    // [layer][keys, values][num_blocks][block_size][kv_width]
   size_t kv_layer_bytes_ = 0;  // one of keys or values of one layer
 
-  // begin_step(): [ids | positions | table_offset | tables | logit_rows], int32 each
+  // begin_step(): [ids | positions | table_offset | logit_rows | tables], int32 each
   int32_t* pinned_ = nullptr;
   size_t pinned_words_ = 0;
   std::shared_ptr<void> staged_;
@@ -89,6 +103,16 @@ class CudaBackend final : public Backend {
                 *tables_ = nullptr, *logit_row_ids_ = nullptr;
 
   Tensor bf16_scratch_, partials_;
+
+  struct StepGraph {
+    cudaGraphExec_t exec = nullptr;
+    uint64_t generation = 0;  // buffers_generation_ when it ran eagerly or was captured
+  };
+  bool graphs_enabled_ = true;
+  bool capturing_ = false;
+  uint64_t buffers_generation_ = 1;  // bumped by every new buffer a graph could point to
+  std::map<uint64_t, StepGraph> graphs_;
+  int64_t graph_replays_ = 0;
 };
 
 }  // namespace dsmath

@@ -21,32 +21,49 @@ LlamaModel::LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communica
 }
 
 std::vector<float> LlamaModel::forward(const StepPlan& plan) {
-  const ModelConfig& c = config_;
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
+  const StepRows rows = flatten(plan);
+  backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows});
+  // A decode step runs the same kernels as every other step of its batch size (what changes
+  // is in the staged inputs), so a GPU backend replays them as one graph keyed by that size.
+  const int64_t n = int64_t(rows.ids.size());
+  const bool logits = !rows.logit_rows.empty();
+  backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(logits); });
+  comm_.complete();
+  if (!logits || !comm_.topology().is_driver()) return {};
+  return logits_to_host(int64_t(rows.logit_rows.size()));
+}
 
-  // The step's tokens, sequence after sequence, and where each sequence's rows are.
-  std::vector<int32_t> ids, positions;
-  std::vector<AttentionSequence> seqs;
-  std::vector<int64_t> logit_rows;
+// The plan as the backend takes it: the step's tokens, sequence after sequence, and where each
+// sequence's rows are.
+LlamaModel::StepRows LlamaModel::flatten(const StepPlan& plan) const {
+  const ModelConfig& c = config_;
+  StepRows rows;
+  rows.decode = !plan.all_logits;
   for (const StepSequence& s : plan.sequences) {
     DSMATH_CHECK(!s.tokens.empty(), "step plan: a sequence has no tokens");
     const int64_t kv_len = s.first_position + int64_t(s.tokens.size());
     DSMATH_CHECK(int64_t(s.block_table.size()) * block_size_ >= kv_len,
                  "step plan: block table too short for ", kv_len, " positions");
-    seqs.push_back(
-        {int64_t(ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
+    rows.decode = rows.decode && s.tokens.size() == 1 && s.logits;
+    rows.seqs.push_back(
+        {int64_t(rows.ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
     for (size_t i = 0; i < s.tokens.size(); ++i) {
       // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros.
       DSMATH_CHECK(s.tokens[i] >= 0 && s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
                    " is outside the vocabulary of ", c.vocab_size);
       if (plan.all_logits || (s.logits && i + 1 == s.tokens.size()))
-        logit_rows.push_back(int64_t(ids.size()));  // all tokens, or the last one that samples
-      ids.push_back(s.tokens[i]);
-      positions.push_back(s.first_position + int32_t(i));
+        rows.logit_rows.push_back(int64_t(rows.ids.size()));  // all, or the last that samples
+      rows.ids.push_back(s.tokens[i]);
+      rows.positions.push_back(s.first_position + int32_t(i));
     }
   }
-  backend_.begin_step({ids, positions, seqs, logit_rows});
+  return rows;
+}
 
+// The step on the staged inputs, up to the gathered logits (when the step has logit rows).
+void LlamaModel::compute(bool logits) {
+  const ModelConfig& c = config_;
   // Vocab-parallel embedding: each rank fills the rows of the ids it holds, zeros elsewhere.
   backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, x_);
   if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
@@ -56,14 +73,11 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
     attention_block(layer, w);
     mlp_block(w);
   }
+  if (!logits) return;  // prompt chunks only: no lm_head this step
 
-  if (logit_rows.empty()) {  // prompt chunks only: no lm_head this step
-    comm_.complete();
-    return {};
-  }
   backend_.rms_norm(x_, weights_.final_norm, float(c.rms_norm_eps), normed_);
   backend_.gather_logit_rows(normed_, last_);
-  return vocab_parallel_logits(last_);
+  vocab_parallel_logits(last_);
 }
 
 // x += o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
@@ -112,17 +126,17 @@ void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tenso
 }
 
 // Each rank computes the logits of its vocab rows; they are gathered where they were computed
-// (device memory on a GPU) and only the driver copies them to the host, reassembling full rows
-// from the [rank][row][local_vocab] blocks.
-std::vector<float> LlamaModel::vocab_parallel_logits(const Tensor& rows) {
+// (device memory on a GPU), [rank][row][local_vocab].
+void LlamaModel::vocab_parallel_logits(const Tensor& rows) {
   backend_.linear(rows, weights_.lm_head, logits_);
-  const int64_t n = rows.rows(), local = layout_.local_vocab, tp = layout_.tp_size;
-  if (tp > 1) {
-    backend_.resize(gathered_logits_, tp * n, local);
-    comm_.all_gather(logits_.data(), size_t(n * local), gathered_logits_.data());
-  }
-  comm_.complete();
-  if (!comm_.topology().is_driver()) return {};
+  if (layout_.tp_size == 1) return;
+  backend_.resize(gathered_logits_, layout_.tp_size * rows.rows(), layout_.local_vocab);
+  comm_.all_gather(logits_.data(), size_t(logits_.size()), gathered_logits_.data());
+}
+
+// The driver copies the gathered logits to the host and reassembles full rows.
+std::vector<float> LlamaModel::logits_to_host(int64_t n) {
+  const int64_t local = layout_.local_vocab, tp = layout_.tp_size;
   std::vector<float> gathered(size_t(tp * n * local));
   backend_.to_host(tp > 1 ? gathered_logits_ : logits_, gathered.data());
   if (tp == 1) return gathered;

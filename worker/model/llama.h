@@ -38,11 +38,20 @@ class LlamaModel {
   std::vector<float> forward(const StepPlan& plan);
 
  private:
+  struct StepRows {
+    std::vector<int32_t> ids, positions;
+    std::vector<AttentionSequence> seqs;
+    std::vector<int64_t> logit_rows;
+    bool decode = false;  // one sampled token per sequence
+  };
+  StepRows flatten(const StepPlan& plan) const;
+  void compute(bool logits);
   void attention_block(int64_t layer, const LayerWeights& w);
   void mlp_block(const LayerWeights& w);
   // y = x W^T on this rank's input columns, summed over ranks: the only all-reduce of a layer.
   void row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y);
-  std::vector<float> vocab_parallel_logits(const Tensor& rows);
+  void vocab_parallel_logits(const Tensor& rows);
+  std::vector<float> logits_to_host(int64_t rows);
 
   ModelConfig config_;
   Backend& backend_;
