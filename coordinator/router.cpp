@@ -1,5 +1,6 @@
 #include "coordinator/router.h"
 
+#include <algorithm>
 #include <iostream>
 #include <random>
 
@@ -188,8 +189,8 @@ grpc::Status Router::add_group(std::shared_ptr<GroupLink> link, const worker::v1
     link->send(std::move(m));
     flush.push_back([link] { link->flush(); });
     std::cerr << "dsmath-coordinator: worker group " << *group_id << " joined (" << info.host()
-              << " pid " << info.pid() << ", tp " << info.tp() << ", " << info.kv_blocks()
-              << " KV blocks)" << std::endl;
+              << " pid " << info.pid() << ", tp " << info.tp() << " x pp " << std::max(1, info.pp())
+              << ", " << info.kv_blocks() << " KV blocks)" << std::endl;
     update_serving();
   }
   run(flush);

@@ -214,7 +214,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Writes a random LLaMA checkpoint in the Hugging Face hub layout."};
   std::string preset_name, out_dir, format = "safetensors", dtype_name = "bf16";
   std::string tokenizer = DSMATH_DEFAULT_TOKENIZER;
-  int64_t shards = 0, kv_heads = 0;
+  int64_t shards = 0, kv_heads = 0, layers = 0;
   uint64_t seed = 0;
   bool tie = false;
   app.add_option("--preset", preset_name, "tiny | small | deepseek-math-7b")->required();
@@ -228,12 +228,17 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "weights are a function of the seed only");
   app.add_option("--tokenizer", tokenizer, "directory with tokenizer.json + tokenizer_config.json");
   app.add_option("--kv-heads", kv_heads, "num_key_value_heads (GQA), must divide the heads");
+  app.add_option("--layers", layers, "num_hidden_layers (default: the preset's)");
   app.add_flag("--tie-embeddings", tie, "tie lm_head to the embedding (no lm_head.weight)");
   CLI11_PARSE(app, argc, argv);
 
   try {
     Shape s = preset(preset_name);
     s.tied = tie;
+    if (layers != 0) {
+      if (layers < 0) fail("--layers: ", layers, " must be positive");
+      s.layers = layers;
+    }
     if (kv_heads != 0) {
       if (kv_heads < 0 || s.heads % kv_heads != 0)
         fail("--kv-heads: ", kv_heads, " must divide the ", s.heads, " attention heads");

@@ -8,6 +8,7 @@
 #include "common/core/error.h"
 #include "common/text/prompt.h"
 #include "kernels/cpu/gemm.h"
+#include "worker/comm/checked_call.h"
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/model/paged_kv_cache.h"
@@ -33,6 +34,15 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
           "Where each rank computes: cpu, or cuda (one GPU per rank, by its rank on the node)")
       ->check(CLI::IsMember(names_of(devices())))
       ->default_str("cpu");
+  command
+      .add_option(
+          "--pp", o.pp,
+          "Pipeline stages: consecutive layers per stage, tp = (mpirun -np) / pp ranks each")
+      ->capture_default_str();
+  command
+      .add_option("--pp-layers", o.pp_layers,
+                  "Layers per stage, comma-separated (default: as even as possible)")
+      ->delimiter(',');
   command.add_option("--threads", o.threads,
                      "CPU threads per rank (default: the node's cores / its ranks)");
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
@@ -65,9 +75,25 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
     : options_(o) {
   MpiSession::set_threads_per_rank(o.threads);
   cpu::set_matmul_precision(o.matmul_precision);
-  collectively(comm, [&] { backend_ = make_backend(o.device, o.kv_dtype, comm.control_comm()); });
+  collectively(comm, [&] {
+    topology_ = Topology::pipeline(comm.topology().world_size, comm.topology().rank, o.pp);
+    DSMATH_CHECK(o.pp == 1 || o.device == Device::kCpu,
+                 "--pp with --device cuda is not supported yet (stages exchange host memory)");
+    backend_ = make_backend(o.device, o.kv_dtype, comm.control_comm());
+  });
+  // The stage's tensor-parallel ranks get a communicator of their own (the whole group at pp 1).
+  if (topology_.pp_size > 1) {
+    MPI_Comm stage = MPI_COMM_NULL;
+    DSMATH_MPI_CHECK(MPI_Comm_split(comm.control_comm(), topology_.stage, topology_.rank, &stage));
+    stage_comm_ = make_mpi_communicator(stage);
+    DSMATH_MPI_CHECK(MPI_Comm_free(&stage));
+  }
+  Communicator& tp_comm = stage_comm_ ? *stage_comm_ : comm;
   // Its own error agreement: NCCL's bootstrap is collective over the same ranks.
-  model_comm_ = make_model_communicator(*backend_, comm);
+  model_comm_ = make_model_communicator(*backend_, tp_comm);
+
+  PipelineStage stage;
+  int32_t blocks = 0;
   collectively(comm, [&] {
     DSMATH_CHECK(std::isfinite(o.kv_cache_gib) && o.kv_cache_gib > 0 && o.kv_cache_gib <= 1 << 20,
                  "--kv-cache-gib must be a positive number of GiB (at most 1048576), got ",
@@ -76,10 +102,20 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
                  o.max_step_tokens);
     checkpoint_.emplace(Checkpoint::open(o.model_dir));
     const ModelConfig& c = checkpoint_->config();
-    const TpLayout layout = TpLayout::make(c, comm.topology().tp_size, comm.topology().tp_rank);
-    const int32_t blocks = PagedKVCache::blocks_for_bytes(
-        c, layout.local_kv_heads, int64_t(o.kv_cache_gib * double(1ull << 30)), 16, o.kv_dtype);
-    model_.emplace(*checkpoint_, *backend_, model_comm_ ? *model_comm_ : comm, blocks);
+    stage = PipelineStage::make(c, topology_, o.pp_layers, &comm);
+    const TpLayout layout = TpLayout::make(c, topology_.tp_size, topology_.tp_rank);
+    // A stage holds the KV of its own layers: --kv-cache-gib buys more blocks on shorter stages.
+    blocks = PagedKVCache::blocks_for_bytes(
+        LlamaModel::stage_config(c, stage), layout.local_kv_heads,
+        int64_t(o.kv_cache_gib * double(1ull << 30)), 16, o.kv_dtype);
+  });
+  // One block table serves every stage, so every stage gets as many blocks as the fewest.
+  if (comm.control_comm() != MPI_COMM_NULL)
+    DSMATH_MPI_CHECK(
+        MPI_Allreduce(MPI_IN_PLACE, &blocks, 1, MPI_INT32_T, MPI_MIN, comm.control_comm()));
+  collectively(comm, [&] {
+    model_.emplace(*checkpoint_, *backend_, model_comm_ ? *model_comm_ : tp_comm, blocks, 16,
+                   stage);
     if (!comm.topology().is_driver()) return;
     tokenizer_.emplace(Tokenizer::load(o.model_dir));
     if (driver_setup) driver_setup(*tokenizer_);

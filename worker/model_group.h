@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/tokenizer/tokenizer.h"
@@ -27,11 +28,14 @@ struct GroupOptions {
   double kv_cache_gib = 4.0;
   DType kv_dtype = DType::F32;                                            // --kv-dtype f32 | bf16
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::Highest;  // highest | medium
+  int pp = 1;                      // --pp: pipeline stages (world size = tp x pp)
+  std::vector<int64_t> pp_layers;  // --pp-layers 16,14: layers per stage (default: even)
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
 };
 
-// --model, --device, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision, --max-step-tokens,
+// --model, --device, --pp, --pp-layers, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision,
+// --max-step-tokens,
 // --no-prefix-cache.
 void add_group_flags(CLI::App& command, GroupOptions& options);
 
@@ -47,6 +51,7 @@ class ModelGroup {
 
   bool is_driver() const { return runner_->is_driver(); }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
+  const Topology& topology() const { return topology_; }  // the group's tp x pp layout
   ModelRunner& runner() { return *runner_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }  // driver only
   EngineConfig engine_config() const;                         // driver only
@@ -55,7 +60,9 @@ class ModelGroup {
   GroupOptions options_;
   std::optional<Checkpoint> checkpoint_;
   std::optional<Tokenizer> tokenizer_;
+  Topology topology_;
   std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Communicator> stage_comm_;  // the stage's tp ranks (MPI), at pp > 1
   std::unique_ptr<Communicator> model_comm_;  // NCCL for a GPU group at tp > 1
   std::optional<LlamaModel> model_;
   std::optional<ModelRunner> runner_;

@@ -37,6 +37,11 @@ class Communicator {
 
   virtual void barrier() = 0;
 
+  // Point to point, for activations between pipeline stages: `count` floats to / from one rank
+  // of this communicator. Unlike the calls above, only the two ranks take part.
+  virtual void send(const float* data, size_t count, int dest);
+  virtual void recv(float* data, size_t count, int source);
+
   // True when the collectives take device pointers (NCCL), false for host memory (MPI).
   virtual bool device_memory() const { return false; }
 
@@ -59,6 +64,13 @@ class Communicator {
   // bootstrap); MPI_COMM_NULL for a group that is one process without MPI.
   virtual MPI_Comm control_comm() const { return MPI_COMM_NULL; }
 };
+
+inline void Communicator::send(const float*, size_t, int dest) {
+  fail("send to rank ", dest, ": this communicator has no point-to-point messages");
+}
+inline void Communicator::recv(float*, size_t, int source) {
+  fail("recv from rank ", source, ": this communicator has no point-to-point messages");
+}
 
 // A communicator over the ranks of `comm` (duplicated, so its traffic never matches the
 // caller's own messages). Errors come back as dsmath::Error instead of aborting the job.

@@ -77,6 +77,30 @@ void MpiCommunicator::all_gather(const float* send, size_t count_per_rank, float
   }
 }
 
+void MpiCommunicator::send(const float* data, size_t count, int dest) {
+  check_root(dest, "send");
+  DSMATH_CHECK(dest != topology_.rank, "send: rank ", dest, " is this rank");
+  for (size_t done = 0; done < count;) {
+    const int n = static_cast<int>(std::min(count - done, max_chunk_));
+    DSMATH_MPI_CHECK(MPI_Send(data + done, n, MPI_FLOAT, dest, kPointToPointTag, comm_));
+    done += n;
+  }
+}
+
+void MpiCommunicator::recv(float* data, size_t count, int source) {
+  check_root(source, "recv");
+  DSMATH_CHECK(source != topology_.rank, "recv: rank ", source, " is this rank");
+  for (size_t done = 0; done < count;) {
+    const int n = static_cast<int>(std::min(count - done, max_chunk_));
+    MPI_Status status;
+    DSMATH_MPI_CHECK(MPI_Recv(data + done, n, MPI_FLOAT, source, kPointToPointTag, comm_, &status));
+    int received = 0;
+    DSMATH_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &received));
+    DSMATH_CHECK(received == n, "recv: ", received, " floats from rank ", source, ", expected ", n);
+    done += n;
+  }
+}
+
 void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
   check_root(root, "broadcast");
   auto* p = static_cast<char*>(data);

@@ -26,11 +26,14 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const float* send, size_t count_per_rank, float* recv) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
+  void send(const float* data, size_t count, int dest) override;
+  void recv(float* data, size_t count, int source) override;
   void await_broadcast(void* data, size_t bytes, int root, std::chrono::microseconds spin) override;
   MPI_Comm control_comm() const override { return comm_; }
 
  private:
   void check_root(int root, const char* what) const;
+  static constexpr int kPointToPointTag = 7;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   Topology topology_;

@@ -11,4 +11,15 @@ Topology Topology::from_mpi(MPI_Comm comm) {
   return tensor_parallel(size, rank);
 }
 
+Topology Topology::pipeline(int world_size, int rank, int pp) {
+  Topology t = tensor_parallel(world_size, rank);
+  DSMATH_CHECK(pp >= 1 && world_size % pp == 0, "--pp ", pp, " does not divide the ", world_size,
+               " ranks of this job: mpirun -np must be tp x pp");
+  t.pp_size = pp;
+  t.tp_size = world_size / pp;
+  t.stage = rank / t.tp_size;
+  t.tp_rank = rank % t.tp_size;
+  return t;
+}
+
 }  // namespace dsmath

@@ -4,20 +4,38 @@
 
 namespace dsmath {
 
+ModelConfig LlamaModel::stage_config(const ModelConfig& config, const PipelineStage& stage) {
+  ModelConfig c = config;
+  const int64_t end = stage.end_layer < 0 ? config.num_hidden_layers : stage.end_layer;
+  c.num_hidden_layers = end - stage.first_layer;
+  return c;
+}
+
 LlamaModel::LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm,
-                       int32_t kv_blocks, int32_t block_size)
+                       int32_t kv_blocks, int32_t block_size, const PipelineStage& stage)
     : config_(checkpoint.config()),
       backend_(backend),
       comm_(comm),
       layout_(TpLayout::make(config_, comm.topology().tp_size, comm.topology().tp_rank)),
-      weights_(LlamaWeights::bind(checkpoint, layout_, backend)),
+      stage_(stage),
+      weights_(
+          LlamaWeights::bind(checkpoint, layout_, backend, stage.first_layer,
+                             stage_config(config_, stage).num_hidden_layers + stage.first_layer,
+                             stage.first(), stage.last())),
       kv_blocks_(kv_blocks),
       block_size_(block_size) {
   // The model hands activation pointers to the communicator: both must use the same memory.
   DSMATH_CHECK(layout_.tp_size == 1 || comm.device_memory() == (backend.device() != Device::kCpu),
                "a ", device_name(backend.device()), " backend needs a communicator on ",
                backend.device() == Device::kCpu ? "host" : "device", " memory");
-  backend_.prepare(config_, layout_.local_heads, layout_.local_kv_heads, kv_blocks, block_size);
+  DSMATH_CHECK(stage.topology.pp_size == 1 || stage.links != nullptr,
+               "pipeline stage without a communicator to its neighbours");
+  backend_.prepare(stage_config(config_, stage), layout_.local_heads, layout_.local_kv_heads,
+                   kv_blocks, block_size);
+}
+
+bool LlamaModel::is_driver() const {
+  return stage_.links != nullptr ? stage_.topology.is_driver() : comm_.topology().is_driver();
 }
 
 std::vector<float> LlamaModel::forward(const StepPlan& plan) {
@@ -28,10 +46,23 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
   // is in the staged inputs), so a GPU backend replays them as one graph keyed by that size.
   const int64_t n = int64_t(rows.ids.size());
   const bool logits = !rows.logit_rows.empty();
-  backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(logits); });
+  backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(n, logits); });
   comm_.complete();
-  if (!logits || !comm_.topology().is_driver()) return {};
-  return logits_to_host(int64_t(rows.logit_rows.size()));
+  if (!logits) return {};
+  const int64_t logit_rows = int64_t(rows.logit_rows.size());
+  if (stage_.links == nullptr)
+    return is_driver() ? logits_to_host(logit_rows) : std::vector<float>{};
+  // pp > 1: the last stage's tp rank 0 hands the logits to the driver on the first stage.
+  std::vector<float> out;
+  if (stage_.last() && stage_.topology.tp_rank == 0) {
+    out = logits_to_host(logit_rows);
+    stage_.links->send(out.data(), out.size(), 0);
+    return {};
+  }
+  if (!is_driver()) return {};
+  out.resize(size_t(logit_rows * config_.vocab_size));
+  stage_.links->recv(out.data(), out.size(), stage_.logits_rank());
+  return out;
 }
 
 // The plan as the backend takes it: the step's tokens, sequence after sequence, and where each
@@ -61,17 +92,27 @@ LlamaModel::StepRows LlamaModel::flatten(const StepPlan& plan) const {
   return rows;
 }
 
-// The step on the staged inputs, up to the gathered logits (when the step has logit rows).
-void LlamaModel::compute(bool logits) {
+// This stage's part of the step on the staged inputs (`rows` tokens), up to the gathered
+// logits when it is the last stage and the step has logit rows.
+void LlamaModel::compute(int64_t rows, bool logits) {
   const ModelConfig& c = config_;
-  // Vocab-parallel embedding: each rank fills the rows of the ids it holds, zeros elsewhere.
-  backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, x_);
-  if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
+  if (stage_.first()) {
+    // Vocab-parallel embedding: each rank fills the rows of the ids it holds, zeros elsewhere.
+    backend_.embedding(weights_.embed_tokens, layout_.vocab_begin, x_);
+    if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
+  } else {
+    backend_.resize(x_, rows, c.hidden_size);
+    stage_.links->recv(x_.data(), size_t(x_.size()), stage_.previous_rank());
+  }
 
-  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
-    const LayerWeights& w = weights_.layers[size_t(layer)];
-    attention_block(layer, w);
+  for (size_t layer = 0; layer < weights_.layers.size(); ++layer) {
+    const LayerWeights& w = weights_.layers[layer];
+    attention_block(int64_t(layer), w);  // the KV cache holds this stage's layers, from 0
     mlp_block(w);
+  }
+  if (!stage_.last()) {
+    stage_.links->send(x_.data(), size_t(x_.size()), stage_.next_rank());
+    return;
   }
   if (!logits) return;  // prompt chunks only: no lm_head this step
 

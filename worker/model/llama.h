@@ -5,7 +5,10 @@
 // together; attention runs per sequence over its blocks of the paged KV cache. Every rank of
 // the tensor-parallel group runs the same plan on its own weight shard (TpLayout); the only
 // communication is one all-reduce at the end of each row-parallel linear (o_proj, down_proj),
-// one after the vocab-parallel embedding, and the gather of the vocab-parallel logits.
+// one after the vocab-parallel embedding, and the gather of the vocab-parallel logits. Under
+// pipeline parallelism (PipelineStage) a rank runs its stage's layers only: the hidden state
+// arrives from the previous stage and leaves for the next one, and the last stage sends the
+// logits to the driver.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +18,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/model/backend.h"
 #include "worker/model/llama_weights.h"
+#include "worker/model/pipeline_stage.h"
 #include "worker/model/step_plan.h"
 #include "worker/model/tp_layout.h"
 
@@ -23,16 +27,20 @@ namespace dsmath {
 class LlamaModel {
  public:
   // Binds this rank's weight shard and allocates `kv_blocks` KV blocks of `block_size` tokens.
+  // `comm` is the stage's tensor-parallel group; `stage` defaults to the whole model.
   LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communicator& comm, int32_t kv_blocks,
-             int32_t block_size = 16);
+             int32_t block_size = 16, const PipelineStage& stage = {});
 
   const ModelConfig& config() const { return config_; }
   const TpLayout& layout() const { return layout_; }
+  const PipelineStage& stage() const { return stage_; }
   int32_t kv_blocks() const { return kv_blocks_; }
   int32_t block_size() const { return block_size_; }
   size_t shard_bytes() const { return weights_.bytes(config_); }  // this rank's weights
+  // The KV cache's layer count for `stage`, which holds the KV of its own layers only.
+  static ModelConfig stage_config(const ModelConfig& config, const PipelineStage& stage);
 
-  // Runs the plan. Returns logits on the driver (rank 0), row-major [rows, vocab_size]: one
+  // Runs the plan. Returns logits on the driver (world rank 0), row-major [rows, vocab_size]: one
   // row per sequence whose `logits` is set (its last token), or one per token when
   // plan.all_logits. Other ranks get an empty vector.
   std::vector<float> forward(const StepPlan& plan);
@@ -45,18 +53,20 @@ class LlamaModel {
     bool decode = false;  // one sampled token per sequence
   };
   StepRows flatten(const StepPlan& plan) const;
-  void compute(bool logits);
+  void compute(int64_t rows, bool logits);
   void attention_block(int64_t layer, const LayerWeights& w);
   void mlp_block(const LayerWeights& w);
   // y = x W^T on this rank's input columns, summed over ranks: the only all-reduce of a layer.
   void row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y);
   void vocab_parallel_logits(const Tensor& rows);
   std::vector<float> logits_to_host(int64_t rows);
+  bool is_driver() const;
 
   ModelConfig config_;
   Backend& backend_;
   Communicator& comm_;
   TpLayout layout_;
+  PipelineStage stage_;
   LlamaWeights weights_;
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.

@@ -59,7 +59,8 @@ class Binder {
 
 }  // namespace
 
-LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Backend& backend) {
+LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Backend& backend,
+                                int64_t first_layer, int64_t end_layer, bool embedding, bool head) {
   const ModelConfig& c = ckpt.config();
   const int64_t hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
   const int64_t q_dim = c.num_attention_heads * hd, kv_dim = c.num_key_value_heads * hd;
@@ -69,9 +70,10 @@ LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Back
 
   LlamaWeights w;
   Binder b(ckpt, backend, w);
-  w.embed_tokens =
-      b.rows("model.embed_tokens.weight", c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+  if (embedding)
+    w.embed_tokens =
+        b.rows("model.embed_tokens.weight", c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
+  for (int64_t i = first_layer; i < end_layer; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights l;
     l.input_norm = b.vector(p + "input_layernorm.weight", hidden);
@@ -87,17 +89,24 @@ LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Back
         b.columns(p + "mlp.down_proj.weight", hidden, inter, inter_begin, tp.local_intermediate);
     w.layers.push_back(l);
   }
+  if (!head) return w;
   w.final_norm = b.vector("model.norm.weight", hidden);
   // Tied checkpoints usually omit lm_head.weight; some still write it (same values).
   const bool tied = c.tie_word_embeddings && !ckpt.has("lm_head.weight");
-  w.lm_head = tied ? w.embed_tokens
-                   : b.rows("lm_head.weight", c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
+  const char* name = tied ? "model.embed_tokens.weight" : "lm_head.weight";
+  w.lm_head = tied && embedding
+                  ? w.embed_tokens
+                  : b.rows(name, c.vocab_size, hidden, tp.vocab_begin, tp.local_vocab);
   return w;
 }
 
 size_t LlamaWeights::bytes(const ModelConfig& config) const {
-  auto matrix = [](const WeightView& w) { return size_t(w.rows * w.cols) * dtype_size(w.dtype); };
-  auto norm = [&](const NormWeight& n) { return size_t(config.hidden_size) * dtype_size(n.dtype); };
+  auto matrix = [](const WeightView& w) {
+    return w.data ? size_t(w.rows * w.cols) * dtype_size(w.dtype) : 0;
+  };
+  auto norm = [&](const NormWeight& n) {
+    return n.data ? size_t(config.hidden_size) * dtype_size(n.dtype) : 0;
+  };
   size_t total = matrix(embed_tokens) + norm(final_norm);
   if (lm_head.data != embed_tokens.data) total += matrix(lm_head);
   for (const LayerWeights& l : layers) {

@@ -24,15 +24,18 @@ struct LayerWeights {
 };
 
 struct LlamaWeights {
-  WeightView embed_tokens;  // [local_vocab, hidden]
-  std::vector<LayerWeights> layers;
-  NormWeight final_norm;
-  WeightView lm_head;  // [local_vocab, hidden]; the embedding when tie_word_embeddings
+  WeightView embed_tokens;           // [local_vocab, hidden]; first pipeline stage only
+  std::vector<LayerWeights> layers;  // this stage's layers, from its first
+  NormWeight final_norm;             // last stage only
+  WeightView lm_head;  // [local_vocab, hidden], last stage only; the embedding when tied
 
   // Column-block copies this rank owns (empty at tp 1).
   std::vector<std::vector<std::byte>> owned;
 
-  static LlamaWeights bind(const Checkpoint& checkpoint, const TpLayout& layout, Backend& backend);
+  // Layers [first_layer, end_layer); the embedding when `embedding`, the final norm and
+  // lm_head when `head` (a pipeline stage binds only what it runs).
+  static LlamaWeights bind(const Checkpoint& checkpoint, const TpLayout& layout, Backend& backend,
+                           int64_t first_layer, int64_t end_layer, bool embedding, bool head);
 
   // Bytes of this rank's shard (the lm_head counted once when tied to the embedding).
   size_t bytes(const ModelConfig& config) const;

@@ -253,7 +253,8 @@ int run_serve(const ServeOptions& o, Communicator& comm) {
     worker::v1::Register registration;
     registration.set_protocol_version(kWorkerLinkVersion);
     registration.set_fingerprint(fingerprint);
-    registration.set_tp(comm.topology().tp_size);
+    registration.set_tp(group.topology().tp_size);
+    registration.set_pp(group.topology().pp_size);
     registration.set_kv_blocks(model.kv_blocks());
     registration.set_block_size(model.block_size());
     registration.set_max_context(group.checkpoint().config().max_position_embeddings);
