@@ -27,23 +27,7 @@ TEST(EngineTp, RandomStreamEqualsSoloRuns) {
   {
     Replica r(dir, MPI_COMM_WORLD, /*kv_blocks=*/12);
     ModelRunner runner(r.model, *r.comm);
-    if (!runner.is_driver()) {
-      runner.follow();
-    } else {
-      EngineConfig config;
-      config.max_step_tokens = 24;
-      config.max_running = 6;
-      testing::StreamOutcome outcome;
-      {
-        Engine engine(runner, config);
-        outcome = testing::run_random_stream(engine, 11, 1000, /*max_prompt=*/60);
-      }
-      EXPECT_GT(outcome.stats.preemptions, 0);
-      EXPECT_GT(outcome.stats.prefix_cache_hit_tokens, 0);
-      EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
-      testing::expect_samples_equal_alone(runner, outcome);
-      runner.shutdown();
-    }
+    testing::random_stream_on_group(runner, 11, 1000, /*max_prompt=*/60);
   }
   testing::remove_on_rank0(dir);
 }

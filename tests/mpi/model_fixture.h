@@ -58,6 +58,17 @@ inline void remove_on_rank0(const std::filesystem::path& dir) {
   if (rank == 0) std::filesystem::remove_all(dir);
 }
 
+// Logits of every position of `tokens` as one fresh sequence (all ranks must call it).
+inline std::vector<float> all_logits(LlamaModel& model, const std::vector<int32_t>& tokens) {
+  BlockManager blocks(model.kv_blocks(), model.block_size());
+  BlockTable table;
+  blocks.append(table, int32_t(tokens.size()));
+  StepPlan plan;
+  plan.all_logits = true;
+  plan.sequences.push_back({tokens, 0, table.blocks});
+  return model.forward(plan);
+}
+
 // A model replica over the ranks of `mpi_comm` (MPI_COMM_WORLD: tp = world size;
 // MPI_COMM_SELF: tp 1 on this rank alone).
 struct Replica {
@@ -68,15 +79,8 @@ struct Replica {
         backend(kv_dtype),
         model(checkpoint, backend, *comm, kv_blocks) {}
 
-  // Logits of every position of `tokens` as one fresh sequence (all ranks must call it).
   std::vector<float> all_logits(const std::vector<int32_t>& tokens) {
-    BlockManager blocks(model.kv_blocks(), model.block_size());
-    BlockTable table;
-    blocks.append(table, int32_t(tokens.size()));
-    StepPlan plan;
-    plan.all_logits = true;
-    plan.sequences.push_back({tokens, 0, table.blocks});
-    return model.forward(plan);
+    return testing::all_logits(model, tokens);
   }
 
   std::unique_ptr<Communicator> comm;

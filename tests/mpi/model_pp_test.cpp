@@ -39,13 +39,7 @@ struct PipelineReplica {
   }
 
   std::vector<float> all_logits(const std::vector<int32_t>& tokens) {
-    BlockManager blocks(model.kv_blocks(), model.block_size());
-    BlockTable table;
-    blocks.append(table, int32_t(tokens.size()));
-    StepPlan plan;
-    plan.all_logits = true;
-    plan.sequences.push_back({tokens, 0, table.blocks});
-    return model.forward(plan);
+    return testing::all_logits(model, tokens);
   }
 
   std::unique_ptr<Communicator> world;
@@ -100,22 +94,7 @@ TEST(Pipeline, RandomStreamEqualsSoloRunsUnderPp) {
   {
     PipelineReplica r(dir, 2, {}, /*kv_blocks=*/12);
     ModelRunner runner(r.model, *r.world);
-    if (!runner.is_driver()) {
-      runner.follow();
-    } else {
-      EngineConfig config;
-      config.max_step_tokens = 24;
-      config.max_running = 6;
-      testing::StreamOutcome outcome;
-      {
-        Engine engine(runner, config);
-        outcome = testing::run_random_stream(engine, 13, 400, /*max_prompt=*/60);
-      }
-      EXPECT_GT(outcome.stats.preemptions, 0);
-      EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
-      testing::expect_samples_equal_alone(runner, outcome);
-      runner.shutdown();
-    }
+    testing::random_stream_on_group(runner, 13, 400, /*max_prompt=*/60);
   }
   testing::remove_on_rank0(dir);
 }

@@ -117,4 +117,25 @@ inline void expect_samples_equal_alone(ModelRunner& runner, const StreamOutcome&
   EXPECT_GT(compared, 20);
 }
 
+// A random stream on a whole group: the driver runs it under a small cache (max_step_tokens 24,
+// max_running 6), checks that it preempted, hit the prefix cache, leaked no block and that every
+// sample equals its solo run, then releases the followers, which follow until then.
+inline void random_stream_on_group(ModelRunner& runner, uint64_t seed, int64_t operations,
+                                   int32_t max_prompt) {
+  if (!runner.is_driver()) return runner.follow();
+  EngineConfig config;
+  config.max_step_tokens = 24;
+  config.max_running = 6;
+  StreamOutcome outcome;
+  {
+    Engine engine(runner, config);
+    outcome = run_random_stream(engine, seed, operations, max_prompt);
+  }
+  EXPECT_GT(outcome.stats.preemptions, 0);
+  EXPECT_GT(outcome.stats.prefix_cache_hit_tokens, 0);
+  EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
+  expect_samples_equal_alone(runner, outcome);
+  runner.shutdown();
+}
+
 }  // namespace dsmath::testing
