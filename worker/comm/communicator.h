@@ -41,6 +41,14 @@ class Communicator {
   // of this communicator. Unlike the calls above, only the two ranks take part.
   virtual void send(const float* data, size_t count, int dest);
   virtual void recv(float* data, size_t count, int source);
+  // Non-blocking forms, for pipelined micro-batches: send_async keeps `data` until it is
+  // delivered (later calls and the destructor complete it); recv_async posts a receive now and
+  // wait_recv returns its data. Receives from one source match its sends in order.
+  virtual void send_async(std::vector<float> data, int dest) {
+    send(data.data(), data.size(), dest);
+  }
+  virtual uint64_t recv_async(size_t count, int source);
+  virtual std::vector<float> wait_recv(uint64_t ticket);
 
   // True when the collectives take device pointers (NCCL), false for host memory (MPI).
   virtual bool device_memory() const { return false; }
@@ -59,6 +67,13 @@ class Communicator {
                                std::chrono::microseconds spin = std::chrono::microseconds(200)) {
     broadcast(data, bytes, root);
   }
+  // A broadcast whose root does not wait for delivery: it keeps a copy of `data` and returns at
+  // once (later calls on this communicator and its destructor complete the sends), so the driver
+  // can hand a step plan to pipeline stages still busy with the previous micro-batch. Receivers
+  // return once the data is in place. Every rank must call broadcast_nowait for the same message.
+  virtual void broadcast_nowait(void* data, size_t bytes, int root) {
+    broadcast(data, bytes, root);
+  }
 
   // The MPI communicator that carries this group's control traffic (collectively(), the NCCL
   // bootstrap); MPI_COMM_NULL for a group that is one process without MPI.
@@ -70,6 +85,12 @@ inline void Communicator::send(const float*, size_t, int dest) {
 }
 inline void Communicator::recv(float*, size_t, int source) {
   fail("recv from rank ", source, ": this communicator has no point-to-point messages");
+}
+inline uint64_t Communicator::recv_async(size_t, int source) {
+  fail("recv from rank ", source, ": this communicator has no point-to-point messages");
+}
+inline std::vector<float> Communicator::wait_recv(uint64_t) {
+  fail("wait_recv: this communicator has no point-to-point messages");
 }
 
 // A communicator over the ranks of `comm` (duplicated, so its traffic never matches the

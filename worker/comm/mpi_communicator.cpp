@@ -27,6 +27,14 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, size_t max_chunk) : max_chunk_(m
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
+  if (!finalized) {
+    try {
+      reap_sends(/*wait_all=*/true);
+    } catch (const Error&) {
+      // A peer is gone; there is nobody left to deliver to.
+    }
+    for (auto& [ticket, t] : recvs_) MPI_Cancel(&t.request);
+  }
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -101,6 +109,57 @@ void MpiCommunicator::recv(float* data, size_t count, int source) {
   }
 }
 
+void MpiCommunicator::reap_sends(bool wait_all) {
+  while (!sends_.empty()) {
+    int done = 0;
+    if (wait_all) {
+      DSMATH_MPI_CHECK(MPI_Wait(&sends_.front().request, MPI_STATUS_IGNORE));
+      done = 1;
+    } else {
+      DSMATH_MPI_CHECK(MPI_Test(&sends_.front().request, &done, MPI_STATUS_IGNORE));
+    }
+    if (!done) return;
+    sends_.pop_front();
+  }
+}
+
+void MpiCommunicator::send_async(std::vector<float> data, int dest) {
+  check_root(dest, "send");
+  DSMATH_CHECK(data.size() <= max_chunk_, "send: ", data.size(), " floats in one message (at most ",
+               max_chunk_, ")");
+  reap_sends(/*wait_all=*/false);
+  Transfer& t = sends_.emplace_back();
+  t.data = std::move(data);
+  DSMATH_MPI_CHECK(MPI_Isend(t.data.data(), int(t.data.size()), MPI_FLOAT, dest, kPointToPointTag,
+                             comm_, &t.request));
+}
+
+uint64_t MpiCommunicator::recv_async(size_t count, int source) {
+  check_root(source, "recv");
+  DSMATH_CHECK(count <= max_chunk_, "recv: ", count, " floats in one message (at most ", max_chunk_,
+               ")");
+  const uint64_t ticket = next_ticket_++;
+  Transfer& t = recvs_[ticket];
+  t.data.resize(count);
+  DSMATH_MPI_CHECK(
+      MPI_Irecv(t.data.data(), int(count), MPI_FLOAT, source, kPointToPointTag, comm_, &t.request));
+  return ticket;
+}
+
+std::vector<float> MpiCommunicator::wait_recv(uint64_t ticket) {
+  const auto it = recvs_.find(ticket);
+  DSMATH_CHECK(it != recvs_.end(), "wait_recv: no receive ", ticket, " was posted");
+  MPI_Status status;
+  DSMATH_MPI_CHECK(MPI_Wait(&it->second.request, &status));
+  int received = 0;
+  DSMATH_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &received));
+  std::vector<float> data = std::move(it->second.data);
+  recvs_.erase(it);
+  DSMATH_CHECK(size_t(received) == data.size(), "recv: ", received, " floats, expected ",
+               data.size());
+  return data;
+}
+
 void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
   check_root(root, "broadcast");
   auto* p = static_cast<char*>(data);
@@ -148,6 +207,26 @@ void MpiCommunicator::await_broadcast(void* data, size_t bytes, int root,
     }
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(4000));
+  }
+}
+
+void MpiCommunicator::broadcast_nowait(void* data, size_t bytes, int root) {
+  check_root(root, "broadcast_nowait");
+  DSMATH_CHECK(bytes <= size_t(INT_MAX), "broadcast_nowait: ", bytes,
+               " bytes in one message (at most ", INT_MAX, ")");
+  if (topology_.rank != root) {
+    DSMATH_MPI_CHECK(
+        MPI_Recv(data, int(bytes), MPI_BYTE, root, kNowaitBroadcastTag, comm_, MPI_STATUS_IGNORE));
+    return;
+  }
+  reap_sends(/*wait_all=*/false);
+  const char* begin = static_cast<const char*>(data);
+  for (int r = 0; r < topology_.world_size; ++r) {
+    if (r == root) continue;
+    Transfer& t = sends_.emplace_back();
+    t.bytes.assign(begin, begin + bytes);
+    DSMATH_MPI_CHECK(
+        MPI_Isend(t.bytes.data(), int(bytes), MPI_BYTE, r, kNowaitBroadcastTag, comm_, &t.request));
   }
 }
 

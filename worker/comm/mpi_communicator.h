@@ -5,6 +5,9 @@
 
 #include <climits>
 #include <cstddef>
+#include <deque>
+#include <map>
+#include <vector>
 
 #include "worker/comm/communicator.h"
 
@@ -28,12 +31,27 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   void send(const float* data, size_t count, int dest) override;
   void recv(float* data, size_t count, int source) override;
+  void send_async(std::vector<float> data, int dest) override;
+  uint64_t recv_async(size_t count, int source) override;
+  std::vector<float> wait_recv(uint64_t ticket) override;
   void await_broadcast(void* data, size_t bytes, int root, std::chrono::microseconds spin) override;
+  void broadcast_nowait(void* data, size_t bytes, int root) override;
   MPI_Comm control_comm() const override { return comm_; }
 
  private:
   void check_root(int root, const char* what) const;
   static constexpr int kPointToPointTag = 7;
+  static constexpr int kNowaitBroadcastTag = 0x44534e;  // "DSN": broadcast_nowait's messages
+  struct Transfer {
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<float> data;
+    std::vector<char> bytes;  // broadcast_nowait's copy
+  };
+  void reap_sends(bool wait_all);  // frees the buffers of delivered sends
+
+  std::deque<Transfer> sends_;
+  std::map<uint64_t, Transfer> recvs_;
+  uint64_t next_ticket_ = 0;
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   Topology topology_;

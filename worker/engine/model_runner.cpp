@@ -13,12 +13,13 @@ namespace {
 constexpr std::chrono::microseconds kBusySpin(50000);
 
 // A plan travels as its length, through await_broadcast (followers of an idle group wait there
-// without spinning), then its words.
+// without spinning), then its words. The driver does not wait for the words to arrive: under
+// pipeline parallelism the later stages are still busy with earlier micro-batches.
 void send_plan(Communicator& control, const StepPlan& plan) {
   std::vector<int32_t> words = plan.serialize();
   uint64_t size = words.size();
   control.await_broadcast(&size, sizeof(size), 0, kBusySpin);
-  control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
+  control.broadcast_nowait(words.data(), words.size() * sizeof(int32_t), 0);
 }
 
 StepPlan receive_plan(Communicator& control, std::chrono::microseconds spin) {
@@ -26,7 +27,7 @@ StepPlan receive_plan(Communicator& control, std::chrono::microseconds spin) {
   control.await_broadcast(&size, sizeof(size), 0, spin);
   DSMATH_CHECK(size > 0 && size < (uint64_t(1) << 31), "step plan of ", size, " words");
   std::vector<int32_t> words(size);
-  control.broadcast(words.data(), words.size() * sizeof(int32_t), 0);
+  control.broadcast_nowait(words.data(), words.size() * sizeof(int32_t), 0);
   return StepPlan::deserialize(words);
 }
 
@@ -45,10 +46,20 @@ ModelRunner::~ModelRunner() {
 }
 
 std::vector<float> ModelRunner::step(const StepPlan& plan) {
-  DSMATH_CHECK(is_driver(), "ModelRunner::step runs on the driver (rank 0) only");
+  launch(plan);
+  return finish();
+}
+
+void ModelRunner::launch(const StepPlan& plan) {
+  DSMATH_CHECK(is_driver(), "ModelRunner::launch runs on the driver (rank 0) only");
   idle_sent_ = false;
   if (control_.topology().world_size > 1) send_plan(control_, plan);
-  return model_.forward(plan);
+  model_.launch(plan);
+}
+
+std::vector<float> ModelRunner::finish() {
+  DSMATH_CHECK(is_driver(), "ModelRunner::finish runs on the driver (rank 0) only");
+  return model_.finish();
 }
 
 void ModelRunner::notify_idle() {
@@ -69,7 +80,7 @@ void ModelRunner::follow() {
     const StepPlan plan = receive_plan(control_, idle ? std::chrono::microseconds(0) : kBusySpin);
     if (plan.shutdown) return;
     idle = plan.idle;
-    if (!idle) model_.forward(plan);
+    if (!idle) model_.launch(plan);  // a follower has no logits to wait for
   }
 }
 

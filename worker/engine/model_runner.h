@@ -24,6 +24,10 @@ class ModelRunner {
 
   // Driver only: runs `plan` on every rank and returns the gathered logits.
   std::vector<float> step(const StepPlan& plan);
+  // Driver only: step() in two halves (LlamaModel::launch / finish), so that up to pp steps
+  // are in flight through the pipeline stages; finish returns the oldest launched step's logits.
+  void launch(const StepPlan& plan);
+  std::vector<float> finish();
   // Followers only: runs the driver's plans until it shuts the group down.
   void follow();
   // Driver only: tells the followers that no step comes soon, so they wait sleeping rather

@@ -39,6 +39,11 @@ bool LlamaModel::is_driver() const {
 }
 
 std::vector<float> LlamaModel::forward(const StepPlan& plan) {
+  launch(plan);
+  return finish();
+}
+
+void LlamaModel::launch(const StepPlan& plan) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
   const StepRows rows = flatten(plan);
   backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows});
@@ -48,21 +53,29 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
   const bool logits = !rows.logit_rows.empty();
   backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(n, logits); });
   comm_.complete();
-  if (!logits) return {};
+
   const int64_t logit_rows = int64_t(rows.logit_rows.size());
-  if (stage_.links == nullptr)
-    return is_driver() ? logits_to_host(logit_rows) : std::vector<float>{};
-  // pp > 1: the last stage's tp rank 0 hands the logits to the driver on the first stage.
-  std::vector<float> out;
-  if (stage_.last() && stage_.topology.tp_rank == 0) {
-    out = logits_to_host(logit_rows);
-    stage_.links->send(out.data(), out.size(), 0);
-    return {};
+  Pending pending;
+  if (logits && stage_.links == nullptr) {
+    if (is_driver()) pending.logits = logits_to_host(logit_rows);
+  } else if (logits) {
+    // pp > 1: the last stage's tp rank 0 hands the logits to the driver on the first stage.
+    if (stage_.last() && stage_.topology.tp_rank == 0)
+      stage_.links->send_async(logits_to_host(logit_rows), 0);
+    if (is_driver()) {
+      pending.ticket =
+          stage_.links->recv_async(size_t(logit_rows * config_.vocab_size), stage_.logits_rank());
+    }
   }
+  if (is_driver()) pending_.push_back(std::move(pending));
+}
+
+std::vector<float> LlamaModel::finish() {
   if (!is_driver()) return {};
-  out.resize(size_t(logit_rows * config_.vocab_size));
-  stage_.links->recv(out.data(), out.size(), stage_.logits_rank());
-  return out;
+  DSMATH_CHECK(!pending_.empty(), "LlamaModel::finish without a launched step");
+  Pending p = std::move(pending_.front());
+  pending_.pop_front();
+  return p.ticket ? stage_.links->wait_recv(*p.ticket) : std::move(p.logits);
 }
 
 // The plan as the backend takes it: the step's tokens, sequence after sequence, and where each

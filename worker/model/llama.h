@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <optional>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
@@ -45,6 +47,13 @@ class LlamaModel {
   // plan.all_logits. Other ranks get an empty vector.
   std::vector<float> forward(const StepPlan& plan);
 
+  // forward() in two halves, so that several steps (micro-batches of disjoint sequences) can be
+  // in flight through the pipeline stages: launch runs this stage's part of the plan and
+  // passes it on; finish returns the logits of the oldest launched step (driver; others get
+  // an empty vector). forward(plan) is launch(plan) then finish().
+  void launch(const StepPlan& plan);
+  std::vector<float> finish();
+
  private:
   struct StepRows {
     std::vector<int32_t> ids, positions;
@@ -71,8 +80,13 @@ class LlamaModel {
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.
   Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
-  Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
-  Tensor gathered_logits_;      // [tp * rows, local_vocab]
+  Tensor rank_sum_, gathered_;       // row_parallel_linear's fixed-order sum
+  Tensor gathered_logits_;           // [tp * rows, local_vocab]
+  struct Pending {                   // a launched step's logits, on the driver
+    std::vector<float> logits;       // here already (pp 1)
+    std::optional<uint64_t> ticket;  // or on their way from the last stage
+  };
+  std::deque<Pending> pending_;
   static constexpr int64_t kCanonicalChunks = 8;
 };
 
