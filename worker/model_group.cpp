@@ -43,6 +43,11 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
       .add_option("--pp-layers", o.pp_layers,
                   "Layers per stage, comma-separated (default: as even as possible)")
       ->delimiter(',');
+  command
+      .add_option("--micro-batches", o.micro_batches,
+                  "Steps in flight at once, each over its own sequences (default: --pp, so that "
+                  "every stage works at once; 1: one step at a time)")
+      ->check(CLI::Range(1, 64));
   command.add_option("--threads", o.threads,
                      "CPU threads per rank (default: the node's cores / its ranks)");
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
@@ -127,6 +132,7 @@ EngineConfig ModelGroup::engine_config() const {
   EngineConfig config;
   config.max_step_tokens = options_.max_step_tokens;
   config.prefix_caching = options_.prefix_cache;
+  config.micro_batches = options_.micro_batches > 0 ? options_.micro_batches : topology_.pp_size;
   config.eos_token_ids =
       eos_token_ids(checkpoint_->config(), checkpoint_->generation_config(), *tokenizer_);
   return config;

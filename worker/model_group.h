@@ -30,11 +30,13 @@ struct GroupOptions {
   cpu::MatmulPrecision matmul_precision = cpu::MatmulPrecision::Highest;  // highest | medium
   int pp = 1;                      // --pp: pipeline stages (world size = tp x pp)
   std::vector<int64_t> pp_layers;  // --pp-layers 16,14: layers per stage (default: even)
+  int micro_batches = 0;           // --micro-batches: steps in flight (0: one per stage)
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
 };
 
-// --model, --device, --pp, --pp-layers, --threads, --kv-cache-gib, --kv-dtype, --matmul-precision,
+// --model, --device, --pp, --pp-layers, --micro-batches, --threads, --kv-cache-gib, --kv-dtype,
+// --matmul-precision,
 // --max-step-tokens,
 // --no-prefix-cache.
 void add_group_flags(CLI::App& command, GroupOptions& options);

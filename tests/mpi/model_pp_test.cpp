@@ -87,14 +87,15 @@ TEST(Pipeline, LogitsAreBitwiseThoseOfOneProcessAtEveryTpAndPp) {
   testing::remove_on_rank0(dir);
 }
 
-TEST(Pipeline, RandomStreamEqualsSoloRunsUnderPp) {
+TEST(Pipeline, RandomStreamWithMicroBatchesEqualsSoloRunsUnderPp) {
   if (world_size() % 2 != 0) GTEST_SKIP() << "pp 2 needs an even number of ranks";
   const auto dir = testing::make_model(
       "pp-stream", {"--preset", "tiny", "--layers", "3", "--kv-heads", "2", "--seed", "6"});
   {
     PipelineReplica r(dir, 2, {}, /*kv_blocks=*/12);
     ModelRunner runner(r.model, *r.world);
-    testing::random_stream_on_group(runner, 13, 400, /*max_prompt=*/60);
+    // Two micro-batches in flight: stage 0 runs one while stage 1 runs the other.
+    testing::random_stream_on_group(runner, 13, 400, /*max_prompt=*/60, /*micro_batches=*/2);
   }
   testing::remove_on_rank0(dir);
 }

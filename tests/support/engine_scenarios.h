@@ -118,14 +118,16 @@ inline void expect_samples_equal_alone(ModelRunner& runner, const StreamOutcome&
 }
 
 // A random stream on a whole group: the driver runs it under a small cache (max_step_tokens 24,
-// max_running 6), checks that it preempted, hit the prefix cache, leaked no block and that every
-// sample equals its solo run, then releases the followers, which follow until then.
+// max_running 6, `micro_batches` steps in flight), checks that it preempted, hit the prefix
+// cache, leaked no block and that every sample equals its solo run, then releases the
+// followers, which follow until then.
 inline void random_stream_on_group(ModelRunner& runner, uint64_t seed, int64_t operations,
-                                   int32_t max_prompt) {
+                                   int32_t max_prompt, int32_t micro_batches = 1) {
   if (!runner.is_driver()) return runner.follow();
   EngineConfig config;
   config.max_step_tokens = 24;
   config.max_running = 6;
+  config.micro_batches = micro_batches;
   StreamOutcome outcome;
   {
     Engine engine(runner, config);

@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "common/core/error.h"
 #include "worker/engine/rng.h"
@@ -55,10 +56,21 @@ Engine::Engine(ModelRunner& runner, EngineConfig config)
       scheduler_(blocks_, {config_.max_step_tokens, config_.max_running}) {
   DSMATH_CHECK(runner.is_driver(), "the engine runs on the driver (rank 0) only");
   DSMATH_CHECK(config_.max_samples >= 1, "the engine's largest n must be at least 1");
+  DSMATH_CHECK(config_.micro_batches >= 1, "--micro-batches must be at least 1, got ",
+               config_.micro_batches);
   publish_stats();
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Steps still in flight are collected, so no stage is left sending logits nobody receives.
+  for (; !in_flight_.empty(); in_flight_.pop_front()) {
+    try {
+      runner_.finish();
+    } catch (const Error&) {
+      break;  // the group is broken; its ranks are stopping anyway
+    }
+  }
+}
 
 void Engine::add(EngineRequest request) {
   std::lock_guard lock(mutex_);
@@ -80,7 +92,7 @@ void Engine::stop(const std::string& key, int32_t sample_index) {
 
 bool Engine::has_work() {
   std::lock_guard lock(mutex_);
-  return !commands_.empty() || !live_.empty();
+  return !commands_.empty() || !live_.empty() || !in_flight_.empty();
 }
 
 bool Engine::wait_for_work(std::chrono::milliseconds timeout) {
@@ -251,56 +263,91 @@ std::vector<EngineEvent> Engine::step() {
     }
   }
 
-  const ScheduledStep scheduled = scheduler_.schedule();
-  if (!scheduled.chunks.empty()) {
-    StepPlan plan;
-    for (const BlockCopy& c : scheduled.copies) plan.copies.push_back({c.src, c.dst});
-    for (const ScheduledChunk& c : scheduled.chunks) {
-      const Sequence& s = *c.sequence;
-      StepSequence q;
-      q.first_position = s.computed;
-      q.tokens.assign(s.tokens.begin() + s.computed, s.tokens.begin() + s.computed + c.tokens);
-      q.block_table = s.table.blocks;
-      q.logits = c.tokens == s.pending();  // the sequence's last token: it samples
-      plan.sequences.push_back(std::move(q));
-    }
-    const auto forward_started = Clock::now();
-    const std::vector<float> logits = runner_.step(plan);
-    counters_.forward_seconds += seconds_since(forward_started);
-
-    std::vector<std::pair<Sequence*, size_t>> to_sample;  // (sequence, logits row)
-    size_t rows = 0;
-    for (size_t i = 0; i < scheduled.chunks.size(); ++i) {
-      Sequence& s = *scheduled.chunks[i].sequence;
-      const int32_t tokens = scheduled.chunks[i].tokens;
-      const bool decode = tokens == 1 && s.pending() == 1 && s.generated() > 0;
-      if (!decode) counters_.prefill_tokens += tokens;
-      s.computed += tokens;
-      blocks_.cache_full_blocks(s.table, s.tokens, s.computed, s.block_hashes);
-      if (!plan.sequences[i].logits) continue;
-      const size_t row = rows++;
-      to_sample.push_back({&s, row});
-      // The request's other samples take the prompt just computed and sample from its logits.
-      for (Sequence* f : s.forks) {
-        f->table = blocks_.fork(s.table);
-        f->computed = s.computed;
-        f->block_hashes = s.block_hashes;
-        scheduler_.add_running(f);
-        to_sample.push_back({f, row});
-      }
-      s.forks.clear();
-    }
-    const auto sampling_started = Clock::now();
-    sample_and_accept(to_sample, logits, events);
-    counters_.sample_seconds += seconds_since(sampling_started);
+  while (int32_t(in_flight_.size()) < config_.micro_batches && launch_step()) {
   }
+  if (!in_flight_.empty()) finish_step(events);
 
-  for (auto it = live_.begin(); it != live_.end();)
-    it = it->second.unfinished == 0 ? live_.erase(it) : std::next(it);
+  for (auto it = live_.begin(); it != live_.end();) {
+    if (it->second.unfinished != 0) {
+      ++it;
+      continue;
+    }
+    for (auto& s : it->second.samples)
+      if (s->in_flight) retired_.push_back(std::move(s));
+    it = live_.erase(it);
+  }
+  std::erase_if(retired_, [](const std::unique_ptr<Sequence>& s) { return !s->in_flight; });
   ++counters_.steps;
   counters_.step_seconds += seconds_since(started);
   publish_stats();
   return events;
+}
+
+bool Engine::launch_step() {
+  // Each micro-batch takes about its share of the sequences, so that P of them hold them all.
+  int32_t share = INT32_MAX;
+  if (config_.micro_batches > 1) {
+    const int32_t sequences = scheduler_.num_running() + scheduler_.num_waiting();
+    share = std::max(1, (sequences + config_.micro_batches - 1) / config_.micro_batches);
+  }
+  const ScheduledStep scheduled = scheduler_.schedule(share);
+  if (scheduled.chunks.empty()) return false;
+  StepPlan plan;
+  InFlight flight;
+  for (const BlockCopy& c : scheduled.copies) plan.copies.push_back({c.src, c.dst});
+  for (const ScheduledChunk& c : scheduled.chunks) {
+    Sequence& s = *c.sequence;
+    StepSequence q;
+    q.first_position = s.computed;
+    q.tokens.assign(s.tokens.begin() + s.computed, s.tokens.begin() + s.computed + c.tokens);
+    q.block_table = s.table.blocks;
+    q.logits = c.tokens == s.pending();  // the sequence's last token: it samples
+    flight.samples.push_back(q.logits);
+    plan.sequences.push_back(std::move(q));
+    s.in_flight = true;
+  }
+  flight.chunks = scheduled.chunks;
+  const auto forward_started = Clock::now();
+  runner_.launch(plan);
+  counters_.forward_seconds += seconds_since(forward_started);
+  in_flight_.push_back(std::move(flight));
+  return true;
+}
+
+void Engine::finish_step(std::vector<EngineEvent>& events) {
+  const InFlight flight = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  const auto forward_started = Clock::now();
+  const std::vector<float> logits = runner_.finish();
+  counters_.forward_seconds += seconds_since(forward_started);
+
+  std::vector<std::pair<Sequence*, size_t>> to_sample;  // (sequence, logits row)
+  size_t rows = 0;
+  for (size_t i = 0; i < flight.chunks.size(); ++i) {
+    Sequence& s = *flight.chunks[i].sequence;
+    const int32_t tokens = flight.chunks[i].tokens;
+    s.in_flight = false;
+    const size_t row = flight.samples[i] ? rows++ : 0;
+    if (s.finish != FinishReason::kNone) continue;  // cancelled or stopped meanwhile
+    const bool decode = tokens == 1 && s.pending() == 1 && s.generated() > 0;
+    if (!decode) counters_.prefill_tokens += tokens;
+    s.computed += tokens;
+    blocks_.cache_full_blocks(s.table, s.tokens, s.computed, s.block_hashes);
+    if (!flight.samples[i]) continue;
+    to_sample.push_back({&s, row});
+    // The request's other samples take the prompt just computed and sample from its logits.
+    for (Sequence* f : s.forks) {
+      f->table = blocks_.fork(s.table);
+      f->computed = s.computed;
+      f->block_hashes = s.block_hashes;
+      scheduler_.add_running(f);
+      to_sample.push_back({f, row});
+    }
+    s.forks.clear();
+  }
+  const auto sampling_started = Clock::now();
+  sample_and_accept(to_sample, logits, events);
+  counters_.sample_seconds += seconds_since(sampling_started);
 }
 
 void Engine::publish_stats() {

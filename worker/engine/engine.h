@@ -8,6 +8,11 @@
 //   step()         the driver's thread only: takes in what was queued, schedules, runs one
 //                  forward on every rank (ModelRunner), samples, and returns the step's events
 //
+// With micro_batches = P > 1, step() first launches steps until P are in flight (each over
+// sequences that no other in-flight step holds, about 1/P of them), then waits for the oldest
+// and samples it. A sample cancelled or stopped while its step is in flight ends at once; the
+// step's result for it is dropped when it comes back.
+//
 // Nothing a request carries can stop the group: an invalid request, or one whose logits turn
 // NaN, ends alone with an `error` event. MPI stays on the step() thread.
 #pragma once
@@ -15,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,6 +42,9 @@ struct EngineConfig {
   int32_t max_samples = 1024;     // largest n per request
   bool prefix_caching = true;
   std::vector<int32_t> eos_token_ids;  // end a sample unless ignore_eos
+  // Steps in flight at once, each over its own sequences: the pipeline's stage count keeps
+  // every stage busy (stage s on micro-batch k while stage s + 1 is on k - 1). 1: one at a time.
+  int32_t micro_batches = 1;
 };
 
 struct EngineRequest {
@@ -79,7 +88,7 @@ struct EngineStats {
   int64_t prefill_tokens = 0;           // run through the forward to fill the cache
   int64_t generated_tokens = 0;
   int64_t steps = 0;
-  double step_seconds = 0, forward_seconds = 0;  // forward: the ModelRunner::step call
+  double step_seconds = 0, forward_seconds = 0;  // forward: ModelRunner launch + finish calls
   double sample_seconds = 0;                     // sampling the step's logits rows
 };
 
@@ -124,6 +133,12 @@ class Engine {
   // Ends a sample: frees its blocks and adds (or completes) its event.
   void finish(Sequence& s, FinishReason reason, std::string error, EngineEvent& event);
   EngineEvent finish_event(Sequence& s, FinishReason reason, std::string error);
+  struct InFlight {  // a launched step, until its logits come back
+    std::vector<ScheduledChunk> chunks;
+    std::vector<bool> samples;  // per chunk: its last token's logits are sampled
+  };
+  bool launch_step();  // schedules and launches one step; false when nothing can run
+  void finish_step(std::vector<EngineEvent>& events);  // the oldest in flight
   void sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& to_sample,
                          const std::vector<float>& logits, std::vector<EngineEvent>& events);
   void publish_stats();
@@ -133,6 +148,9 @@ class Engine {
   BlockManager blocks_;
   Scheduler scheduler_;
   std::map<std::string, LiveRequest> live_;
+  std::deque<InFlight> in_flight_;
+  // Samples of requests that ended while a step in flight still holds them.
+  std::vector<std::unique_ptr<Sequence>> retired_;
   uint64_t arrivals_ = 0;
   EngineStats counters_;  // driver thread
 

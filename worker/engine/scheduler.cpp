@@ -116,18 +116,23 @@ bool Scheduler::admit(Sequence* s, int32_t budget, ScheduledStep& step) {
   return true;
 }
 
-ScheduledStep Scheduler::schedule() {
+ScheduledStep Scheduler::schedule(int32_t max_sequences) {
   ScheduledStep step;
   int32_t budget = config_.max_step_tokens;
   std::unordered_set<const Sequence*> scheduled;
-  // The newest running sequence that is newer than `s` and not scheduled yet: who gives up its
-  // blocks when `s` cannot grow. Decodes go oldest first before any prompt chunk, so for a
-  // decode this is simply the newest running sequence (possibly `s` itself).
+  // The newest running sequence that is newer than `s`, not scheduled yet and not in flight: who
+  // gives up its blocks when `s` cannot grow. Decodes go oldest first before any prompt chunk,
+  // so for a decode this is simply the newest such sequence (possibly `s` itself).
+  bool newer_in_flight = false;  // of the last victim_for call
   auto victim_for = [&](const Sequence* s) -> Sequence* {
-    for (auto it = running_.rbegin(); it != running_.rend() && *it != s; ++it)
-      if (!scheduled.count(*it)) return *it;
+    newer_in_flight = false;
+    for (auto it = running_.rbegin(); it != running_.rend() && *it != s; ++it) {
+      newer_in_flight |= (*it)->in_flight;
+      if (!scheduled.count(*it) && !(*it)->in_flight) return *it;
+    }
     return nullptr;
   };
+  bool deferred = false;  // a sequence waits for blocks that a step in flight may free
   auto schedule_chunk = [&](Sequence* s, int32_t tokens) {
     for (const BlockCopy& c : blocks_.append(s->table, tokens)) step.copies.push_back(c);
     step.chunks.push_back({s, tokens});
@@ -140,7 +145,9 @@ ScheduledStep Scheduler::schedule() {
   std::stable_partition(order.begin(), order.end(),
                         [](const Sequence* s) { return s->pending() == 1; });
   for (Sequence* s : order) {
-    if (s->preempted || budget == 0) continue;  // preempted by an older sequence this step
+    // Preempted by an older sequence this step, or its previous step not back yet.
+    if (s->preempted || s->in_flight || budget == 0) continue;
+    if (int32_t(step.chunks.size()) == max_sequences) break;
     const int32_t want = std::min(s->pending(), budget);
     int32_t chunk = tokens_that_fit(s->table, want);
     // A decode must have its token; a prompt chunk must make some progress. Either may take
@@ -148,7 +155,11 @@ ScheduledStep Scheduler::schedule() {
     while (chunk == 0) {
       Sequence* victim = victim_for(s);
       if (victim == nullptr) {
-        if (s->pending() == 1) preempt(s, step);  // nothing newer to take from
+        if (newer_in_flight) {
+          deferred = true;  // the newer ones give their blocks up once back, if still short
+        } else if (s->pending() == 1) {
+          preempt(s, step);  // nothing newer to take from
+        }
         break;
       }
       preempt(victim, step);
@@ -160,7 +171,8 @@ ScheduledStep Scheduler::schedule() {
 
   // New and preempted sequences, in order, while the budget, the seats and the blocks last;
   // none in a step that had to preempt (they would only thrash).
-  while (!waiting_.empty() && budget > 0 && step.preempted.empty()) {
+  while (!waiting_.empty() && budget > 0 && step.preempted.empty() && !deferred &&
+         int32_t(step.chunks.size()) < max_sequences) {
     Sequence* s = waiting_.front();
     if (seats_taken() + 1 + int32_t(s->forks.size()) > config_.max_running) break;
     if (!admit(s, budget, step)) break;

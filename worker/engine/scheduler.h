@@ -11,8 +11,13 @@
 // prefilled again from its tokens (prompt + generated so far). A waiting sequence is admitted
 // only when the blocks for its whole remaining prompt are free, so admissions do not force
 // immediate preemptions; it starts from the longest cached prefix of its tokens.
+//
+// Under pipeline parallelism several steps (micro-batches) are in flight at once, each over its
+// own sequences: a sequence in flight is neither scheduled again nor preempted until its step
+// comes back, and each step takes at most its share of the sequences (max_sequences).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <deque>
 #include <vector>
@@ -50,7 +55,8 @@ class Scheduler {
   // leader's forks become leaders of their own.
   void remove(Sequence* sequence);
 
-  ScheduledStep schedule();
+  // At most max_sequences chunks; sequences in flight are skipped.
+  ScheduledStep schedule(int32_t max_sequences = INT32_MAX);
 
   int32_t num_waiting() const { return int32_t(waiting_.size()); }
   int32_t num_running() const { return int32_t(running_.size()); }

@@ -48,6 +48,7 @@ struct Sequence {
   // The other samples of the request, waiting for this one's prefill to fork it (leader only).
   std::vector<Sequence*> forks;
   bool preempted = false;  // waiting again after a preemption
+  bool in_flight = false;  // in a launched micro-batch whose logits have not come back
   FinishReason finish = FinishReason::kNone;
 
   int32_t generated() const { return int32_t(tokens.size()) - request->prompt_len; }

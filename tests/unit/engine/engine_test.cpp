@@ -86,6 +86,24 @@ TEST_F(EngineTest, RandomStreamEqualsSoloRunsAndLeaksNoBlock) {
   testing::expect_samples_equal_alone(r.runner, outcome);
 }
 
+// The same stream with three steps in flight at once (as under pipeline parallelism; in one
+// process a step's logits are ready at launch): every sample still equals its solo run, though
+// sequences are split over micro-batches, wait for their step to come back, and are cancelled
+// while in flight.
+TEST_F(EngineTest, RandomStreamWithMicroBatchesEqualsSoloRuns) {
+  LocalReplica r(dir_, 24);
+  EngineConfig config;
+  config.max_step_tokens = 32;
+  config.max_running = 8;
+  config.micro_batches = 3;
+  Engine engine(r.runner, config);
+  const testing::StreamOutcome outcome = testing::run_random_stream(engine, 8, 1000);
+  EXPECT_GT(outcome.stats.prefix_cache_hit_tokens, 0);
+  EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
+  EXPECT_EQ(outcome.stats.running + outcome.stats.queued, 0);
+  testing::expect_samples_equal_alone(r.runner, outcome);
+}
+
 TEST_F(EngineTest, PrefixCacheComputesASharedPrefixOnce) {
   const std::vector<int32_t> prefix = tokens(200, 48);  // three 16-token blocks
   std::vector<int32_t> a = prefix, b = prefix;

@@ -1,6 +1,6 @@
 // Scheduler decisions on hand-made sequences (no model): decodes before prompt chunks, the step
-// budget, chunked prefill, admission only when a whole prompt's blocks are free, and preemption
-// of the newest running sequence when a decode finds no block.
+// budget, chunked prefill, admission only when a whole prompt's blocks are free, preemption
+// of the newest running sequence when a decode finds no block, and micro-batches in flight.
 #include "worker/engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -90,6 +90,55 @@ TEST(Scheduler, ADecodeWithoutBlocksPreemptsTheNewest) {
   EXPECT_TRUE(young->table.blocks.empty());
   EXPECT_EQ(f.scheduler.num_preempted(), 1);
   EXPECT_EQ(f.scheduler.preemptions(), 1);
+}
+
+// Micro-batches: a step takes at most its share of the sequences, and a sequence whose step is
+// in flight is neither scheduled again nor taken as a victim; a decode short of blocks waits for
+// a newer sequence in flight instead of preempting itself, and preempts it once it is back.
+TEST(Scheduler, SequencesInFlightAreNeitherScheduledNorPreempted) {
+  Fixture f(3);  // 12 positions
+  Sequence* old = f.add(4);
+  Sequence* young = f.add(4);
+  const ScheduledStep first = f.scheduler.schedule(/*max_sequences=*/1);
+  ASSERT_EQ(first.chunks.size(), 1u) << "one sequence per micro-batch";
+  EXPECT_EQ(first.chunks[0].sequence, old);
+  old->in_flight = true;
+  const ScheduledStep second = f.scheduler.schedule(1);
+  ASSERT_EQ(second.chunks.size(), 1u);
+  EXPECT_EQ(second.chunks[0].sequence, young);
+  young->in_flight = true;
+  EXPECT_TRUE(f.scheduler.schedule(1).chunks.empty()) << "both in flight";
+  old->in_flight = false;
+  f.run(first);  // old is back; its next position needs a third block, the last one free
+  const ScheduledStep third = f.scheduler.schedule(1);
+  ASSERT_EQ(third.chunks.size(), 1u);
+  EXPECT_EQ(third.chunks[0].sequence, old);
+  old->in_flight = true;
+  young->in_flight = false;
+  f.run(second);
+  // young needs a block, none is free, and the only other sequence is in flight (older): young
+  // preempts itself, as at one micro-batch.
+  const ScheduledStep fourth = f.scheduler.schedule(1);
+  EXPECT_TRUE(fourth.chunks.empty());
+  ASSERT_EQ(fourth.preempted.size(), 1u);
+  EXPECT_EQ(fourth.preempted[0], young);
+}
+
+TEST(Scheduler, ADecodeWaitsForANewerSequenceInFlightInsteadOfPreemptingItself) {
+  Fixture f(2);  // 8 positions
+  Sequence* old = f.add(4);
+  Sequence* young = f.add(4);
+  f.run(f.scheduler.schedule());  // both prefilled, each block full, none free
+  young->in_flight = true;        // say young's next step were in flight
+  const ScheduledStep waits = f.scheduler.schedule();
+  EXPECT_TRUE(waits.chunks.empty());
+  EXPECT_TRUE(waits.preempted.empty()) << "old waits for young's step to come back";
+  young->in_flight = false;
+  const ScheduledStep s = f.scheduler.schedule();
+  ASSERT_EQ(s.preempted.size(), 1u);
+  EXPECT_EQ(s.preempted[0], young);
+  ASSERT_EQ(s.chunks.size(), 1u);
+  EXPECT_EQ(s.chunks[0].sequence, old);
 }
 
 TEST(Scheduler, RunningLimitCountsForksAndTheBudgetMustCoverIt) {
