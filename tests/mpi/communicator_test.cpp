@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -161,6 +162,41 @@ TEST(MpiCommunicator, AwaitBroadcastFromEveryRootSpinningOrSleeping) {
       EXPECT_EQ(value, 0xD5D5000000000000ull + uint64_t(root));
       EXPECT_EQ(body, std::vector<int32_t>(5, root + 1));
     }
+}
+
+// The pipeline's non-blocking calls: the root of broadcast_nowait returns before anyone receives
+// (several messages queue up, the root's buffer may change at once), and async sends of
+// several sizes arrive in order at receives posted before or after them.
+TEST(MpiCommunicator, BroadcastNowaitAndAsyncSendsArriveInOrder) {
+  auto comm = make_mpi_communicator();
+  const Topology& t = comm->topology();
+  constexpr int kMessages = 3;
+  const size_t sizes[kMessages] = {5, 1 << 20, 0};
+  for (int m = 0; m < kMessages; ++m) {
+    std::vector<int32_t> words(sizes[m] + 1, t.rank == 0 ? m + 1 : -1);
+    comm->broadcast_nowait(words.data(), sizes[m] * sizeof(int32_t), 0);
+    if (t.rank == 0) std::fill(words.begin(), words.end(), -7);  // the copy went out, not this
+    if (t.rank != 0) {
+      EXPECT_EQ(std::count(words.begin(), words.end() - 1, m + 1), int64_t(sizes[m])) << m;
+      EXPECT_EQ(words.back(), -1) << "wrote past the end";
+    }
+  }
+  if (t.world_size == 1) return;
+  const int last = t.world_size - 1;
+  if (t.rank == 0) {
+    uint64_t early = comm->recv_async(sizes[0], last);  // posted before the send
+    comm->barrier();
+    uint64_t later[2] = {comm->recv_async(sizes[1], last), comm->recv_async(sizes[2], last)};
+    EXPECT_EQ(comm->wait_recv(early), std::vector<float>(sizes[0], 1.5f));
+    EXPECT_EQ(comm->wait_recv(later[0]), std::vector<float>(sizes[1], 2.5f));
+    EXPECT_EQ(comm->wait_recv(later[1]), std::vector<float>{});
+    EXPECT_THROW(comm->wait_recv(early), Error) << "a ticket is used once";
+  } else {
+    if (t.rank == last)
+      for (int m = 0; m < kMessages; ++m)
+        comm->send_async(std::vector<float>(sizes[m], m + 1.5f), 0);
+    comm->barrier();
+  }
 }
 
 TEST(MpiCommunicator, BroadcastInPieces) {
