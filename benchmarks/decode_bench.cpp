@@ -1,9 +1,13 @@
-// dsmath-bench-decode: speed and memory of one model replica on this machine, at the tp of
-// its mpirun job (every rank runs the same steps, as followers of a driver would).
+// dsmath-bench-decode: speed and memory of one model replica on this machine, at the tp x pp
+// of its mpirun job (every rank runs the same steps, as followers of a driver would).
 //   [mpirun -np N] dsmath-bench-decode --model DIR [--batch 1] [--prompt-tokens 32]
 //                                      [--new-tokens 32] [--threads T] [--kv-dtype f32|bf16]
-//                                      [--matmul-precision highest|medium]
-//                                      [--device cpu|cuda] [--format text|json]
+//                                      [--matmul-precision highest|medium] [--pp P]
+//                                      [--micro-batches M] [--device cpu|cuda]
+//                                      [--format text|json]
+// --pp P splits the layers over P stages (tp = N / P); decode then runs the batch as M
+// micro-batches (default P) with up to M steps in flight, as the engine does, so that every
+// stage works at once; --micro-batches 1 runs one step at a time for comparison.
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
 // whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
 // and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
@@ -22,12 +26,14 @@
 #include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
 #include "kernels/cpu/gemm.h"
+#include "worker/comm/checked_call.h"
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/engine/block_manager.h"
 #include "worker/model/llama.h"
 #include "worker/model/make_backend.h"
 #include "worker/model/paged_kv_cache.h"
+#include "worker/model/pipeline_stage.h"
 
 namespace {
 
@@ -67,18 +73,36 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "cpu or cuda (one GPU per rank)")
       ->check(CLI::IsMember(devices()))
       ->capture_default_str();
+  int pp = 1, micro_batches = 0;
+  app.add_option("--pp", pp, "Pipeline stages (tp = ranks / pp)")->capture_default_str();
+  app.add_option("--micro-batches", micro_batches, "Decode micro-batches in flight (default: --pp)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
     MpiSession::set_threads_per_rank(threads);
     cpu::set_matmul_precision(cpu::matmul_precisions().at(precision));
     std::unique_ptr<Communicator> comm = make_mpi_communicator(MPI_COMM_WORLD);
-    const Topology& topo = comm->topology();
+    Topology topo;
     std::unique_ptr<Backend> backend;
     collectively(*comm, [&] {
+      topo = Topology::pipeline(comm->topology().world_size, comm->topology().rank, pp);
+      DSMATH_CHECK(pp == 1 || device == "cpu", "--pp runs on --device cpu only");
+      DSMATH_CHECK(batch >= (micro_batches > 0 ? micro_batches : pp),
+                   "--batch must be at least the micro-batch count");
       backend = make_backend(devices().at(device), kv_dtypes().at(kv_dtype), MPI_COMM_WORLD);
     });
-    std::unique_ptr<Communicator> model_comm = make_model_communicator(*backend, *comm);
+    if (micro_batches == 0) micro_batches = pp;
+    // The stage's tp ranks get a communicator of their own, as in a worker group.
+    std::unique_ptr<Communicator> stage_comm;
+    if (pp > 1) {
+      MPI_Comm stage = MPI_COMM_NULL;
+      DSMATH_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, topo.stage, topo.rank, &stage));
+      stage_comm = make_mpi_communicator(stage);
+      DSMATH_MPI_CHECK(MPI_Comm_free(&stage));
+    }
+    Communicator& tp_comm = stage_comm ? *stage_comm : *comm;
+    std::unique_ptr<Communicator> model_comm = make_model_communicator(*backend, tp_comm);
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;
@@ -87,17 +111,19 @@ int main(int argc, char** argv) {
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
-      model.emplace(*ckpt, *backend, model_comm ? *model_comm : *comm,
-                    int32_t(batch) * blocks_per_seq + 1, block_size);
+      model.emplace(*ckpt, *backend, model_comm ? *model_comm : tp_comm,
+                    int32_t(batch) * blocks_per_seq + 1, block_size,
+                    PipelineStage::make(ckpt->config(), topo, {}, pp > 1 ? comm.get() : nullptr));
     });
     const double load_s = seconds_since(t_load);
     const ModelConfig& c = model->config();
 
     BlockManager blocks(model->kv_blocks(), block_size);
     std::vector<BlockTable> tables(static_cast<size_t>(batch));
-    auto run_step = [&](int64_t step) {
+    // Step `step` of sequences [first, end): the prompt at step 0, one token after.
+    auto plan_of = [&](int64_t step, int64_t first, int64_t end) {
       StepPlan plan;
-      for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t b = first; b < end; ++b) {
         BlockTable& t = tables[size_t(b)];
         StepSequence s;
         s.first_position = t.num_tokens;
@@ -108,8 +134,11 @@ int main(int argc, char** argv) {
         s.block_table = t.blocks;
         plan.sequences.push_back(std::move(s));
       }
-      model->forward(plan);
+      return plan;
     };
+    // Micro-batch g holds sequences [bounds[g], bounds[g + 1]).
+    std::vector<int64_t> bounds;
+    for (int64_t g = 0; g <= micro_batches; ++g) bounds.push_back(batch * g / micro_batches);
 
     // One untimed token first, in a block of its own: the mapped weights fault in here, not
     // in the timed prefill (peers are timed after a warm-up too).
@@ -122,11 +151,24 @@ int main(int argc, char** argv) {
     }
     comm->barrier();
     const auto t_prefill = std::chrono::steady_clock::now();
-    run_step(0);
+    model->forward(plan_of(0, 0, batch));
     comm->barrier();
     const double prefill_s = seconds_since(t_prefill);
+    // Decode: micro-batch g's step i goes in once its step i - 1 is back (the oldest in
+    // flight), as the engine schedules them; at most micro_batches steps in flight.
     const auto t_decode = std::chrono::steady_clock::now();
-    for (int64_t i = 1; i < new_tokens; ++i) run_step(i);
+    int64_t in_flight = 0;
+    for (int64_t i = 1; i < new_tokens; ++i) {
+      for (int64_t g = 0; g < micro_batches; ++g) {
+        if (in_flight == micro_batches) {
+          model->finish();
+          --in_flight;
+        }
+        model->launch(plan_of(i, bounds[size_t(g)], bounds[size_t(g) + 1]));
+        ++in_flight;
+      }
+    }
+    for (; in_flight > 0; --in_flight) model->finish();
     comm->barrier();
     const double decode_s = seconds_since(t_decode);
 
@@ -158,9 +200,21 @@ int main(int argc, char** argv) {
         2 * (double(c.num_hidden_layers) * layer_params + double(c.vocab_size) * hidden);
     const double decode_gbps =
         new_tokens > 1 ? step_bytes / (decode_s / double(new_tokens - 1)) / 1e9 : 0.0;
+    // Traffic per decoded token: the f32 hidden state crosses each stage boundary once; each
+    // layer's two row-parallel all-reduces move the hidden state within a stage (ring: about
+    // 2 (tp - 1) / tp of it per rank); the last stage sends the token's logits to the driver.
+    const double boundary_bytes = pp > 1 ? 4 * hidden : 0;
+    const double all_reduce_bytes =
+        topo.tp_size > 1 ? 2 * double(c.num_hidden_layers) * 4 * hidden : 0;
+    const double logits_bytes = pp > 1 ? 4 * double(c.vocab_size) : 0;
     if (format == "json") {
       nlohmann::json j = {{"model", model_dir},
                           {"tp", topo.tp_size},
+                          {"pp", topo.pp_size},
+                          {"micro_batches", micro_batches},
+                          {"boundary_bytes_per_token", boundary_bytes},
+                          {"all_reduce_bytes_per_token", all_reduce_bytes},
+                          {"logits_bytes_per_token", logits_bytes},
                           {"threads", omp_get_max_threads()},
                           {"batch", batch},
                           {"prompt_tokens", prompt_tokens},
@@ -180,7 +234,8 @@ int main(int argc, char** argv) {
     }
     std::printf("model            %s (%s, %lld layers, hidden %lld)\n", model_dir.c_str(),
                 ckpt->format().c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size);
-    std::printf("tp x threads     %d x %d\n", topo.tp_size, omp_get_max_threads());
+    std::printf("tp x pp x thr    %d x %d x %d (%lld micro-batches)\n", topo.tp_size, topo.pp_size,
+                omp_get_max_threads(), (long long)micro_batches);
     std::printf("load             %.2f s\n", load_s);
     std::printf("prefill          %.1f tokens/s (batch %lld x %lld tokens)\n", prefill_tps,
                 (long long)batch, (long long)prompt_tokens);
@@ -191,6 +246,10 @@ int main(int argc, char** argv) {
     std::printf("achieved         prefill %.3f TFLOP/s, decode %.1f GB/s of weights (%s)\n",
                 prefill_tflops, decode_gbps, device.c_str());
     std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
+    std::printf(
+        "traffic/token    %.0f B per stage boundary, %.0f B of all-reduce, %.0f B of "
+        "logits to the driver\n",
+        boundary_bytes, all_reduce_bytes, logits_bytes);
     for (int r = 0; r < topo.world_size; ++r)
       std::printf(
           "rank %d           shard %.3f GiB, peak RSS %.3f GiB (%.1f%% of the weight bytes)\n", r,
