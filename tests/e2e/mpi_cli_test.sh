@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end under mpirun: `dsmath-worker generate` gives the same tokens at -np 1, 2 and 4
-# (sampled, a batch of prompts), and a tp that does not divide the model stops every rank
-# with one clear message and a non-zero exit.
+# (sampled, a batch of prompts) and under --pp 2; a tp that does not divide the model, or a
+# shard missing on one stage's node, stops every rank with one clear message and a non-zero
+# exit.
 set -euo pipefail
 BIN=$1
 MPIRUN=(mpirun --oversubscribe --allow-run-as-root --bind-to none)
@@ -30,6 +31,39 @@ for np in (2, 4):
         assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-3
 PY
 then ok "same tokens at -np 1, 2, 4"; else bad "same tokens at -np 1, 2, 4"; fi
+
+# Pipeline stages: --pp 2 at -np 2 (tp 1 x pp 2) and -np 4 (tp 2 x pp 2), two micro-batches in
+# flight, give the tokens of one process.
+for np in 2 4; do
+  "${MPIRUN[@]}" -np $np "$BIN/dsmath-worker" generate --model "$TMP/model" --chat --pp 2 \
+    --prompts-file "$TMP/prompts.jsonl" --max-new-tokens 8 --temperature 0.8 --top-k 50 \
+    --seed 4 --ignore-eos --logprobs --format json --threads 1 > "$TMP/pp$np.jsonl"
+done
+if python3 - "$TMP" <<'PY'
+import json, sys
+one = [json.loads(l) for l in open(f"{sys.argv[1]}/np1.jsonl")]
+for np in (2, 4):
+    pp = [json.loads(l) for l in open(f"{sys.argv[1]}/pp{np}.jsonl")]
+    assert [r["token_ids"] for r in pp] == [r["token_ids"] for r in one], np
+    for a, b in zip(one, pp):
+        assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-3
+PY
+then ok "--pp 2 at -np 2 and 4: the tokens of one process"; else bad "--pp 2 tokens"; fi
+
+# A stage whose node lacks a shard of the checkpoint (here: rank 1's copy misses one file) stops
+# every rank with the message naming the file, rather than leaving stage 0 waiting.
+cp -r "$TMP/model" "$TMP/partial"
+missing=$(cd "$TMP/partial" && ls pytorch_model-*-of-*.bin | tail -1)
+rm "$TMP/partial/$missing"
+if timeout 120 "${MPIRUN[@]}" -np 1 "$BIN/dsmath-worker" generate --model "$TMP/model" --pp 2 \
+    --prompt hi --threads 1 : -np 1 "$BIN/dsmath-worker" generate --model "$TMP/partial" --pp 2 \
+    --prompt hi --threads 1 > /dev/null 2> "$TMP/err"; then
+  bad "missing shard on stage 1: exited 0"
+elif [ "$(grep -c "$missing" "$TMP/err")" -ge 1 ] && grep -q "rank 1" "$TMP/err"; then
+  ok "a shard missing on one stage's node stops every rank with the message"
+else
+  bad "missing shard on stage 1: message missing (exit status or hang)"; cat "$TMP/err"
+fi
 
 # One attention head cannot be split over 2 ranks.
 cp -r "$TMP/model" "$TMP/bad"

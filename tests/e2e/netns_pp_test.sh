@@ -31,7 +31,8 @@ ip -n "$A" link set "vt$$a" up
 ip -n "$B" link set "vt$$b" up
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-ARGS=(generate --model "$MODEL" --chat --cot en --prompt "What is 38 plus 45?" --max-new-tokens 40)
+WORKER_ARGS=(--chat --cot en --prompt "What is 38 plus 45?" --max-new-tokens 40)
+ARGS=(generate --model "$MODEL" "${WORKER_ARGS[@]}")
 expected=$("$BIN/dsmath-worker" "${ARGS[@]}")
 
 tx_bytes() { ip -n "$A" -s link show "vt$$a" | awk '/TX:/ { getline; print $1 }'; }
@@ -57,4 +58,27 @@ sent=$((after - before))
 # Each forward sends the step's hidden states (rows x 64 floats) from A to B: at least the
 # prompt's ~40 rows and one row per further token.
 [ "$sent" -gt $(((40 + 39) * 64 * 4)) ] || { echo "FAIL: only $sent bytes crossed the veth"; exit 1; }
-echo "PASS: pp 2 across two namespaces = one process ($sent bytes over the veth): $got"
+echo "ok: pp 2 across two namespaces = one process ($sent bytes over the veth)"
+
+# The same group through launch/dsmath-group: its checkpoint check on each "node", then
+# --map-by ppr:1:node (a stage per node); and its refusal, naming both nodes, of a checkpoint
+# that is not there.
+export DSMATH_MPIRUN_ARGS="--mca plm_rsh_agent $SRC/tests/e2e/netns_rsh.sh \
+  --mca oob_tcp_if_include $NET/24 --mca btl_tcp_if_include $NET/24 --mca btl self,tcp \
+  -x DSMATH_NETNS_PREFIX"
+launched=$(timeout 120 ip netns exec "$A" "$SRC/launch/dsmath-group" --host "$(hostname):1,b:1" \
+  --tp 1 --pp 2 --model "$MODEL" --bin "$BIN" -- generate "${WORKER_ARGS[@]}") || {
+  echo "FAIL: launch/dsmath-group failed"; exit 1; }
+[ "$launched" = "$expected" ] || {
+  echo "FAIL: launch/dsmath-group's tokens differ: $launched"; exit 1; }
+echo "ok: launch/dsmath-group --tp 1 --pp 2 over the two namespaces = one process"
+if timeout 120 ip netns exec "$A" "$SRC/launch/dsmath-group" --host "$(hostname):1,b:1" \
+    --tp 1 --pp 2 --model /nonexistent-dsmath-model --bin "$BIN" -- generate --prompt hi \
+    > /dev/null 2> netns_launch.err; then
+  echo "FAIL: launch/dsmath-group started a group without its checkpoint"; exit 1
+fi
+nodes=$(grep -c "no /nonexistent-dsmath-model/config.json" netns_launch.err || true)
+[ "$nodes" -eq 2 ] && grep -q "nothing was started" netns_launch.err || {
+  cat netns_launch.err; echo "FAIL: the missing checkpoint was not reported for both nodes"; exit 1; }
+echo "ok: a checkpoint missing on the nodes is reported per node before anything starts"
+echo "PASS: pp 2 across two namespaces: $got"
