@@ -41,14 +41,13 @@ class Communicator {
   // of this communicator. Unlike the calls above, only the two ranks take part.
   virtual void send(const float* data, size_t count, int dest);
   virtual void recv(float* data, size_t count, int source);
-  // Non-blocking forms, for pipelined micro-batches: send_async keeps `data` until it is
-  // delivered (later calls and the destructor complete it); recv_async posts a receive now and
-  // wait_recv returns its data. Receives from one source match its sends in order.
-  virtual void send_async(std::vector<float> data, int dest) {
-    send(data.data(), data.size(), dest);
-  }
-  virtual uint64_t recv_async(size_t count, int source);
-  virtual std::vector<float> wait_recv(uint64_t ticket);
+  // Non-blocking messages of bytes, for pipelined micro-batches (the last stage's results to
+  // the driver): send_async keeps `data` until it is delivered (later calls and the destructor
+  // complete it); recv_async posts a receive of at most `max_bytes` now, and wait_recv returns
+  // what arrived. Receives from one source match its sends in order.
+  virtual void send_async(std::vector<char> data, int dest);
+  virtual uint64_t recv_async(size_t max_bytes, int source);
+  virtual std::vector<char> wait_recv(uint64_t ticket);
 
   // True when the collectives take device pointers (NCCL), false for host memory (MPI).
   virtual bool device_memory() const { return false; }
@@ -86,10 +85,13 @@ inline void Communicator::send(const float*, size_t, int dest) {
 inline void Communicator::recv(float*, size_t, int source) {
   fail("recv from rank ", source, ": this communicator has no point-to-point messages");
 }
+inline void Communicator::send_async(std::vector<char>, int dest) {
+  fail("send to rank ", dest, ": this communicator has no point-to-point messages");
+}
 inline uint64_t Communicator::recv_async(size_t, int source) {
   fail("recv from rank ", source, ": this communicator has no point-to-point messages");
 }
-inline std::vector<float> Communicator::wait_recv(uint64_t) {
+inline std::vector<char> Communicator::wait_recv(uint64_t) {
   fail("wait_recv: this communicator has no point-to-point messages");
 }
 

@@ -123,40 +123,39 @@ void MpiCommunicator::reap_sends(bool wait_all) {
   }
 }
 
-void MpiCommunicator::send_async(std::vector<float> data, int dest) {
+void MpiCommunicator::send_async(std::vector<char> data, int dest) {
   check_root(dest, "send");
-  DSMATH_CHECK(data.size() <= max_chunk_, "send: ", data.size(), " floats in one message (at most ",
-               max_chunk_, ")");
+  DSMATH_CHECK(data.size() <= size_t(INT_MAX), "send: ", data.size(),
+               " bytes in one message (at most ", INT_MAX, ")");
   reap_sends(/*wait_all=*/false);
   Transfer& t = sends_.emplace_back();
   t.data = std::move(data);
-  DSMATH_MPI_CHECK(MPI_Isend(t.data.data(), int(t.data.size()), MPI_FLOAT, dest, kPointToPointTag,
+  DSMATH_MPI_CHECK(MPI_Isend(t.data.data(), int(t.data.size()), MPI_BYTE, dest, kPointToPointTag,
                              comm_, &t.request));
 }
 
-uint64_t MpiCommunicator::recv_async(size_t count, int source) {
+uint64_t MpiCommunicator::recv_async(size_t max_bytes, int source) {
   check_root(source, "recv");
-  DSMATH_CHECK(count <= max_chunk_, "recv: ", count, " floats in one message (at most ", max_chunk_,
-               ")");
+  DSMATH_CHECK(max_bytes <= size_t(INT_MAX), "recv: ", max_bytes, " bytes in one message (at most ",
+               INT_MAX, ")");
   const uint64_t ticket = next_ticket_++;
   Transfer& t = recvs_[ticket];
-  t.data.resize(count);
-  DSMATH_MPI_CHECK(
-      MPI_Irecv(t.data.data(), int(count), MPI_FLOAT, source, kPointToPointTag, comm_, &t.request));
+  t.data.resize(max_bytes);
+  DSMATH_MPI_CHECK(MPI_Irecv(t.data.data(), int(max_bytes), MPI_BYTE, source, kPointToPointTag,
+                             comm_, &t.request));
   return ticket;
 }
 
-std::vector<float> MpiCommunicator::wait_recv(uint64_t ticket) {
+std::vector<char> MpiCommunicator::wait_recv(uint64_t ticket) {
   const auto it = recvs_.find(ticket);
-  DSMATH_CHECK(it != recvs_.end(), "wait_recv: no receive ", ticket, " was posted");
+  DSMATH_CHECK(it != recvs_.end(), "wait_recv: no receive ", ticket, " is posted");
   MPI_Status status;
   DSMATH_MPI_CHECK(MPI_Wait(&it->second.request, &status));
   int received = 0;
-  DSMATH_MPI_CHECK(MPI_Get_count(&status, MPI_FLOAT, &received));
-  std::vector<float> data = std::move(it->second.data);
+  DSMATH_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &received));
+  std::vector<char> data = std::move(it->second.data);
   recvs_.erase(it);
-  DSMATH_CHECK(size_t(received) == data.size(), "recv: ", received, " floats, expected ",
-               data.size());
+  data.resize(size_t(received));
   return data;
 }
 
@@ -224,9 +223,9 @@ void MpiCommunicator::broadcast_nowait(void* data, size_t bytes, int root) {
   for (int r = 0; r < topology_.world_size; ++r) {
     if (r == root) continue;
     Transfer& t = sends_.emplace_back();
-    t.bytes.assign(begin, begin + bytes);
+    t.data.assign(begin, begin + bytes);
     DSMATH_MPI_CHECK(
-        MPI_Isend(t.bytes.data(), int(bytes), MPI_BYTE, r, kNowaitBroadcastTag, comm_, &t.request));
+        MPI_Isend(t.data.data(), int(bytes), MPI_BYTE, r, kNowaitBroadcastTag, comm_, &t.request));
   }
 }
 

@@ -31,9 +31,9 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   void send(const float* data, size_t count, int dest) override;
   void recv(float* data, size_t count, int source) override;
-  void send_async(std::vector<float> data, int dest) override;
-  uint64_t recv_async(size_t count, int source) override;
-  std::vector<float> wait_recv(uint64_t ticket) override;
+  void send_async(std::vector<char> data, int dest) override;
+  uint64_t recv_async(size_t max_bytes, int source) override;
+  std::vector<char> wait_recv(uint64_t ticket) override;
   void await_broadcast(void* data, size_t bytes, int root, std::chrono::microseconds spin) override;
   void broadcast_nowait(void* data, size_t bytes, int root) override;
   MPI_Comm control_comm() const override { return comm_; }
@@ -44,8 +44,7 @@ class MpiCommunicator final : public Communicator {
   static constexpr int kNowaitBroadcastTag = 0x44534e;  // "DSN": broadcast_nowait's messages
   struct Transfer {
     MPI_Request request = MPI_REQUEST_NULL;
-    std::vector<float> data;
-    std::vector<char> bytes;  // broadcast_nowait's copy
+    std::vector<char> data;
   };
   void reap_sends(bool wait_all);  // frees the buffers of delivered sends
 

@@ -200,51 +200,28 @@ void Engine::finish(Sequence& s, FinishReason reason, std::string error, EngineE
   --live_.at(s.request->key).unfinished;
 }
 
-void Engine::sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& to_sample,
-                               const std::vector<float>& logits, std::vector<EngineEvent>& events) {
-  const size_t vocab = size_t(runner_.model().config().vocab_size);
-  const int64_t n = int64_t(to_sample.size());
-  std::vector<SampledToken> sampled(to_sample.size());
-  std::vector<std::string> errors(to_sample.size());
-  // Rows are independent; each thread keeps its own scratch (sampler.cpp).
-#pragma omp parallel for schedule(dynamic) if (n > 1)
-  for (int64_t i = 0; i < n; ++i) {
-    const auto [s, row] = to_sample[size_t(i)];
-    try {
-      const std::span<const float> z(logits.data() + row * vocab, vocab);
-      sampled[size_t(i)] =
-          sample_token(z, s->request->params, s->tokens, size_t(s->request->prompt_len),
-                       {s->request->stream, s->request->first_sample + uint64_t(s->sample_index),
-                        uint64_t(s->generated())});
-    } catch (const std::exception& e) {
-      errors[size_t(i)] = e.what();
-    }
-  }
-  for (size_t i = 0; i < to_sample.size(); ++i) {
-    Sequence& s = *to_sample[i].first;
-    const SamplingParams& p = s.request->params;
-    EngineEvent e{s.request->key, s.sample_index};
-    if (!errors[i].empty()) {
-      finish(s, FinishReason::kError, cat("request '", s.request->key, "': ", errors[i]), e);
-      events.push_back(std::move(e));
-      continue;
-    }
-    const int32_t token = sampled[i].token;
-    s.tokens.push_back(token);
-    ++counters_.generated_tokens;
-    e.token = std::move(sampled[i]);
-    FinishReason reason = FinishReason::kNone;
-    if (!p.ignore_eos && contains(config_.eos_token_ids, token)) {
-      reason = FinishReason::kEos;
-    } else if (contains(p.stop_token_ids, token)) {
-      reason = FinishReason::kStopToken;
-    } else if (s.generated() >= p.max_new_tokens ||
-               int64_t(s.tokens.size()) >= s.request->capacity) {
-      reason = FinishReason::kLength;
-    }
-    if (reason != FinishReason::kNone) finish(s, reason, "", e);
+void Engine::accept(Sequence& s, RowOutcome outcome, std::vector<EngineEvent>& events) {
+  const SamplingParams& p = s.request->params;
+  EngineEvent e{s.request->key, s.sample_index};
+  if (!outcome.error.empty()) {
+    finish(s, FinishReason::kError, cat("request '", s.request->key, "': ", outcome.error), e);
     events.push_back(std::move(e));
+    return;
   }
+  const int32_t token = outcome.token.token;
+  s.tokens.push_back(token);
+  ++counters_.generated_tokens;
+  e.token = std::move(outcome.token);
+  FinishReason reason = FinishReason::kNone;
+  if (!p.ignore_eos && contains(config_.eos_token_ids, token)) {
+    reason = FinishReason::kEos;
+  } else if (contains(p.stop_token_ids, token)) {
+    reason = FinishReason::kStopToken;
+  } else if (s.generated() >= p.max_new_tokens || int64_t(s.tokens.size()) >= s.request->capacity) {
+    reason = FinishReason::kLength;
+  }
+  if (reason != FinishReason::kNone) finish(s, reason, "", e);
+  events.push_back(std::move(e));
 }
 
 std::vector<EngineEvent> Engine::step() {
@@ -295,6 +272,8 @@ bool Engine::launch_step() {
   StepPlan plan;
   InFlight flight;
   for (const BlockCopy& c : scheduled.copies) plan.copies.push_back({c.src, c.dst});
+  std::vector<RowSample> samples;
+  int32_t rows = 0;
   for (const ScheduledChunk& c : scheduled.chunks) {
     Sequence& s = *c.sequence;
     StepSequence q;
@@ -305,7 +284,23 @@ bool Engine::launch_step() {
     flight.samples.push_back(q.logits);
     plan.sequences.push_back(std::move(q));
     s.in_flight = true;
+    if (!flight.samples.back()) continue;
+    // It samples its row, and so do the request's other samples waiting for this prefill.
+    const int32_t row = rows++;
+    std::vector<Sequence*> takers{&s};
+    takers.insert(takers.end(), s.forks.begin(), s.forks.end());
+    for (Sequence* t : takers) {
+      const Request& r = *t->request;
+      samples.push_back(
+          {row,
+           r.params,
+           {r.stream, r.first_sample + uint64_t(t->sample_index), uint64_t(t->generated())},
+           r.prompt_len,
+           history_for(r.params, t->tokens)});
+      flight.sampled.push_back(t);
+    }
   }
+  plan.sampling = encode_row_samples(samples);
   flight.chunks = scheduled.chunks;
   const auto forward_started = Clock::now();
   runner_.launch(plan);
@@ -315,39 +310,44 @@ bool Engine::launch_step() {
 }
 
 void Engine::finish_step(std::vector<EngineEvent>& events) {
-  const InFlight flight = std::move(in_flight_.front());
+  InFlight flight = std::move(in_flight_.front());
   in_flight_.pop_front();
   const auto forward_started = Clock::now();
-  const std::vector<float> logits = runner_.finish();
-  counters_.forward_seconds += seconds_since(forward_started);
+  ModelRunner::StepResult result = runner_.finish();
+  counters_.forward_seconds += seconds_since(forward_started) - result.sample_seconds;
+  counters_.sample_seconds += result.sample_seconds;
+  DSMATH_CHECK(result.samples.size() == flight.sampled.size(), "step came back with ",
+               result.samples.size(), " sampled tokens for ", flight.sampled.size(), " samples");
 
-  std::vector<std::pair<Sequence*, size_t>> to_sample;  // (sequence, logits row)
-  size_t rows = 0;
+  // Who takes a token: each sampling sequence still running, and the forks that take its
+  // prompt now (a fork stopped meanwhile is no longer among them).
+  std::vector<Sequence*> takers;
   for (size_t i = 0; i < flight.chunks.size(); ++i) {
     Sequence& s = *flight.chunks[i].sequence;
     const int32_t tokens = flight.chunks[i].tokens;
     s.in_flight = false;
-    const size_t row = flight.samples[i] ? rows++ : 0;
     if (s.finish != FinishReason::kNone) continue;  // cancelled or stopped meanwhile
     const bool decode = tokens == 1 && s.pending() == 1 && s.generated() > 0;
     if (!decode) counters_.prefill_tokens += tokens;
     s.computed += tokens;
     blocks_.cache_full_blocks(s.table, s.tokens, s.computed, s.block_hashes);
     if (!flight.samples[i]) continue;
-    to_sample.push_back({&s, row});
-    // The request's other samples take the prompt just computed and sample from its logits.
+    takers.push_back(&s);
+    // The request's other samples take the prompt just computed.
     for (Sequence* f : s.forks) {
       f->table = blocks_.fork(s.table);
       f->computed = s.computed;
       f->block_hashes = s.block_hashes;
       scheduler_.add_running(f);
-      to_sample.push_back({f, row});
+      takers.push_back(f);
     }
     s.forks.clear();
   }
-  const auto sampling_started = Clock::now();
-  sample_and_accept(to_sample, logits, events);
-  counters_.sample_seconds += seconds_since(sampling_started);
+  for (Sequence* t : takers) {
+    const auto at = std::find(flight.sampled.begin(), flight.sampled.end(), t);
+    DSMATH_CHECK(at != flight.sampled.end(), "a sample took a token its step did not draw");
+    accept(*t, std::move(result.samples[size_t(at - flight.sampled.begin())]), events);
+  }
 }
 
 void Engine::publish_stats() {

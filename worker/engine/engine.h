@@ -133,14 +133,16 @@ class Engine {
   // Ends a sample: frees its blocks and adds (or completes) its event.
   void finish(Sequence& s, FinishReason reason, std::string error, EngineEvent& event);
   EngineEvent finish_event(Sequence& s, FinishReason reason, std::string error);
-  struct InFlight {  // a launched step, until its logits come back
+  struct InFlight {  // a launched step, until its sampled tokens come back
     std::vector<ScheduledChunk> chunks;
-    std::vector<bool> samples;  // per chunk: its last token's logits are sampled
+    std::vector<bool> samples;       // per chunk: its last token's logits are sampled
+    std::vector<Sequence*> sampled;  // per RowSample of the plan: who takes that token
   };
   bool launch_step();  // schedules and launches one step; false when nothing can run
   void finish_step(std::vector<EngineEvent>& events);  // the oldest in flight
-  void sample_and_accept(const std::vector<std::pair<Sequence*, size_t>>& to_sample,
-                         const std::vector<float>& logits, std::vector<EngineEvent>& events);
+  // Appends `outcome` to the sample (or ends it with the outcome's error), and ends it when
+  // the token is an end: EOS, a stop token, max_new_tokens or the context.
+  void accept(Sequence& s, RowOutcome outcome, std::vector<EngineEvent>& events);
   void publish_stats();
 
   ModelRunner& runner_;

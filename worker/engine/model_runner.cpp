@@ -1,6 +1,7 @@
 #include "worker/engine/model_runner.h"
 
 #include <chrono>
+#include <cstring>
 
 #include "common/core/error.h"
 
@@ -45,7 +46,23 @@ ModelRunner::~ModelRunner() {
   }
 }
 
-std::vector<float> ModelRunner::step(const StepPlan& plan) {
+// What the holder of a step's logits makes of them: its samples' outcomes when the plan has
+// sampling instructions, else the logits themselves.
+static ModelRunner::StepResult resolve_step(const StepPlan& plan, std::vector<float> logits,
+                                            size_t vocab) {
+  ModelRunner::StepResult result;
+  if (plan.sampling.empty()) {
+    result.logits = std::move(logits);
+    return result;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  result.samples = sample_rows(logits, vocab, decode_row_samples(plan.sampling));
+  result.sample_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+ModelRunner::StepResult ModelRunner::step(const StepPlan& plan) {
   launch(plan);
   return finish();
 }
@@ -54,12 +71,38 @@ void ModelRunner::launch(const StepPlan& plan) {
   DSMATH_CHECK(is_driver(), "ModelRunner::launch runs on the driver (rank 0) only");
   idle_sent_ = false;
   if (control_.topology().world_size > 1) send_plan(control_, plan);
-  model_.launch(plan);
+  std::vector<float> logits = model_.launch(plan);
+  Pending pending;
+  pending.plan.sampling = plan.sampling;
+  if (model_.logits_holder()) {
+    pending.logits = std::move(logits);
+  } else if (const int64_t rows = LlamaModel::logit_rows(plan); rows > 0) {
+    // pp > 1: the last stage's tp rank 0 sends the outcomes (or logits) when it gets there.
+    const size_t bytes = plan.sampling.empty()
+                             ? size_t(rows * model_.config().vocab_size) * sizeof(float)
+                             : max_outcome_bytes(decode_row_samples(plan.sampling));
+    const PipelineStage& stage = model_.stage();
+    pending.ticket = stage.links->recv_async(bytes, stage.logits_rank());
+  }
+  pending_.push_back(std::move(pending));
 }
 
-std::vector<float> ModelRunner::finish() {
+ModelRunner::StepResult ModelRunner::finish() {
   DSMATH_CHECK(is_driver(), "ModelRunner::finish runs on the driver (rank 0) only");
-  return model_.finish();
+  DSMATH_CHECK(!pending_.empty(), "ModelRunner::finish without a launched step");
+  Pending p = std::move(pending_.front());
+  pending_.pop_front();
+  if (!p.ticket)
+    return resolve_step(p.plan, std::move(p.logits), size_t(model_.config().vocab_size));
+  const std::vector<char> bytes = model_.stage().links->wait_recv(*p.ticket);
+  StepResult result;
+  if (!p.plan.sampling.empty()) {
+    result.samples = decode_outcomes(bytes);
+  } else {
+    result.logits.resize(bytes.size() / sizeof(float));
+    std::memcpy(result.logits.data(), bytes.data(), result.logits.size() * sizeof(float));
+  }
+  return result;
 }
 
 void ModelRunner::notify_idle() {
@@ -80,7 +123,19 @@ void ModelRunner::follow() {
     const StepPlan plan = receive_plan(control_, idle ? std::chrono::microseconds(0) : kBusySpin);
     if (plan.shutdown) return;
     idle = plan.idle;
-    if (!idle) model_.launch(plan);  // a follower has no logits to wait for
+    if (idle) continue;
+    std::vector<float> logits = model_.launch(plan);
+    if (logits.empty()) continue;
+    // The last stage's tp rank 0 (pp > 1): its samples' outcomes, or the logits, to the driver.
+    StepResult result = resolve_step(plan, std::move(logits), size_t(model_.config().vocab_size));
+    std::vector<char> bytes;
+    if (plan.sampling.empty()) {
+      bytes.resize(result.logits.size() * sizeof(float));
+      std::memcpy(bytes.data(), result.logits.data(), bytes.size());
+    } else {
+      bytes = encode_outcomes(result.samples);
+    }
+    model_.stage().links->send_async(std::move(bytes), 0);
   }
 }
 

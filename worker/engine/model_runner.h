@@ -1,13 +1,22 @@
-// Drives one tensor-parallel group. The driver (rank 0) calls step(): the plan is broadcast
-// over the control-plane communicator and every rank runs the same forward; followers sit in
+// Drives one worker group. The driver (rank 0) launches steps: the plan is broadcast over the
+// control-plane communicator and every rank runs its part of the forward; followers sit in
 // follow() until the driver calls shutdown() (also done by the destructor on the driver).
 // Between plans a follower spins (a busy group's next plan comes within milliseconds) unless
 // the driver said it is idle (notify_idle): then it sleeps between polls.
+//
+// The rank that holds a step's logits (LlamaModel::logits_holder) samples them when the plan
+// carries sampling instructions (row_sample.h): the driver itself at pp 1, the last pipeline
+// stage otherwise, which sends only the outcomes to the driver. Up to pp steps can be in flight
+// through the stages (launch ... launch, then finish the oldest).
 #pragma once
 
+#include <cstdint>
+#include <deque>
+#include <optional>
 #include <vector>
 
 #include "worker/comm/communicator.h"
+#include "worker/engine/row_sample.h"
 #include "worker/model/llama.h"
 
 namespace dsmath {
@@ -22,12 +31,17 @@ class ModelRunner {
   LlamaModel& model() { return model_; }
   bool is_driver() const { return control_.topology().is_driver(); }
 
-  // Driver only: runs `plan` on every rank and returns the gathered logits.
-  std::vector<float> step(const StepPlan& plan);
-  // Driver only: step() in two halves (LlamaModel::launch / finish), so that up to pp steps
-  // are in flight through the pipeline stages; finish returns the oldest launched step's logits.
+  struct StepResult {
+    std::vector<float> logits;        // [rows, vocab] for a plan without sampling instructions
+    std::vector<RowOutcome> samples;  // or one outcome per RowSample of the plan, in order
+    double sample_seconds = 0;        // the driver's own sampling time (pp 1)
+  };
+  // Driver only: launch(plan) then finish().
+  StepResult step(const StepPlan& plan);
+  // Driver only: runs `plan` on every rank without waiting for the later pipeline stages.
   void launch(const StepPlan& plan);
-  std::vector<float> finish();
+  // Driver only: the result of the oldest launched step, once it is back.
+  StepResult finish();
   // Followers only: runs the driver's plans until it shuts the group down.
   void follow();
   // Driver only: tells the followers that no step comes soon, so they wait sleeping rather
@@ -41,6 +55,12 @@ class ModelRunner {
   Communicator& control_;
   bool shut_down_ = false;
   bool idle_sent_ = false;
+  struct Pending {                   // a launched step, on the driver
+    StepPlan plan;                   // its sampling instructions
+    std::vector<float> logits;       // here already (pp 1): sampled in finish()
+    std::optional<uint64_t> ticket;  // or its outcomes (or logits) on their way from the last stage
+  };
+  std::deque<Pending> pending_;
 };
 
 }  // namespace dsmath

@@ -17,6 +17,10 @@ namespace {
 constexpr double kGreedyBelowTemperature = 1e-5;
 }  // namespace
 
+bool SamplingParams::penalized() const {
+  return repetition_penalty != 1.0 || presence_penalty != 0.0 || frequency_penalty != 0.0;
+}
+
 void SamplingParams::validate() const {
   DSMATH_CHECK(std::isfinite(temperature) && temperature >= 0,
                "temperature must be >= 0 (0 = greedy), got ", temperature);
@@ -44,10 +48,6 @@ struct Scratch {
   std::vector<int32_t> candidates;
 };
 thread_local Scratch scratch;
-
-bool has_penalties(const SamplingParams& p) {
-  return p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
-}
 
 // Penalties act on the raw logits, before temperature (as HF and vLLM apply them).
 void apply_penalties(std::vector<float>& z, const SamplingParams& p,
@@ -132,7 +132,7 @@ SampledToken sample_token(std::span<const float> logits, const SamplingParams& p
                           const SampleKey& key) {
   DSMATH_CHECK(!logits.empty(), "sample_token: empty logits");
   const size_t raw_argmax = checked_argmax(logits);
-  const bool penalized = has_penalties(params);
+  const bool penalized = params.penalized();
   std::span<const float> z = logits;
   size_t z_argmax = raw_argmax;
   if (penalized) {

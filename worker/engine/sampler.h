@@ -35,6 +35,7 @@ struct SamplingParams {
   // Throws Error naming the field when a value is out of range.
   void validate() const;
   bool greedy() const;
+  bool penalized() const;  // a penalty reads the history
 };
 
 struct TokenLogprob {

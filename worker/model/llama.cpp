@@ -38,12 +38,30 @@ bool LlamaModel::is_driver() const {
   return stage_.links != nullptr ? stage_.topology.is_driver() : comm_.topology().is_driver();
 }
 
-std::vector<float> LlamaModel::forward(const StepPlan& plan) {
-  launch(plan);
-  return finish();
+bool LlamaModel::logits_holder() const {
+  if (stage_.links == nullptr) return is_driver();
+  return stage_.last() && stage_.topology.tp_rank == 0;
 }
 
-void LlamaModel::launch(const StepPlan& plan) {
+int64_t LlamaModel::logit_rows(const StepPlan& plan) {
+  int64_t rows = 0;
+  for (const StepSequence& s : plan.sequences)
+    rows += plan.all_logits ? int64_t(s.tokens.size()) : int64_t(s.logits);
+  return rows;
+}
+
+std::vector<float> LlamaModel::forward(const StepPlan& plan) {
+  std::vector<float> logits = launch(plan);
+  if (stage_.links == nullptr || logit_rows(plan) == 0) return logits;
+  // pp > 1: the last stage's tp rank 0 hands the logits to the driver on the first stage.
+  if (logits_holder()) stage_.links->send(logits.data(), logits.size(), 0);
+  if (!is_driver()) return {};
+  logits.resize(size_t(logit_rows(plan) * config_.vocab_size));
+  stage_.links->recv(logits.data(), logits.size(), stage_.logits_rank());
+  return logits;
+}
+
+std::vector<float> LlamaModel::launch(const StepPlan& plan) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
   const StepRows rows = flatten(plan);
   backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows});
@@ -53,29 +71,8 @@ void LlamaModel::launch(const StepPlan& plan) {
   const bool logits = !rows.logit_rows.empty();
   backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(n, logits); });
   comm_.complete();
-
-  const int64_t logit_rows = int64_t(rows.logit_rows.size());
-  Pending pending;
-  if (logits && stage_.links == nullptr) {
-    if (is_driver()) pending.logits = logits_to_host(logit_rows);
-  } else if (logits) {
-    // pp > 1: the last stage's tp rank 0 hands the logits to the driver on the first stage.
-    if (stage_.last() && stage_.topology.tp_rank == 0)
-      stage_.links->send_async(logits_to_host(logit_rows), 0);
-    if (is_driver()) {
-      pending.ticket =
-          stage_.links->recv_async(size_t(logit_rows * config_.vocab_size), stage_.logits_rank());
-    }
-  }
-  if (is_driver()) pending_.push_back(std::move(pending));
-}
-
-std::vector<float> LlamaModel::finish() {
-  if (!is_driver()) return {};
-  DSMATH_CHECK(!pending_.empty(), "LlamaModel::finish without a launched step");
-  Pending p = std::move(pending_.front());
-  pending_.pop_front();
-  return p.ticket ? stage_.links->wait_recv(*p.ticket) : std::move(p.logits);
+  if (!logits || !logits_holder()) return {};
+  return logits_to_host(int64_t(rows.logit_rows.size()));
 }
 
 // The plan as the backend takes it: the step's tokens, sequence after sequence, and where each
@@ -188,7 +185,7 @@ void LlamaModel::vocab_parallel_logits(const Tensor& rows) {
   comm_.all_gather(logits_.data(), size_t(logits_.size()), gathered_logits_.data());
 }
 
-// The driver copies the gathered logits to the host and reassembles full rows.
+// The logits holder copies the gathered logits to the host and reassembles full rows.
 std::vector<float> LlamaModel::logits_to_host(int64_t n) {
   const int64_t local = layout_.local_vocab, tp = layout_.tp_size;
   std::vector<float> gathered(size_t(tp * n * local));

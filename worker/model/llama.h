@@ -12,8 +12,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
-#include <optional>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
@@ -44,15 +42,19 @@ class LlamaModel {
 
   // Runs the plan. Returns logits on the driver (world rank 0), row-major [rows, vocab_size]: one
   // row per sequence whose `logits` is set (its last token), or one per token when
-  // plan.all_logits. Other ranks get an empty vector.
+  // plan.all_logits. Other ranks get an empty vector. (Under pipeline parallelism the last
+  // stage sends them to the driver; ModelRunner instead samples there.)
   std::vector<float> forward(const StepPlan& plan);
 
-  // forward() in two halves, so that several steps (micro-batches of disjoint sequences) can be
-  // in flight through the pipeline stages: launch runs this stage's part of the plan and
-  // passes it on; finish returns the logits of the oldest launched step (driver; others get
-  // an empty vector). forward(plan) is launch(plan) then finish().
-  void launch(const StepPlan& plan);
-  std::vector<float> finish();
+  // This rank's part of the plan, without waiting for later stages: returns the logits on the
+  // rank that holds them (logits_holder()), an empty vector elsewhere. Several launched steps
+  // (micro-batches of disjoint sequences) may be in flight through the stages at once.
+  std::vector<float> launch(const StepPlan& plan);
+  // Whether launch returns this step's logits here: the driver at pp 1, the last stage's tp
+  // rank 0 under pipeline parallelism.
+  bool logits_holder() const;
+  // Rows of logits a plan gives: sampled sequences, or every token with all_logits.
+  static int64_t logit_rows(const StepPlan& plan);
 
  private:
   struct StepRows {
@@ -80,13 +82,8 @@ class LlamaModel {
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.
   Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
-  Tensor rank_sum_, gathered_;       // row_parallel_linear's fixed-order sum
-  Tensor gathered_logits_;           // [tp * rows, local_vocab]
-  struct Pending {                   // a launched step's logits, on the driver
-    std::vector<float> logits;       // here already (pp 1)
-    std::optional<uint64_t> ticket;  // or on their way from the last stage
-  };
-  std::deque<Pending> pending_;
+  Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
+  Tensor gathered_logits_;      // [tp * rows, local_vocab]
   static constexpr int64_t kCanonicalChunks = 8;
 };
 

@@ -5,7 +5,7 @@
 namespace dsmath {
 
 // Layout: flags, #copies, (src, dst)*, #sequences, then per sequence:
-// first_position, logits, #tokens, tokens*, #blocks, blocks*.
+// first_position, logits, #tokens, tokens*, #blocks, blocks*; then #sampling, sampling*.
 std::vector<int32_t> StepPlan::serialize() const {
   std::vector<int32_t> w;
   w.push_back(int32_t(all_logits) | int32_t(shutdown) << 1 | int32_t(idle) << 2);
@@ -20,6 +20,8 @@ std::vector<int32_t> StepPlan::serialize() const {
     w.push_back(int32_t(s.block_table.size()));
     w.insert(w.end(), s.block_table.begin(), s.block_table.end());
   }
+  w.push_back(int32_t(sampling.size()));
+  w.insert(w.end(), sampling.begin(), sampling.end());
   return w;
 }
 
@@ -48,6 +50,7 @@ StepPlan StepPlan::deserialize(std::span<const int32_t> w) {
     for (size_t n = count(); n > 0; --n) s.block_table.push_back(next());
     p.sequences.push_back(std::move(s));
   }
+  for (size_t n = count(); n > 0; --n) p.sampling.push_back(next());
   DSMATH_CHECK(at == w.size(), "step plan has ", w.size() - at, " trailing words");
   return p;
 }

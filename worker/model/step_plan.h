@@ -25,6 +25,10 @@ struct StepPlan {
   bool all_logits = false;  // logits for every token instead of each sampled sequence's last one
   bool shutdown = false;    // followers leave their loop
   bool idle = false;        // no forward: the driver has no work, followers may sleep
+  // How the step's samples take their tokens from its logits rows (the engine's RowSamples,
+  // worker/engine/row_sample.h), for the rank that holds the logits; the model carries them
+  // unread. Empty: the logits themselves go to the driver.
+  std::vector<int32_t> sampling;
 
   std::vector<int32_t> serialize() const;
   // Throws Error when `words` is not a well-formed plan.

@@ -14,7 +14,9 @@ TEST(StepPlan, RoundTrips) {
   p.copies = {{3, 7}, {1, 2}};
   p.sequences.push_back({{100000, 5, 6}, 0, {4}});
   p.sequences.push_back({{9}, 17, {0, 8}});
+  p.sampling = {2, -5, 1 << 30};
   const StepPlan q = StepPlan::deserialize(p.serialize());
+  EXPECT_EQ(q.sampling, p.sampling);
   EXPECT_TRUE(q.all_logits);
   EXPECT_FALSE(q.shutdown);
   ASSERT_EQ(q.copies.size(), 2u);
