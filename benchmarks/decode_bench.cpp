@@ -12,7 +12,8 @@
 // whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
 // and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
 // against the device's peak and bandwidth. Next tokens are a fixed function of the step (not
-// sampled), so every run does the same work whatever the random weights say.
+// chosen), so every run does the same work whatever the random weights say; each step still
+// picks a greedy token per sequence where the logits are, as the engine would.
 #include <mpi.h>
 #include <omp.h>
 #include <sys/resource.h>
@@ -30,6 +31,8 @@
 #include "worker/comm/collective_error.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/engine/block_manager.h"
+#include "worker/engine/model_runner.h"
+#include "worker/engine/row_sample.h"
 #include "worker/model/llama.h"
 #include "worker/model/make_backend.h"
 #include "worker/model/paged_kv_cache.h"
@@ -118,59 +121,73 @@ int main(int argc, char** argv) {
     const double load_s = seconds_since(t_load);
     const ModelConfig& c = model->config();
 
-    BlockManager blocks(model->kv_blocks(), block_size);
-    std::vector<BlockTable> tables(static_cast<size_t>(batch));
-    // Step `step` of sequences [first, end): the prompt at step 0, one token after.
-    auto plan_of = [&](int64_t step, int64_t first, int64_t end) {
-      StepPlan plan;
-      for (int64_t b = first; b < end; ++b) {
-        BlockTable& t = tables[size_t(b)];
-        StepSequence s;
-        s.first_position = t.num_tokens;
-        const int64_t n = step == 0 ? prompt_tokens : 1;
-        for (int64_t i = 0; i < n; ++i)
-          s.tokens.push_back(int32_t((1000 + 37 * (s.first_position + i) + 11 * b) % c.vocab_size));
-        blocks.append(t, int32_t(n));
-        s.block_table = t.blocks;
-        plan.sequences.push_back(std::move(s));
-      }
-      return plan;
-    };
-    // Micro-batch g holds sequences [bounds[g], bounds[g + 1]).
-    std::vector<int64_t> bounds;
-    for (int64_t g = 0; g <= micro_batches; ++g) bounds.push_back(batch * g / micro_batches);
-
-    // One untimed token first, in a block of its own: the mapped weights fault in here, not
-    // in the timed prefill (peers are timed after a warm-up too).
-    {
-      BlockTable warm;
-      blocks.append(warm, 1);
-      StepPlan plan;
-      plan.sequences.push_back({{1}, 0, warm.blocks});
-      model->forward(plan);
-    }
-    comm->barrier();
-    const auto t_prefill = std::chrono::steady_clock::now();
-    model->forward(plan_of(0, 0, batch));
-    comm->barrier();
-    const double prefill_s = seconds_since(t_prefill);
-    // Decode: micro-batch g's step i goes in once its step i - 1 is back (the oldest in
-    // flight), as the engine schedules them; at most micro_batches steps in flight.
-    const auto t_decode = std::chrono::steady_clock::now();
-    int64_t in_flight = 0;
-    for (int64_t i = 1; i < new_tokens; ++i) {
-      for (int64_t g = 0; g < micro_batches; ++g) {
-        if (in_flight == micro_batches) {
-          model->finish();
-          --in_flight;
+    // The driver plans and times the steps; the other ranks follow its plans (ModelRunner), as
+    // in a worker group. Each step samples greedily where the logits are (the last stage under
+    // --pp), and the next tokens stay a fixed function of the step.
+    ModelRunner runner(*model, *comm);
+    double prefill_s = 0, decode_s = 0;
+    if (!topo.is_driver()) {
+      runner.follow();
+    } else {
+      BlockManager blocks(model->kv_blocks(), block_size);
+      std::vector<BlockTable> tables(static_cast<size_t>(batch));
+      // Step `step` of sequences [first, end): the prompt at step 0, one token after.
+      auto plan_of = [&](int64_t step, int64_t first, int64_t end) {
+        StepPlan plan;
+        std::vector<RowSample> greedy;
+        for (int64_t b = first; b < end; ++b) {
+          BlockTable& t = tables[size_t(b)];
+          StepSequence s;
+          s.first_position = t.num_tokens;
+          const int64_t n = step == 0 ? prompt_tokens : 1;
+          for (int64_t i = 0; i < n; ++i)
+            s.tokens.push_back(
+                int32_t((1000 + 37 * (s.first_position + i) + 11 * b) % c.vocab_size));
+          blocks.append(t, int32_t(n));
+          s.block_table = t.blocks;
+          plan.sequences.push_back(std::move(s));
+          RowSample g;
+          g.row = int32_t(b - first);
+          g.params.temperature = 0;
+          greedy.push_back(g);
         }
-        model->launch(plan_of(i, bounds[size_t(g)], bounds[size_t(g) + 1]));
-        ++in_flight;
+        plan.sampling = encode_row_samples(greedy);
+        return plan;
+      };
+      // Micro-batch g holds sequences [bounds[g], bounds[g + 1]).
+      std::vector<int64_t> bounds;
+      for (int64_t g = 0; g <= micro_batches; ++g) bounds.push_back(batch * g / micro_batches);
+
+      // One untimed token first, in a block of its own: the mapped weights fault in here, not
+      // in the timed prefill (peers are timed after a warm-up too).
+      {
+        BlockTable warm;
+        blocks.append(warm, 1);
+        StepPlan plan;
+        plan.sequences.push_back({{1}, 0, warm.blocks});
+        runner.step(plan);
       }
+      const auto t_prefill = std::chrono::steady_clock::now();
+      runner.step(plan_of(0, 0, batch));
+      prefill_s = seconds_since(t_prefill);
+      // Decode: micro-batch g's step i goes in once its step i - 1 is back (the oldest in
+      // flight), as the engine schedules them; at most micro_batches steps in flight.
+      const auto t_decode = std::chrono::steady_clock::now();
+      int64_t in_flight = 0;
+      for (int64_t i = 1; i < new_tokens; ++i) {
+        for (int64_t g = 0; g < micro_batches; ++g) {
+          if (in_flight == micro_batches) {
+            runner.finish();
+            --in_flight;
+          }
+          runner.launch(plan_of(i, bounds[size_t(g)], bounds[size_t(g) + 1]));
+          ++in_flight;
+        }
+      }
+      for (; in_flight > 0; --in_flight) runner.finish();
+      decode_s = seconds_since(t_decode);
+      runner.shutdown();
     }
-    for (; in_flight > 0; --in_flight) model->finish();
-    comm->barrier();
-    const double decode_s = seconds_since(t_decode);
 
     double rss = peak_rss_gib();
     std::vector<double> rss_per_rank(size_t(topo.world_size));
@@ -202,11 +219,12 @@ int main(int argc, char** argv) {
         new_tokens > 1 ? step_bytes / (decode_s / double(new_tokens - 1)) / 1e9 : 0.0;
     // Traffic per decoded token: the f32 hidden state crosses each stage boundary once; each
     // layer's two row-parallel all-reduces move the hidden state within a stage (ring: about
-    // 2 (tp - 1) / tp of it per rank); the last stage sends the token's logits to the driver.
+    // 2 (tp - 1) / tp of it per rank); the last stage, which samples, sends the driver the
+    // token's outcome (id, logprob, no alternatives, no error: 16 bytes).
     const double boundary_bytes = pp > 1 ? 4 * hidden : 0;
     const double all_reduce_bytes =
         topo.tp_size > 1 ? 2 * double(c.num_hidden_layers) * 4 * hidden : 0;
-    const double logits_bytes = pp > 1 ? 4 * double(c.vocab_size) : 0;
+    const double sampled_bytes = pp > 1 ? double(encode_outcomes({RowOutcome{}}).size()) : 0;
     if (format == "json") {
       nlohmann::json j = {{"model", model_dir},
                           {"tp", topo.tp_size},
@@ -214,7 +232,7 @@ int main(int argc, char** argv) {
                           {"micro_batches", micro_batches},
                           {"boundary_bytes_per_token", boundary_bytes},
                           {"all_reduce_bytes_per_token", all_reduce_bytes},
-                          {"logits_bytes_per_token", logits_bytes},
+                          {"sampled_bytes_per_token", sampled_bytes},
                           {"threads", omp_get_max_threads()},
                           {"batch", batch},
                           {"prompt_tokens", prompt_tokens},
@@ -248,8 +266,8 @@ int main(int argc, char** argv) {
     std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
     std::printf(
         "traffic/token    %.0f B per stage boundary, %.0f B of all-reduce, %.0f B of "
-        "logits to the driver\n",
-        boundary_bytes, all_reduce_bytes, logits_bytes);
+        "sampled token back to the driver\n",
+        boundary_bytes, all_reduce_bytes, sampled_bytes);
     for (int r = 0; r < topo.world_size; ++r)
       std::printf(
           "rank %d           shard %.3f GiB, peak RSS %.3f GiB (%.1f%% of the weight bytes)\n", r,

@@ -4,7 +4,7 @@
 #   one step at a time (--micro-batches 1) and with two micro-batches in flight (the engine's
 #   default under --pp 2); the micro-batching speed-up; per-rank weight shard and peak RSS; and
 #   the traffic per decoded token that a 2-node cluster would carry (stage boundary, all-reduce,
-#   logits to the driver).
+#   the sampled token back to the driver).
 # Usage: benchmarks/pp_scaling.sh [BUILD_DIR] [PRESET...]   (default: build small)
 # Models are made once under models/<preset> (deepseek-math-7b: 13.8 GB of disk).
 set -euo pipefail
@@ -56,7 +56,7 @@ for preset in dict.fromkeys(r["preset"] for r in rows):
     r2 = next(r for r in rows if r["preset"] == preset and r["pp"] == 2)
     r1 = next(r for r in rows if r["preset"] == preset and r["pp"] == 1)
     print(f"{preset} traffic per decoded token on a 2-node cluster: pp 2: {r2['boundary_bytes_per_token']:.0f} B of hidden "
-          f"state per stage boundary + {r2['logits_bytes_per_token']:.0f} B of logits to the driver; "
+          f"state per stage boundary + {r2['sampled_bytes_per_token']:.0f} B of sampled token back to the driver; "
           f"tp 2: {r1['all_reduce_bytes_per_token']:.0f} B of all-reduce payload over "
           f"{r1['all_reduce_bytes_per_token'] / r2['boundary_bytes_per_token']:.0f} all-reduces of the hidden state")
 PY

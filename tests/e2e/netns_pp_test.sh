@@ -36,7 +36,8 @@ ARGS=(generate --model "$MODEL" "${WORKER_ARGS[@]}")
 expected=$("$BIN/dsmath-worker" "${ARGS[@]}")
 
 tx_bytes() { ip -n "$A" -s link show "vt$$a" | awk '/TX:/ { getline; print $1 }'; }
-before=$(tx_bytes)
+rx_bytes() { ip -n "$A" -s link show "vt$$a" | awk '/RX:/ { getline; print $1 }'; }
+before=$(tx_bytes) before_rx=$(rx_bytes)
 # Stage 0 on this host's name (local to mpirun, in A); stage 1 on host "b" (the agent: B).
 got=$(timeout 120 ip netns exec "$A" mpirun -H "$(hostname):1,b:1" --bind-to none \
   --mca plm_rsh_agent "$SRC/tests/e2e/netns_rsh.sh" \
@@ -45,7 +46,7 @@ got=$(timeout 120 ip netns exec "$A" mpirun -H "$(hostname):1,b:1" --bind-to non
   sh -c 'echo "rank $OMPI_COMM_WORLD_RANK in $(readlink /proc/self/ns/net)" >&2; exec "$0" "$@"' \
   "$BIN/dsmath-worker" "${ARGS[@]}" --pp 2 2> netns_ranks.log) || {
   cat netns_ranks.log; echo "FAIL: the pp 2 group across namespaces failed"; exit 1; }
-after=$(tx_bytes)
+after=$(tx_bytes) after_rx=$(rx_bytes)
 cat netns_ranks.log
 
 # The two ranks are in different network namespaces.
@@ -58,7 +59,12 @@ sent=$((after - before))
 # Each forward sends the step's hidden states (rows x 64 floats) from A to B: at least the
 # prompt's ~40 rows and one row per further token.
 [ "$sent" -gt $(((40 + 39) * 64 * 4)) ] || { echo "FAIL: only $sent bytes crossed the veth"; exit 1; }
-echo "ok: pp 2 across two namespaces = one process ($sent bytes over the veth)"
+# The last stage samples: what comes back is token ids (and MPI's own traffic), not a
+# 102,400-float logits row (400 KB) per token.
+returned=$((after_rx - before_rx))
+[ "$returned" -lt $((40 * 102400 * 4 / 10)) ] || {
+  echo "FAIL: $returned bytes came back from stage 1: logits rather than sampled tokens?"; exit 1; }
+echo "ok: pp 2 across two namespaces = one process ($sent bytes to stage 1, $returned back)"
 
 # The same group through launch/dsmath-group: its checkpoint check on each "node", then
 # --map-by ppr:1:node (a stage per node); and its refusal, naming both nodes, of a checkpoint
