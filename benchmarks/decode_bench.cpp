@@ -90,7 +90,6 @@ int main(int argc, char** argv) {
     std::unique_ptr<Backend> backend;
     collectively(*comm, [&] {
       topo = Topology::pipeline(comm->topology().world_size, comm->topology().rank, pp);
-      DSMATH_CHECK(pp == 1 || device == "cpu", "--pp runs on --device cpu only");
       DSMATH_CHECK(batch >= (micro_batches > 0 ? micro_batches : pp),
                    "--batch must be at least the micro-batch count");
       backend = make_backend(devices().at(device), kv_dtypes().at(kv_dtype), MPI_COMM_WORLD);
@@ -106,6 +105,7 @@ int main(int argc, char** argv) {
     }
     Communicator& tp_comm = stage_comm ? *stage_comm : *comm;
     std::unique_ptr<Communicator> model_comm = make_model_communicator(*backend, tp_comm);
+    std::unique_ptr<Communicator> stage_links = make_stage_links(*backend, *comm, pp);
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;
@@ -114,9 +114,11 @@ int main(int argc, char** argv) {
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
+      PipelineStage stage =
+          PipelineStage::make(ckpt->config(), topo, {}, pp > 1 ? comm.get() : nullptr);
+      stage.activations = stage_links.get();
       model.emplace(*ckpt, *backend, model_comm ? *model_comm : tp_comm,
-                    int32_t(batch) * blocks_per_seq + 1, block_size,
-                    PipelineStage::make(ckpt->config(), topo, {}, pp > 1 ? comm.get() : nullptr));
+                    int32_t(batch) * blocks_per_seq + 1, block_size, stage);
     });
     const double load_s = seconds_since(t_load);
     const ModelConfig& c = model->config();

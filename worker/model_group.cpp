@@ -82,8 +82,6 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
   cpu::set_matmul_precision(o.matmul_precision);
   collectively(comm, [&] {
     topology_ = Topology::pipeline(comm.topology().world_size, comm.topology().rank, o.pp);
-    DSMATH_CHECK(o.pp == 1 || o.device == Device::kCpu,
-                 "--pp with --device cuda is not supported yet (stages exchange host memory)");
     backend_ = make_backend(o.device, o.kv_dtype, comm.control_comm());
   });
   // The stage's tensor-parallel ranks get a communicator of their own (the whole group at pp 1).
@@ -96,6 +94,7 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
   Communicator& tp_comm = stage_comm_ ? *stage_comm_ : comm;
   // Its own error agreement: NCCL's bootstrap is collective over the same ranks.
   model_comm_ = make_model_communicator(*backend_, tp_comm);
+  stage_links_ = make_stage_links(*backend_, comm, topology_.pp_size);
 
   PipelineStage stage;
   int32_t blocks = 0;
@@ -108,6 +107,7 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
     checkpoint_.emplace(Checkpoint::open(o.model_dir));
     const ModelConfig& c = checkpoint_->config();
     stage = PipelineStage::make(c, topology_, o.pp_layers, &comm);
+    stage.activations = stage_links_.get();
     const TpLayout layout = TpLayout::make(c, topology_.tp_size, topology_.tp_rank);
     // A stage holds the KV of its own layers: --kv-cache-gib buys more blocks on shorter stages.
     blocks = PagedKVCache::blocks_for_bytes(

@@ -64,8 +64,9 @@ class ModelGroup {
   std::optional<Tokenizer> tokenizer_;
   Topology topology_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<Communicator> stage_comm_;  // the stage's tp ranks (MPI), at pp > 1
-  std::unique_ptr<Communicator> model_comm_;  // NCCL for a GPU group at tp > 1
+  std::unique_ptr<Communicator> stage_comm_;   // the stage's tp ranks (MPI), at pp > 1
+  std::unique_ptr<Communicator> model_comm_;   // NCCL for a GPU group at tp > 1
+  std::unique_ptr<Communicator> stage_links_;  // NCCL between a GPU group's stages at pp > 1
   std::optional<LlamaModel> model_;
   std::optional<ModelRunner> runner_;
 };

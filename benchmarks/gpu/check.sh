@@ -2,7 +2,8 @@
 # One short run on a machine with an NVIDIA GPU (at most ~8 minutes on one H200):
 #   1. build the CUDA backend for this GPU (only the targets the check needs),
 #   2. run the gpu tests: every CUDA op against the CPU op, the whole forward and the engine
-#      on the GPU against the CPU backend (ctest -L gpu), and the NCCL collectives,
+#      on the GPU against the CPU backend (ctest -L gpu), and the NCCL collectives; with two
+#      or more GPUs, a tp 1 x pp 2 group against one GPU,
 #   3. time decode at batch 1, 32 and 256 and a 2,048-token prefill on `small` and on a
 #      deepseek-math-7b-shaped checkpoint made on the spot, printing achieved GB/s and TFLOP/s
 #      next to the H200's 4.8 TB/s and ~990 TFLOP/s dense bf16.
@@ -37,6 +38,24 @@ stamp "gpu tests"
 status=0
 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 300 || status=1
 DSMATH_MPI_TEST_TIMEOUT_S=120 ctest --test-dir "$BUILD" -R nccl --output-on-failure || status=1
+
+# Pipeline stages on GPUs (NCCL send/recv between stages) need a GPU per rank: on a machine
+# with two or more, tp 1 x pp 2 must give the greedy tokens of one GPU.
+if [ "$GPUS" -ge 2 ]; then
+  stamp "pp 2 on two GPUs against one"
+  cmake --build "$BUILD" -j "$(nproc)" --target dsmath-worker > /dev/null
+  "$BUILD/bin/dsmath-make-model" --preset tiny --layers 4 --seed 3 --out "$BUILD/tiny4" > /dev/null
+  ARGS=(generate --device cuda --model "$BUILD/tiny4" --prompt "1+1=" --max-new-tokens 16
+    --temperature 0 --ignore-eos --format json)
+  one=$("$BUILD/bin/dsmath-worker" "${ARGS[@]}")
+  two=$(mpirun -np 2 --bind-to none "$BUILD/bin/dsmath-worker" "${ARGS[@]}" --pp 2) || status=1
+  ids() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["token_ids"])'; }
+  if [ "$(ids <<< "$one")" = "$(ids <<< "$two")" ]; then
+    echo "pp 2 on GPUs: same tokens as one GPU"
+  else
+    echo "FAIL: pp 2 on GPUs: $two, one GPU: $one"; status=1
+  fi
+fi
 
 stamp "timings"
 "$BUILD/bin/dsmath-make-model" --preset small --seed 0 --out "$BUILD/small" > /dev/null

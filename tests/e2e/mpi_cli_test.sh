@@ -50,6 +50,23 @@ for np in (2, 4):
 PY
 then ok "--pp 2 at -np 2 and 4: the tokens of one process"; else bad "--pp 2 tokens"; fi
 
+# Four stages of one layer each (tp 1 x pp 4), against one process on the same 4-layer model.
+"$BIN/dsmath-make-model" --preset tiny --layers 4 --kv-heads 2 --seed 8 --out "$TMP/model4" > /dev/null
+for np in 1 4; do
+  pp=$np
+  "${MPIRUN[@]}" -np $np "$BIN/dsmath-worker" generate --model "$TMP/model4" --chat --pp $pp \
+    --prompts-file "$TMP/prompts.jsonl" --max-new-tokens 8 --temperature 0.8 --top-k 50 \
+    --seed 4 --ignore-eos --logprobs --format json --threads 1 > "$TMP/l4np$np.jsonl"
+done
+if python3 - "$TMP" <<'PY'
+import json, sys
+one, pp4 = ([json.loads(l) for l in open(f"{sys.argv[1]}/l4np{np}.jsonl")] for np in (1, 4))
+assert len(one) == 3 and [r["token_ids"] for r in pp4] == [r["token_ids"] for r in one]
+for a, b in zip(one, pp4):
+    assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-3
+PY
+then ok "--pp 4 at -np 4: the tokens of one process"; else bad "--pp 4 tokens"; fi
+
 # A stage whose node lacks a shard of the checkpoint (here: rank 1's copy misses one file) stops
 # every rank with the message naming the file, rather than leaving stage 0 waiting.
 cp -r "$TMP/model" "$TMP/partial"

@@ -154,5 +154,27 @@ TEST_F(NcclOnGpus, BroadcastFromEveryRootAndBarrier) {
   comm_->barrier();
 }
 
+// Pipeline stages' activations: rank r sends to r + 1 (a ring), each message its own size.
+TEST_F(NcclOnGpus, SendRecvBetweenNeighbours) {
+  const Topology& t = comm_->topology();
+  if (t.world_size < 2) GTEST_SKIP() << "needs two ranks";
+  const int next = (t.rank + 1) % t.world_size,
+            previous = (t.rank + t.world_size - 1) % t.world_size;
+  const size_t mine = 1000 + size_t(t.rank), theirs = 1000 + size_t(previous);
+  float* out = to_device(std::vector<float>(mine, t.rank + 0.25f));
+  float* in = to_device(std::vector<float>(theirs, -1.f));
+  // Even ranks send first, odd ranks receive first, so that blocking pairs never wait on each
+  // other.
+  if (t.rank % 2 == 0) {
+    comm_->send(out, mine, next);
+    comm_->recv(in, theirs, previous);
+  } else {
+    comm_->recv(in, theirs, previous);
+    comm_->send(out, mine, next);
+  }
+  EXPECT_EQ(to_host(in, theirs), std::vector<float>(theirs, previous + 0.25f));
+  EXPECT_THROW(comm_->send(out, 1, t.rank), Error) << "not to itself";
+}
+
 }  // namespace
 }  // namespace dsmath

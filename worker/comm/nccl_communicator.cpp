@@ -126,6 +126,24 @@ void NcclCommunicator::broadcast(void* data, size_t bytes, int root) {
   wait("broadcast");
 }
 
+void NcclCommunicator::send(const float* data, size_t count, int dest) {
+  check_usable("send");
+  check_root(dest, "send");
+  DSMATH_CHECK(dest != topology_.rank, "send: rank ", dest, " is this rank");
+  if (count == 0) return;
+  DSMATH_NCCL_CHECK(ncclSend(data, count, ncclFloat32, dest, nccl_, stream_));
+  if (host_waits_) wait("send");
+}
+
+void NcclCommunicator::recv(float* data, size_t count, int source) {
+  check_usable("recv");
+  check_root(source, "recv");
+  DSMATH_CHECK(source != topology_.rank, "recv: rank ", source, " is this rank");
+  if (count == 0) return;
+  DSMATH_NCCL_CHECK(ncclRecv(data, count, ncclFloat32, source, nccl_, stream_));
+  if (host_waits_) wait("recv");
+}
+
 void NcclCommunicator::barrier() {
   check_usable("barrier");
   wait("barrier");  // our own queued work is part of what the barrier orders

@@ -31,6 +31,9 @@ class NcclCommunicator final : public Communicator {
   void all_gather(const float* send, size_t count_per_rank, float* recv) override;
   void broadcast(void* data, size_t bytes, int root) override;
   void barrier() override;
+  // Point to point (pipeline stages' activations), on the stream like the collectives.
+  void send(const float* data, size_t count, int dest) override;
+  void recv(float* data, size_t count, int source) override;
   bool device_memory() const override { return true; }
   void complete() override;
   MPI_Comm control_comm() const override { return mpi_comm_; }

@@ -30,6 +30,10 @@ LlamaModel::LlamaModel(const Checkpoint& checkpoint, Backend& backend, Communica
                backend.device() == Device::kCpu ? "host" : "device", " memory");
   DSMATH_CHECK(stage.topology.pp_size == 1 || stage.links != nullptr,
                "pipeline stage without a communicator to its neighbours");
+  DSMATH_CHECK(stage.topology.pp_size == 1 ||
+                   stage.activation_links().device_memory() == (backend.device() != Device::kCpu),
+               "a ", device_name(backend.device()),
+               " backend needs stage-to-stage links on the same memory");
   backend_.prepare(stage_config(config_, stage), layout_.local_heads, layout_.local_kv_heads,
                    kv_blocks, block_size);
 }
@@ -71,6 +75,7 @@ std::vector<float> LlamaModel::launch(const StepPlan& plan) {
   const bool logits = !rows.logit_rows.empty();
   backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(n, logits); });
   comm_.complete();
+  if (stage_.activations) stage_.activations->complete();
   if (!logits || !logits_holder()) return {};
   return logits_to_host(int64_t(rows.logit_rows.size()));
 }
@@ -112,7 +117,7 @@ void LlamaModel::compute(int64_t rows, bool logits) {
     if (layout_.tp_size > 1) comm_.all_reduce_sum(x_.data(), size_t(x_.size()));
   } else {
     backend_.resize(x_, rows, c.hidden_size);
-    stage_.links->recv(x_.data(), size_t(x_.size()), stage_.previous_rank());
+    stage_.activation_links().recv(x_.data(), size_t(x_.size()), stage_.previous_rank());
   }
 
   for (size_t layer = 0; layer < weights_.layers.size(); ++layer) {
@@ -121,7 +126,7 @@ void LlamaModel::compute(int64_t rows, bool logits) {
     mlp_block(w);
   }
   if (!stage_.last()) {
-    stage_.links->send(x_.data(), size_t(x_.size()), stage_.next_rank());
+    stage_.activation_links().send(x_.data(), size_t(x_.size()), stage_.next_rank());
     return;
   }
   if (!logits) return;  // prompt chunks only: no lm_head this step

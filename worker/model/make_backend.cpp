@@ -32,16 +32,29 @@ std::unique_ptr<Backend> make_backend(Device device, DType kv_dtype, MPI_Comm co
 #endif
 }
 
-std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& control) {
-  if (backend.device() == Device::kCpu || control.topology().tp_size == 1) return nullptr;
+namespace {
+// NCCL over the ranks of `comm`, on the CUDA backend's GPU and stream.
+std::unique_ptr<Communicator> nccl_on_backend_stream(Backend& backend, Communicator& comm) {
 #if DSMATH_HAVE_CUDA_BACKEND
   auto& cuda = static_cast<CudaBackend&>(backend);
-  auto nccl = std::make_unique<NcclCommunicator>(control.control_comm(), cuda.gpu());
+  auto nccl = std::make_unique<NcclCommunicator>(comm.control_comm(), cuda.gpu());
   nccl->set_stream(cuda.stream(), /*host_waits=*/false);
   return nccl;
 #else
+  (void)comm;
   fail("a ", device_name(backend.device()), " backend in a build without CUDA");
 #endif
+}
+}  // namespace
+
+std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& control) {
+  if (backend.device() == Device::kCpu || control.topology().tp_size == 1) return nullptr;
+  return nccl_on_backend_stream(backend, control);
+}
+
+std::unique_ptr<Communicator> make_stage_links(Backend& backend, Communicator& world, int pp) {
+  if (backend.device() == Device::kCpu || pp == 1) return nullptr;
+  return nccl_on_backend_stream(backend, world);
 }
 
 }  // namespace dsmath

@@ -23,4 +23,9 @@ std::unique_ptr<Backend> make_backend(Device device, DType kv_dtype, MPI_Comm co
 // NCCL communicator over the same ranks, ordered on the backend's stream. Every rank calls it.
 std::unique_ptr<Communicator> make_model_communicator(Backend& backend, Communicator& control);
 
+// What pipeline stages send hidden states over: nullptr when the world's MPI communicator
+// serves (CPU), else NCCL over all ranks of `world`, ordered on the backend's stream (a GPU
+// group at pp > 1). Every rank calls it.
+std::unique_ptr<Communicator> make_stage_links(Backend& backend, Communicator& world, int pp);
+
 }  // namespace dsmath

@@ -2,8 +2,8 @@
 // stages, stage s runs layers [first_layer, end_layer): the first also the embedding, the last
 // the final norm and lm_head. Each tp rank of stage s receives the hidden state from the same
 // tp rank of stage s - 1 and sends it to stage s + 1 (the state is replicated across a stage's
-// tp ranks after its all-reduce); the last stage's tp rank 0 sends the logits to the driver
-// (world rank 0), which samples.
+// tp ranks after its all-reduce); the last stage's tp rank 0 samples and sends the tokens to the
+// driver (world rank 0).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,12 @@ struct PipelineStage {
   Topology topology;              // of the whole group (world ranks, stage, tp)
   int64_t first_layer = 0;        // [first_layer, end_layer)
   int64_t end_layer = -1;         // -1: up to the last layer
-  Communicator* links = nullptr;  // the world communicator; null at pp 1
+  Communicator* links = nullptr;  // the world communicator (host memory); null at pp 1
+  // Where hidden states go stage to stage: links on the CPU; on GPUs a world communicator on
+  // device memory (NCCL send/recv on the compute stream).
+  Communicator* activations = nullptr;
+
+  Communicator& activation_links() const { return activations ? *activations : *links; }
 
   bool first() const { return topology.first_stage(); }
   bool last() const { return topology.last_stage(); }
