@@ -33,7 +33,10 @@ MpiCommunicator::~MpiCommunicator() {
     } catch (const Error&) {
       // A peer is gone; there is nobody left to deliver to.
     }
-    for (auto& [ticket, t] : recvs_) MPI_Cancel(&t.request);
+    for (auto& [ticket, t] : recvs_) {  // never collected: nobody will send them now
+      MPI_Cancel(&t.request);
+      MPI_Request_free(&t.request);
+    }
   }
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }

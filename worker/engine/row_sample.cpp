@@ -54,7 +54,7 @@ std::vector<int32_t> history_for(const SamplingParams& params, const std::vector
   return params.penalized() ? tokens : std::vector<int32_t>{};
 }
 
-// Layout: #samples, then per sample: row, temperature, top_k, top_p, min_p, the three
+// Layout: #samples, then per sample: row, seed, temperature, top_k, top_p, min_p, the three
 // penalties, logprobs, top_logprobs, key (stream, sample_index, step), prompt_len, #history,
 // history*.
 std::vector<int32_t> encode_row_samples(const std::vector<RowSample>& samples) {
@@ -63,6 +63,7 @@ std::vector<int32_t> encode_row_samples(const std::vector<RowSample>& samples) {
   for (const RowSample& s : samples) {
     const SamplingParams& p = s.params;
     w.i32(s.row);
+    w.u64(p.seed);
     w.f64(p.temperature);
     w.u64(uint64_t(p.top_k));
     w.f64(p.top_p);
@@ -89,6 +90,7 @@ std::vector<RowSample> decode_row_samples(std::span<const int32_t> words) {
   for (RowSample& s : samples) {
     SamplingParams& p = s.params;
     s.row = r.i32();
+    p.seed = r.u64();
     p.temperature = r.f64();
     p.top_k = int64_t(r.u64());
     p.top_p = r.f64();

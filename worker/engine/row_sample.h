@@ -17,7 +17,8 @@ namespace dsmath {
 
 struct RowSample {
   int32_t row = 0;        // among the step's logits rows
-  SamplingParams params;  // the fields sample_token reads (limits and stop ids stay behind)
+  SamplingParams params;  // the fields sample_token reads, the seed among them (limits and
+                          // stop ids stay on the driver)
   SampleKey key;
   int32_t prompt_len = 0;
   std::vector<int32_t> history;  // prompt + generated so far; only when a penalty reads it

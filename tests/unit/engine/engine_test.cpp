@@ -263,6 +263,30 @@ TEST_F(EngineTest, InvalidRequestsComeBackAsErrorEvents) {
   EXPECT_EQ(done.at({"ok", 0}).token_ids.size(), 3u);
 }
 
+// A sampled token is decided by (seed, rng key, sample index, token index) and nothing else:
+// another seed or sample index draws other tokens, the same ones under another request key
+// draw the same.
+TEST_F(EngineTest, SeedRngKeyAndSampleIndexDecideTheSamples) {
+  LocalReplica r(dir_, 64);
+  Engine engine(r.runner, EngineConfig{});
+  auto sampled = [&](const std::string& key, uint64_t seed) {
+    EngineRequest q = greedy(key, tokens(300, 20), 12);
+    q.params.temperature = 1.0;
+    q.params.seed = seed;
+    q.rng_key = "problem-7";
+    q.n = 2;
+    return q;
+  };
+  engine.add(sampled("a", 1));
+  engine.add(sampled("b", 2));
+  engine.add(sampled("c", 1));
+  const Completions done = run_until_idle(engine);
+  EXPECT_NE(done.at({"a", 0}).token_ids, done.at({"b", 0}).token_ids) << "the seed counts";
+  EXPECT_NE(done.at({"a", 0}).token_ids, done.at({"a", 1}).token_ids) << "the sample counts";
+  EXPECT_EQ(done.at({"a", 0}).token_ids, done.at({"c", 0}).token_ids) << "the key does not";
+  EXPECT_EQ(done.at({"a", 1}).token_ids, done.at({"c", 1}).token_ids);
+}
+
 TEST_F(EngineTest, StopTokenEosAndStopEndSamples) {
   LocalReplica r(dir_, 64);
   const std::vector<int32_t> prompt = tokens(900, 15);

@@ -34,6 +34,8 @@ TEST(RowSample, InstructionsRoundTripBitForBit) {
   in[1].params.repetition_penalty = 1.1;
   in[1].params.presence_penalty = -0.25;
   in[1].params.frequency_penalty = 1e-300;  // a double, not a float
+  in[0].params.seed = 0xA5A5A5A5DEADBEEFull;
+  in[1].params.seed = 7;
   in[1].history = history_for(in[1].params, {5, 6, 7, 8});
   EXPECT_EQ(in[1].history, (std::vector<int32_t>{5, 6, 7, 8}));
   EXPECT_TRUE(history_for(in[0].params, {5, 6}).empty()) << "no penalty reads it";
@@ -41,6 +43,7 @@ TEST(RowSample, InstructionsRoundTripBitForBit) {
   ASSERT_EQ(out.size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(out[i].row, in[i].row);
+    EXPECT_EQ(out[i].params.seed, in[i].params.seed);
     EXPECT_EQ(out[i].params.temperature, in[i].params.temperature);
     EXPECT_EQ(out[i].params.top_k, in[i].params.top_k);
     EXPECT_EQ(out[i].params.top_p, in[i].params.top_p);
