@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <thread>
 
+#include "coordinator/auth.h"
 #include "coordinator/status_name.h"
 #include "proto/dsmath.grpc.pb.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
@@ -32,10 +34,21 @@ int report(const grpc::Status& status) {
   return 1;
 }
 
+// The bearer token for the coordinator's --auth-token-file: --auth-token-file, else
+// $DSMATH_TOKEN, else none.
+std::string auth_token(const ClientOptions& o) {
+  if (!o.auth_token_file.empty())
+    return BearerAuth::read_token_file(o.auth_token_file, "--auth-token-file");
+  const char* env = std::getenv("DSMATH_TOKEN");
+  return env ? std::string(env) : std::string();
+}
+
 void prepare(grpc::ClientContext& context, const ClientOptions& o) {
   if (o.timeout_seconds > 0)
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(int64_t(o.timeout_seconds * 1000)));
+  if (const std::string token = auth_token(o); !token.empty())
+    context.AddMetadata("authorization", "Bearer " + token);
 }
 
 std::unique_ptr<v1::Generation::Stub> generation_stub(const ClientOptions& o) {
@@ -74,6 +87,10 @@ grpc::Status stream(v1::Generation::Stub& stub, const ClientOptions& o,
 void add_client_flags(CLI::App& command, ClientOptions& o) {
   command.add_option("--server", o.server, "Coordinator address")->capture_default_str();
   command.add_option("--timeout", o.timeout_seconds, "Deadline per call in seconds (0 = none)");
+  command
+      .add_option("--auth-token-file", o.auth_token_file,
+                  "File with the coordinator's bearer token (default: $DSMATH_TOKEN)")
+      ->check(CLI::ExistingFile);
 }
 
 GenerateCommand::GenerateCommand(CLI::App& c, bool interactive)

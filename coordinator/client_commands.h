@@ -18,7 +18,8 @@ namespace dsmath {
 
 struct ClientOptions {
   std::string server = "127.0.0.1:50051";
-  double timeout_seconds = 0;  // 0: no deadline
+  double timeout_seconds = 0;   // 0: no deadline
+  std::string auth_token_file;  // the bearer token to send; unset: $DSMATH_TOKEN, if set
 };
 
 void add_client_flags(CLI::App& command, ClientOptions& options);

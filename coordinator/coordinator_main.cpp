@@ -1,7 +1,7 @@
 // dsmath-coordinator: the public gRPC API (dsmath.v1.Generation, health, reflection) in front
 // of the worker groups that dial in (dsmath.worker.v1.WorkerLink on --worker-listen).
 //   dsmath-coordinator --model DIR [--listen 127.0.0.1:50051] [--worker-listen 127.0.0.1:50052]
-//                      [--metrics-listen 127.0.0.1:9090] [--max-queue N] ...
+//                      [--metrics-listen 127.0.0.1:9090] [--auth-token-file F] [--max-queue N] ...
 // SIGTERM / SIGINT: health turns NOT_SERVING, new requests get UNAVAILABLE, running ones have
 // --shutdown-grace-seconds to finish, the groups are told to exit, and the process exits 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -30,6 +30,7 @@ struct Options {
   std::string worker_listen = "127.0.0.1:50052";
   std::string metrics_listen;
   std::string data_dir = ".";
+  std::string auth_token_file;
   ServerLimits limits;
   double heartbeat_timeout_seconds = 10;
   double shutdown_grace_seconds = 30;
@@ -49,6 +50,12 @@ std::string with_port(const std::string& address, int port) {
   return address.substr(0, address.rfind(':') + 1) + std::to_string(port);
 }
 
+// Whether `address` (host:port, [v6]:port) binds only this machine's loopback interface.
+bool loopback_only(const std::string& address) {
+  const std::string host = address.substr(0, address.rfind(':'));
+  return host == "localhost" || host == "[::1]" || host.rfind("127.", 0) == 0;
+}
+
 int run(const Options& o, const sigset_t& signals) {
   const ServedModel model = ServedModel::load(o.model_dir);
   Metrics metrics;
@@ -56,10 +63,19 @@ int run(const Options& o, const sigset_t& signals) {
   router_options.heartbeat_timeout =
       std::chrono::milliseconds(int64_t(o.heartbeat_timeout_seconds * 1000));
   Router router(model, o.limits, router_options, metrics);
-  GenerationService generation(model, o.limits, router, metrics);
+  const BearerAuth auth =
+      o.auth_token_file.empty()
+          ? BearerAuth()
+          : BearerAuth(BearerAuth::read_token_file(o.auth_token_file, "--auth-token-file"));
+  if (!auth.enabled() && !loopback_only(o.listen))
+    std::cerr << "dsmath-coordinator: warning: --listen " << o.listen
+              << " is reachable from other machines and the API has no --auth-token-file: "
+                 "anyone who reaches the port can use it (and nothing is encrypted)"
+              << std::endl;
+  GenerationService generation(model, o.limits, router, metrics, auth);
   WorkerLinkService link(router);
   BatchJobManager jobs(o.data_dir, model, router);
-  BatchJobsService batch(jobs);
+  BatchJobsService batch(jobs, auth);
 
   jobs.resume_all();  // before the API answers: a client asking for its job finds it
   grpc::EnableDefaultHealthCheckService(true);
@@ -137,6 +153,10 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::ExistingDirectory);
   app.add_option("--listen", o.listen, "Public gRPC address")->capture_default_str();
+  app.add_option("--auth-token-file", o.auth_token_file,
+                 "File holding the bearer token every API call must carry (authorization: "
+                 "Bearer <token>); the health service stays open")
+      ->check(CLI::ExistingFile);
   app.add_option("--worker-listen", o.worker_listen, "Address worker groups dial")
       ->capture_default_str();
   app.add_option("--metrics-listen", o.metrics_listen,

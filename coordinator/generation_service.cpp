@@ -4,12 +4,23 @@
 
 namespace dsmath {
 
-grpc::Status GenerationService::submit(const v1::GenerateRequest& request, bool streaming,
+grpc::ServerUnaryReactor* refuse_unauthenticated(grpc::CallbackServerContext* context,
+                                                 const BearerAuth& auth) {
+  grpc::Status status = auth.check(*context);
+  if (status.ok()) return nullptr;
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(std::move(status));
+  return reactor;
+}
+
+grpc::Status GenerationService::submit(const grpc::CallbackServerContext& context,
+                                       const v1::GenerateRequest& request, bool streaming,
                                        std::shared_ptr<ResponseSink> sink, std::string* key) {
-  grpc::Status status;
+  grpc::Status status = auth_.check(context);
   try {
-    status =
-        router_.submit(plan_request(request, model_, limits_), streaming, std::move(sink), key);
+    if (status.ok())
+      status =
+          router_.submit(plan_request(request, model_, limits_), streaming, std::move(sink), key);
   } catch (const RequestError& e) {
     status = e.status();
   }
@@ -21,20 +32,21 @@ grpc::ServerUnaryReactor* GenerationService::Generate(grpc::CallbackServerContex
                                                       const v1::GenerateRequest* request,
                                                       v1::GenerateResponse* response) {
   auto call = std::make_shared<UnaryCall>(router_, context, response);
-  call->start([&](std::string* key) { return submit(*request, false, call, key); });
+  call->start([&](std::string* key) { return submit(*context, *request, false, call, key); });
   return call.get();
 }
 
 grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerationService::GenerateStream(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   auto call = std::make_shared<StreamCall>(router_, context);
-  call->start([&](std::string* key) { return submit(*request, true, call, key); });
+  call->start([&](std::string* key) { return submit(*context, *request, true, call, key); });
   return call.get();
 }
 
 grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* context,
                                                    const v1::AbortRequest* request,
                                                    v1::AbortResponse* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (request->request_id().empty()) {
     reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT, "request_id is empty"});
@@ -48,6 +60,7 @@ grpc::ServerUnaryReactor* GenerationService::Abort(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContext* context,
                                                       const v1::TokenizeRequest* request,
                                                       v1::TokenizeResponse* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   try {
     for (int32_t id : tokenize_request(*request, model_)) {
@@ -64,6 +77,7 @@ grpc::ServerUnaryReactor* GenerationService::Tokenize(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerContext* context,
                                                           const v1::ModelInfoRequest*,
                                                           v1::ModelInfo* info) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   const ModelConfig& c = model_.config;
   info->set_model(model_.name);
   info->set_architecture(c.architecture);
@@ -108,6 +122,7 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* BatchJobsService::Submit(grpc::CallbackServerContext* context,
                                                    const v1::SubmitBatchRequest* request,
                                                    v1::BatchJobStatus* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(jobs_.submit(*request, response));
   return reactor;
@@ -116,6 +131,7 @@ grpc::ServerUnaryReactor* BatchJobsService::Submit(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* BatchJobsService::Get(grpc::CallbackServerContext* context,
                                                 const v1::BatchJobRequest* request,
                                                 v1::BatchJobStatus* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(jobs_.get(request->job_id(), response));
   return reactor;
@@ -124,6 +140,7 @@ grpc::ServerUnaryReactor* BatchJobsService::Get(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* BatchJobsService::Cancel(grpc::CallbackServerContext* context,
                                                    const v1::BatchJobRequest* request,
                                                    v1::BatchJobStatus* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(jobs_.cancel(request->job_id(), response));
   return reactor;
@@ -132,6 +149,7 @@ grpc::ServerUnaryReactor* BatchJobsService::Cancel(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* BatchJobsService::List(grpc::CallbackServerContext* context,
                                                  const v1::ListBatchJobsRequest*,
                                                  v1::ListBatchJobsResponse* response) {
+  if (auto* refused = refuse_unauthenticated(context, auth_)) return refused;
   jobs_.list(response);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -2,6 +2,7 @@
 // and answers Abort, Tokenize and GetModelInfo itself.
 #pragma once
 
+#include "coordinator/auth.h"
 #include "coordinator/batch_jobs.h"
 #include "coordinator/router.h"
 #include "proto/dsmath.grpc.pb.h"
@@ -12,8 +13,8 @@ namespace dsmath {
 class GenerationService final : public v1::Generation::CallbackService {
  public:
   GenerationService(const ServedModel& model, const ServerLimits& limits, Router& router,
-                    Metrics& metrics)
-      : model_(model), limits_(limits), router_(router), metrics_(metrics) {}
+                    Metrics& metrics, const BearerAuth& auth)
+      : model_(model), limits_(limits), router_(router), metrics_(metrics), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
                                      const v1::GenerateRequest* request,
@@ -31,19 +32,26 @@ class GenerationService final : public v1::Generation::CallbackService {
                                          v1::ModelInfo* response) override;
 
  private:
-  grpc::Status submit(const v1::GenerateRequest& request, bool streaming,
+  grpc::Status submit(const grpc::CallbackServerContext& context,
+                      const v1::GenerateRequest& request, bool streaming,
                       std::shared_ptr<ResponseSink> sink, std::string* key);
 
   const ServedModel& model_;
   ServerLimits limits_;
   Router& router_;
   Metrics& metrics_;
+  const BearerAuth& auth_;
 };
+
+// The reactor of a unary call that `auth` refuses, finished with its status; nullptr when the
+// call may go on.
+grpc::ServerUnaryReactor* refuse_unauthenticated(grpc::CallbackServerContext* context,
+                                                 const BearerAuth& auth);
 
 // dsmath.v1.BatchJobs: the coordinator's batch jobs (coordinator/batch_jobs).
 class BatchJobsService final : public v1::BatchJobs::CallbackService {
  public:
-  explicit BatchJobsService(BatchJobManager& jobs) : jobs_(jobs) {}
+  BatchJobsService(BatchJobManager& jobs, const BearerAuth& auth) : jobs_(jobs), auth_(auth) {}
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* context,
                                    const v1::SubmitBatchRequest* request,
                                    v1::BatchJobStatus* response) override;
@@ -59,6 +67,7 @@ class BatchJobsService final : public v1::BatchJobs::CallbackService {
 
  private:
   BatchJobManager& jobs_;
+  const BearerAuth& auth_;
 };
 
 // dsmath.worker.v1.WorkerLink: each worker group's stream is a GroupStream.

@@ -537,5 +537,63 @@ class LifecycleTest(unittest.TestCase):
             c.stop()
 
 
+class AuthTest(unittest.TestCase):
+    def test_bearer_token_on_every_api_call_and_the_cli(self):
+        token = "s3cret-" + "x" * 20
+        token_file = os.path.join(TMP, "token")
+        with open(token_file, "w") as f:
+            f.write(token + "\n")  # a trailing newline is not part of the token
+        c = Cluster("--auth-token-file", token_file)
+        try:
+            c.start_group(np=1)
+            self.assertEqual(c.health_status(), "SERVING", "health stays open")
+            jobs = dsmath_pb2_grpc.BatchJobsStub(c.channel)
+            calls = [lambda md: c.stub.GetModelInfo(pb.ModelInfoRequest(), metadata=md),
+                     lambda md: c.stub.Tokenize(pb.TokenizeRequest(text="1+1"), metadata=md),
+                     lambda md: c.stub.Generate(request(max_new_tokens=2), metadata=md),
+                     lambda md: list(c.stub.GenerateStream(request(max_new_tokens=2),
+                                                           metadata=md)),
+                     lambda md: jobs.List(pb.ListBatchJobsRequest(), metadata=md)]
+            for call in calls:
+                for metadata, why in [(None, "missing bearer token"),
+                                      ((("authorization", "Bearer " + token[:-1] + "y"),),
+                                       "wrong bearer token"),
+                                      ((("authorization", token),), "wrong bearer token")]:
+                    with self.assertRaises(grpc.RpcError) as e:
+                        call(metadata)
+                    self.assertEqual(e.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+                    self.assertIn(why, e.exception.details())
+                    self.assertNotIn(token, e.exception.details())
+                call((("authorization", "Bearer " + token),))  # succeeds
+            self.assertGreaterEqual(
+                c.metric("dsmath_requests_total", 'status="UNAUTHENTICATED"'), 6)
+
+            def dsmath(*args, env=None):
+                return subprocess.run([f"{BIN}/dsmath", *args, "--server", c.address],
+                                      capture_output=True, text=True, timeout=60,
+                                      env={**os.environ, **(env or {})})
+            args = ["generate", "1+1=", "--temperature", "0", "--max-new-tokens", "4"]
+            refused = dsmath(*args, env={"DSMATH_TOKEN": ""})
+            self.assertEqual(refused.returncode, 1)
+            self.assertIn("UNAUTHENTICATED: missing bearer token", refused.stderr)
+            by_file = dsmath(*args, "--auth-token-file", token_file)
+            self.assertEqual(by_file.returncode, 0, by_file.stderr)
+            by_env = dsmath(*args, env={"DSMATH_TOKEN": token})
+            self.assertEqual(by_env.stdout, by_file.stdout)
+            self.assertEqual(dsmath("health").stdout.strip(), "SERVING")
+        finally:
+            c.stop()
+
+    def test_a_bad_token_file_is_named(self):
+        short = os.path.join(TMP, "short-token")
+        with open(short, "w") as f:
+            f.write("abc\n")
+        bad = subprocess.run([f"{BIN}/dsmath-coordinator", "--model", MODEL, "--listen",
+                              f"127.0.0.1:{free_port()}", "--auth-token-file", short],
+                             capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn(f"--auth-token-file {short}: the token has 3 bytes", bad.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
