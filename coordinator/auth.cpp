@@ -36,8 +36,8 @@ grpc::Status BearerAuth::check(const grpc::ServerContextBase& context) const {
   const auto it = metadata.find("authorization");
   if (it == metadata.end())
     return {grpc::StatusCode::UNAUTHENTICATED,
-            "missing bearer token: send the metadata 'authorization: Bearer <token>' (the dsmath "
-            "CLI: --auth-token-file FILE or DSMATH_TOKEN)"};
+            "missing bearer token: send the metadata 'authorization: Bearer <token>' (" +
+                how_to_send_ + ")"};
   const std::string_view value(it->second.data(), it->second.size());
   constexpr std::string_view kScheme = "Bearer ";
   if (value.substr(0, kScheme.size()) != kScheme ||

@@ -85,8 +85,13 @@ void UnaryCall::OnDone() {
 
 // ---- a worker group's link ------------------------------------------------------------------
 
-void GroupStream::start() {
+void GroupStream::start(const grpc::Status& admitted) {
   self_ = shared_from_this();
+  if (!admitted.ok()) {
+    close(admitted);
+    flush();
+    return;
+  }
   StartRead(&in_);
 }
 

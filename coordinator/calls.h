@@ -75,7 +75,8 @@ class GroupStream final
       public std::enable_shared_from_this<GroupStream> {
  public:
   explicit GroupStream(Router& router) : router_(router) {}
-  void start();
+  // Reads the group's registration, or (when `admitted` is not OK) ends the stream with it.
+  void start(const grpc::Status& admitted);
 
   void send(worker::v1::CoordinatorMessage message) override;
   void close(grpc::Status status) override;

@@ -30,7 +30,7 @@ struct Options {
   std::string worker_listen = "127.0.0.1:50052";
   std::string metrics_listen;
   std::string data_dir = ".";
-  std::string auth_token_file;
+  std::string auth_token_file, worker_secret_file;
   ServerLimits limits;
   double heartbeat_timeout_seconds = 10;
   double shutdown_grace_seconds = 30;
@@ -66,14 +66,20 @@ int run(const Options& o, const sigset_t& signals) {
   const BearerAuth auth =
       o.auth_token_file.empty()
           ? BearerAuth()
-          : BearerAuth(BearerAuth::read_token_file(o.auth_token_file, "--auth-token-file"));
+          : BearerAuth(BearerAuth::read_token_file(o.auth_token_file, "--auth-token-file"),
+                       "the dsmath CLI: --auth-token-file FILE or DSMATH_TOKEN");
+  const BearerAuth worker_auth =
+      o.worker_secret_file.empty()
+          ? BearerAuth()
+          : BearerAuth(BearerAuth::read_token_file(o.worker_secret_file, "--worker-secret-file"),
+                       "dsmath-worker serve --worker-secret-file FILE");
   if (!auth.enabled() && !loopback_only(o.listen))
     std::cerr << "dsmath-coordinator: warning: --listen " << o.listen
               << " is reachable from other machines and the API has no --auth-token-file: "
                  "anyone who reaches the port can use it (and nothing is encrypted)"
               << std::endl;
   GenerationService generation(model, o.limits, router, metrics, auth);
-  WorkerLinkService link(router);
+  WorkerLinkService link(router, worker_auth);
   BatchJobManager jobs(o.data_dir, model, router);
   BatchJobsService batch(jobs, auth);
 
@@ -156,6 +162,10 @@ int main(int argc, char** argv) {
   app.add_option("--auth-token-file", o.auth_token_file,
                  "File holding the bearer token every API call must carry (authorization: "
                  "Bearer <token>); the health service stays open")
+      ->check(CLI::ExistingFile);
+  app.add_option("--worker-secret-file", o.worker_secret_file,
+                 "File holding the secret a worker group must present to join "
+                 "(dsmath-worker serve --worker-secret-file)")
       ->check(CLI::ExistingFile);
   app.add_option("--worker-listen", o.worker_listen, "Address worker groups dial")
       ->capture_default_str();

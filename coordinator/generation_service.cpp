@@ -157,9 +157,9 @@ grpc::ServerUnaryReactor* BatchJobsService::List(grpc::CallbackServerContext* co
 }
 
 grpc::ServerBidiReactor<worker::v1::WorkerMessage, worker::v1::CoordinatorMessage>*
-WorkerLinkService::Connect(grpc::CallbackServerContext*) {
+WorkerLinkService::Connect(grpc::CallbackServerContext* context) {
   auto stream = std::make_shared<GroupStream>(router_);
-  stream->start();
+  stream->start(auth_.check(*context));
   return stream.get();
 }
 

@@ -73,12 +73,13 @@ class BatchJobsService final : public v1::BatchJobs::CallbackService {
 // dsmath.worker.v1.WorkerLink: each worker group's stream is a GroupStream.
 class WorkerLinkService final : public worker::v1::WorkerLink::CallbackService {
  public:
-  explicit WorkerLinkService(Router& router) : router_(router) {}
+  WorkerLinkService(Router& router, const BearerAuth& auth) : router_(router), auth_(auth) {}
   grpc::ServerBidiReactor<worker::v1::WorkerMessage, worker::v1::CoordinatorMessage>* Connect(
       grpc::CallbackServerContext* context) override;
 
  private:
   Router& router_;
+  const BearerAuth& auth_;
 };
 
 }  // namespace dsmath

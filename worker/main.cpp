@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
   serve->add_option("--coordinator", v.coordinator, "The coordinator's --worker-listen address")
       ->required();
   serve
+      ->add_option("--worker-secret-file", v.secret_file,
+                   "File holding the secret the coordinator's --worker-secret-file asks for")
+      ->check(CLI::ExistingFile);
+  serve
       ->add_option("--max-reconnect-seconds", v.max_backoff_seconds,
                    "Longest wait between attempts to reach the coordinator")
       ->capture_default_str();

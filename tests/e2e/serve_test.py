@@ -116,12 +116,12 @@ class Cluster:
             stderr=self.coordinator_log)
         self.wait(lambda: self.health_status("") == "SERVING", "the coordinator to listen")
 
-    def start_group(self, np=2, model=MODEL, wait=True):
+    def start_group(self, np=2, model=MODEL, wait=True, extra=()):
         log = open(os.path.join(TMP, f"group-{self.port}-{len(self.groups)}.log"), "w+")
         group = subprocess.Popen(
             MPIRUN + ["-np", str(np), f"{BIN}/dsmath-worker", "serve", "--model", model,
                       "--coordinator", self.worker_address, "--threads", "1",
-                      "--kv-cache-gib", "0.05", "--max-reconnect-seconds", "1"],
+                      "--kv-cache-gib", "0.05", "--max-reconnect-seconds", "1", *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         group.log = log
         self.groups.append(group)
@@ -581,6 +581,30 @@ class AuthTest(unittest.TestCase):
             by_env = dsmath(*args, env={"DSMATH_TOKEN": token})
             self.assertEqual(by_env.stdout, by_file.stdout)
             self.assertEqual(dsmath("health").stdout.strip(), "SERVING")
+        finally:
+            c.stop()
+
+    def test_worker_groups_need_the_secret(self):
+        secret, wrong = (os.path.join(TMP, name) for name in ("secret", "wrong-secret"))
+        with open(secret, "w") as f:
+            f.write("group-secret-" + "z" * 16)
+        with open(wrong, "w") as f:
+            f.write("group-secret-" + "y" * 16)
+        c = Cluster("--worker-secret-file", secret)
+        try:
+            for extra, why in [((), "missing bearer token"),  # and how to send one:
+                               ((), "dsmath-worker serve --worker-secret-file FILE"),
+                               (("--worker-secret-file", wrong), "wrong bearer token")]:
+                group = c.start_group(np=1, wait=False, extra=extra)
+                self.assertEqual(group.wait(timeout=60), 1, "refused groups exit 1, no retries")
+                group.log.seek(0)
+                text = group.log.read()
+                self.assertIn(why, text)
+                self.assertNotIn("z" * 16, text)
+            self.assertEqual(c.metric("dsmath_worker_groups"), 0)
+            c.start_group(np=1, extra=("--worker-secret-file", secret))
+            reply = c.stub.Generate(request(max_new_tokens=3))
+            self.assertEqual(len(reply.outputs[0].token_ids), 3)
         finally:
             c.stop()
 

@@ -14,6 +14,7 @@
 
 #include "common/checkpoint/fingerprint.h"
 #include "common/core/error.h"
+#include "coordinator/auth.h"
 #include "proto/worker.grpc.pb.h"
 #include "worker/serve/link_codec.h"
 
@@ -56,10 +57,11 @@ class LiveKeys {
 class Session {
  public:
   Session(Engine& engine, const worker::v1::Register& registration,
-          const std::shared_ptr<grpc::Channel>& channel)
+          const std::shared_ptr<grpc::Channel>& channel, const std::string& secret)
       : engine_(engine),
         registration_(registration),
-        stub_(worker::v1::WorkerLink::NewStub(channel)) {}
+        stub_(worker::v1::WorkerLink::NewStub(channel)),
+        secret_(secret) {}
 
   SessionEnd run();
   const std::string& why() const { return why_; }
@@ -75,6 +77,7 @@ class Session {
   Engine& engine_;
   const worker::v1::Register& registration_;
   std::unique_ptr<worker::v1::WorkerLink::Stub> stub_;
+  const std::string& secret_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<WorkerMessage, CoordinatorMessage>> stream_;
   LiveKeys live_;
@@ -152,15 +155,17 @@ SessionEnd Session::end_with_status() {
   const grpc::Status status = stream_->Finish();
   why_ = cat("coordinator: ",
              status.error_message().empty() ? "connection closed" : status.error_message());
-  // Refused (another model, another protocol) or dropped for a malformed message: retrying
-  // would only repeat it.
+  // Refused (another model, another protocol, no or the wrong secret) or dropped for a
+  // malformed message: retrying would only repeat it.
   const bool refused = status.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
-                       status.error_code() == grpc::StatusCode::INVALID_ARGUMENT;
+                       status.error_code() == grpc::StatusCode::INVALID_ARGUMENT ||
+                       status.error_code() == grpc::StatusCode::UNAUTHENTICATED;
   return refused ? SessionEnd::kRefused : SessionEnd::kLost;
 }
 
 SessionEnd Session::run() {
   context_.AddMetadata("dsmath-link-version", std::to_string(kWorkerLinkVersion));
+  if (!secret_.empty()) context_.AddMetadata("authorization", "Bearer " + secret_);
   stream_ = stub_->Connect(&context_);
   WorkerMessage hello;
   *hello.mutable_register_() = registration_;
@@ -234,12 +239,14 @@ std::shared_ptr<grpc::Channel> dial(const std::string& address) {
 }  // namespace
 
 int run_serve(const ServeOptions& o, Communicator& comm) {
-  std::string fingerprint;
+  std::string fingerprint, secret;
   ModelGroup group(o.group, comm, [&](const Tokenizer&) {
     DSMATH_CHECK(!o.coordinator.empty(), "--coordinator: give the coordinator's address");
     DSMATH_CHECK(o.max_backoff_seconds > 0, "--max-reconnect-seconds must be positive, got ",
                  o.max_backoff_seconds);
     fingerprint = model_fingerprint(o.group.model_dir);
+    if (!o.secret_file.empty())
+      secret = BearerAuth::read_token_file(o.secret_file, "--worker-secret-file");
   });
   if (!group.is_driver()) {
     group.runner().follow();
@@ -268,7 +275,7 @@ int run_serve(const ServeOptions& o, Communicator& comm) {
     const auto max_backoff = std::chrono::duration<double>(o.max_backoff_seconds);
     std::chrono::duration<double> backoff(0.25);
     for (;;) {
-      Session session(engine, registration, channel);
+      Session session(engine, registration, channel, secret);
       const SessionEnd end = session.run();
       if (end == SessionEnd::kShutdown) {
         std::cerr << "dsmath-worker: " << session.why() << "\n";

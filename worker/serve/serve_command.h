@@ -17,6 +17,7 @@ struct ServeOptions {
   GroupOptions group;
   std::string coordinator;  // host:port of the coordinator's --worker-listen
   double max_backoff_seconds = 10;
+  std::string secret_file;  // --worker-secret-file: what the coordinator's asks for
 };
 
 int run_serve(const ServeOptions& options, Communicator& comm);

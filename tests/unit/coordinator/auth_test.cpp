@@ -49,7 +49,7 @@ TEST(BearerAuth, TokenFilesAreCheckedAndNamed) {
             std::string::npos);
   EXPECT_NE(error_of("/nonexistent/dsmath-token").find("cannot read"), std::string::npos);
   EXPECT_FALSE(BearerAuth().enabled());
-  EXPECT_TRUE(BearerAuth(token).enabled());
+  EXPECT_TRUE(BearerAuth(token, "how").enabled());
 }
 
 }  // namespace
