@@ -12,6 +12,7 @@
 
 #include "coordinator/auth.h"
 #include "coordinator/status_name.h"
+#include "coordinator/tls.h"
 #include "proto/dsmath.grpc.pb.h"
 #include "proto/grpc/health/v1/health.grpc.pb.h"
 
@@ -43,6 +44,12 @@ std::string auth_token(const ClientOptions& o) {
   return env ? std::string(env) : std::string();
 }
 
+std::shared_ptr<grpc::ChannelCredentials> credentials(const ClientOptions& o) {
+  TlsFiles files;
+  files.ca = o.tls_ca;
+  return channel_credentials(files);
+}
+
 void prepare(grpc::ClientContext& context, const ClientOptions& o) {
   if (o.timeout_seconds > 0)
     context.set_deadline(std::chrono::system_clock::now() +
@@ -52,7 +59,7 @@ void prepare(grpc::ClientContext& context, const ClientOptions& o) {
 }
 
 std::unique_ptr<v1::Generation::Stub> generation_stub(const ClientOptions& o) {
-  return v1::Generation::NewStub(grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  return v1::Generation::NewStub(grpc::CreateChannel(o.server, credentials(o)));
 }
 
 // Streams one request: n = 1 prints text as it arrives; n > 1 prints each sample when done.
@@ -90,6 +97,10 @@ void add_client_flags(CLI::App& command, ClientOptions& o) {
   command
       .add_option("--auth-token-file", o.auth_token_file,
                   "File with the coordinator's bearer token (default: $DSMATH_TOKEN)")
+      ->check(CLI::ExistingFile);
+  command
+      .add_option("--tls-ca", o.tls_ca,
+                  "PEM CA to verify the coordinator's certificate with (its --tls-cert): TLS")
       ->check(CLI::ExistingFile);
 }
 
@@ -215,8 +226,7 @@ BatchCommands::BatchCommands(CLI::App& batch) {
 }
 
 int BatchCommands::run() const {
-  auto stub = v1::BatchJobs::NewStub(
-      grpc::CreateChannel(client_.server, grpc::InsecureChannelCredentials()));
+  auto stub = v1::BatchJobs::NewStub(grpc::CreateChannel(client_.server, credentials(client_)));
   v1::BatchJobStatus status;
   auto call = [&](auto method, const auto& request, auto* response) {
     grpc::ClientContext context;
@@ -292,8 +302,7 @@ int run_info(const ClientOptions& o) {
 }
 
 int run_health(const ClientOptions& o, const std::string& service) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  auto stub = grpc::health::v1::Health::NewStub(grpc::CreateChannel(o.server, credentials(o)));
   grpc::ClientContext context;
   context.set_deadline(
       std::chrono::system_clock::now() +

@@ -20,6 +20,7 @@ struct ClientOptions {
   std::string server = "127.0.0.1:50051";
   double timeout_seconds = 0;   // 0: no deadline
   std::string auth_token_file;  // the bearer token to send; unset: $DSMATH_TOKEN, if set
+  std::string tls_ca;           // verify the coordinator's TLS certificate against this CA
 };
 
 void add_client_flags(CLI::App& command, ClientOptions& options);

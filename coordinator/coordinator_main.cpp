@@ -17,6 +17,7 @@
 #include "common/core/error.h"
 #include "coordinator/generation_service.h"
 #include "coordinator/metrics_http.h"
+#include "coordinator/tls.h"
 
 namespace {
 
@@ -31,6 +32,7 @@ struct Options {
   std::string metrics_listen;
   std::string data_dir = ".";
   std::string auth_token_file, worker_secret_file;
+  TlsFiles tls;  // --tls-cert, --tls-key: both ports; --tls-ca: workers must present a cert
   ServerLimits limits;
   double heartbeat_timeout_seconds = 10;
   double shutdown_grace_seconds = 30;
@@ -39,8 +41,10 @@ struct Options {
 
 // Binds `address` (port 0: a free one) and returns the port, or throws naming the flag.
 std::unique_ptr<grpc::Server> start_server(grpc::ServerBuilder& builder, const std::string& flag,
-                                           const std::string& address, int* port) {
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+                                           const std::string& address,
+                                           std::shared_ptr<grpc::ServerCredentials> credentials,
+                                           int* port) {
+  builder.AddListeningPort(address, std::move(credentials), port);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   DSMATH_CHECK(server && *port > 0, flag, ": cannot listen on ", address);
   return server;
@@ -73,10 +77,18 @@ int run(const Options& o, const sigset_t& signals) {
           ? BearerAuth()
           : BearerAuth(BearerAuth::read_token_file(o.worker_secret_file, "--worker-secret-file"),
                        "dsmath-worker serve --worker-secret-file FILE");
-  if (!auth.enabled() && !loopback_only(o.listen))
+  const bool tls = !o.tls.cert.empty();
+  if (!loopback_only(o.listen) && (!auth.enabled() || !tls))
     std::cerr << "dsmath-coordinator: warning: --listen " << o.listen
-              << " is reachable from other machines and the API has no --auth-token-file: "
-                 "anyone who reaches the port can use it (and nothing is encrypted)"
+              << " is reachable from other machines"
+              << (auth.enabled() ? ""
+                                 : "; without --auth-token-file anyone who reaches it can use it")
+              << (tls ? "" : "; without --tls-cert and --tls-key its traffic is plaintext")
+              << std::endl;
+  if (!loopback_only(o.worker_listen) && (o.worker_secret_file.empty() || o.tls.ca.empty()))
+    std::cerr << "dsmath-coordinator: warning: --worker-listen " << o.worker_listen
+              << " is reachable from other machines; any process there can join as a worker "
+                 "group unless it needs --worker-secret-file or a certificate (--tls-ca)"
               << std::endl;
   GenerationService generation(model, o.limits, router, metrics, auth);
   WorkerLinkService link(router, worker_auth);
@@ -92,14 +104,16 @@ int run(const Options& o, const sigset_t& signals) {
   public_builder.RegisterService(&batch);
   public_builder.SetMaxReceiveMessageSize(64 << 20);
   std::unique_ptr<grpc::Server> server =
-      start_server(public_builder, "--listen", o.listen, &public_port);
+      start_server(public_builder, "--listen", o.listen,
+                   server_credentials(o.tls, /*require_client=*/false), &public_port);
   grpc::ServerBuilder worker_builder;
   worker_builder.RegisterService(&link);
   worker_builder.SetMaxReceiveMessageSize(-1);  // a busy group's step can be large
   worker_builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   worker_builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> worker_server =
-      start_server(worker_builder, "--worker-listen", o.worker_listen, &worker_port);
+      start_server(worker_builder, "--worker-listen", o.worker_listen,
+                   server_credentials(o.tls, /*require_client=*/true), &worker_port);
 
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   router.set_serving_listener(
@@ -162,6 +176,12 @@ int main(int argc, char** argv) {
   app.add_option("--auth-token-file", o.auth_token_file,
                  "File holding the bearer token every API call must carry (authorization: "
                  "Bearer <token>); the health service stays open")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", o.tls.cert, "PEM certificate (chain) both ports serve TLS with")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", o.tls.key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--tls-ca", o.tls.ca,
+                 "PEM CA: worker groups must present a certificate it signed (mutual TLS)")
       ->check(CLI::ExistingFile);
   app.add_option("--worker-secret-file", o.worker_secret_file,
                  "File holding the secret a worker group must present to join "

@@ -60,6 +60,14 @@ int main(int argc, char** argv) {
   add_group_flags(*serve, v.group);
   serve->add_option("--coordinator", v.coordinator, "The coordinator's --worker-listen address")
       ->required();
+  serve->add_option("--tls-ca", v.tls.ca, "PEM CA to verify the coordinator with: TLS")
+      ->check(CLI::ExistingFile);
+  serve
+      ->add_option("--tls-cert", v.tls.cert,
+                   "PEM certificate this group presents (the coordinator's --tls-ca signed it)")
+      ->check(CLI::ExistingFile);
+  serve->add_option("--tls-key", v.tls.key, "PEM private key of --tls-cert")
+      ->check(CLI::ExistingFile);
   serve
       ->add_option("--worker-secret-file", v.secret_file,
                    "File holding the secret the coordinator's --worker-secret-file asks for")

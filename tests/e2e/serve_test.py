@@ -94,14 +94,15 @@ MODEL = make_model("model")
 class Cluster:
     """One coordinator and the worker groups started against it; everything is killed at stop()."""
 
-    def __init__(self, *coordinator_args, start=True):
+    def __init__(self, *coordinator_args, start=True, credentials=None):
         self.port, self.worker_port, self.metrics_port = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.worker_address = f"127.0.0.1:{self.worker_port}"
         self.args = list(coordinator_args)
         self.coordinator = None
         self.groups = []
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = (grpc.secure_channel(self.address, credentials) if credentials
+                        else grpc.insecure_channel(self.address))
         self.stub = dsmath_pb2_grpc.GenerationStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         if start:
@@ -617,6 +618,66 @@ class AuthTest(unittest.TestCase):
                              capture_output=True, text=True, timeout=60)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn(f"--auth-token-file {short}: the token has 3 bytes", bad.stderr)
+
+
+def make_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and a worker's client certificate it signed, and a
+    client certificate from another CA: PEM files in `directory`, by the openssl CLI."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    with open(os.path.join(directory, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    for ca in ("ca", "rogue-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out",
+            f"{ca}.pem", "-days", "2", "-subj", f"/CN=dsmath test {ca}")
+    for name, ca, ext in (("server", "ca", ["-extfile", "server.ext"]), ("worker", "ca", []),
+                          ("rogue", "rogue-ca", [])):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", *ext)
+    return {n: os.path.join(directory, n) for n in os.listdir(directory)}
+
+
+class TlsTest(unittest.TestCase):
+    def test_tls_on_both_ports_and_mutual_tls_for_workers(self):
+        pem = make_certificates(tempfile.mkdtemp(dir=TMP))
+        with open(pem["ca.pem"], "rb") as f:
+            trusted = grpc.ssl_channel_credentials(root_certificates=f.read())
+        c = Cluster("--tls-cert", pem["server.pem"], "--tls-key", pem["server.key"],
+                    "--tls-ca", pem["ca.pem"], credentials=trusted)
+        try:
+            # Plaintext clients do not get in.
+            plain = health_pb2_grpc.HealthStub(grpc.insecure_channel(c.address))
+            with self.assertRaises(grpc.RpcError) as e:
+                plain.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            # Groups without a certificate, or with one another CA signed, never join.
+            tls = ("--tls-ca", pem["ca.pem"])
+            for extra in [tls, tls + ("--tls-cert", pem["rogue.pem"], "--tls-key", pem["rogue.key"])]:
+                group = c.start_group(np=1, wait=False, extra=extra)
+                time.sleep(6)  # far beyond a join on loopback; it keeps retrying meanwhile
+                self.assertEqual(c.metric("dsmath_worker_groups"), 0, extra)
+                signal_group(group, signal.SIGKILL)
+                group.wait()
+            # The group with the CA's certificate joins, and requests flow over TLS both ways.
+            c.start_group(np=1, extra=tls + ("--tls-cert", pem["worker.pem"],
+                                             "--tls-key", pem["worker.key"]))
+            reply = c.stub.Generate(request(prompt="1+1=", temperature=0, max_new_tokens=4))
+            self.assertEqual(len(reply.outputs[0].token_ids), 4)
+            cli = subprocess.run([f"{BIN}/dsmath", "generate", "1+1=", "--temperature", "0",
+                                  "--max-new-tokens", "4", "--server", c.address,
+                                  "--tls-ca", pem["ca.pem"], "--format", "json"],
+                                 capture_output=True, text=True, timeout=60)
+            self.assertEqual(cli.returncode, 0, cli.stderr)
+            self.assertEqual(json.loads(cli.stdout)["outputs"][0]["token_ids"],
+                             list(reply.outputs[0].token_ids))
+            without = subprocess.run([f"{BIN}/dsmath", "info", "--server", c.address,
+                                      "--timeout", "5"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(without.returncode, 1)
+            self.assertIn("UNAVAILABLE", without.stderr)
+        finally:
+            c.stop()
 
 
 if __name__ == "__main__":

@@ -225,7 +225,8 @@ void Session::step_loop() {
   }
 }
 
-std::shared_ptr<grpc::Channel> dial(const std::string& address) {
+std::shared_ptr<grpc::Channel> dial(const std::string& address,
+                                    std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10'000);  // notice a dead coordinator host
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5'000);
@@ -233,13 +234,14 @@ std::shared_ptr<grpc::Channel> dial(const std::string& address) {
   args.SetInt(GRPC_ARG_ENABLE_HTTP_PROXY, 0);  // the coordinator is inside the cluster
   args.SetMaxReceiveMessageSize(-1);           // work lists of long prompts can exceed 4 MB
   args.SetMaxSendMessageSize(-1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(address, std::move(credentials), args);
 }
 
 }  // namespace
 
 int run_serve(const ServeOptions& o, Communicator& comm) {
   std::string fingerprint, secret;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   ModelGroup group(o.group, comm, [&](const Tokenizer&) {
     DSMATH_CHECK(!o.coordinator.empty(), "--coordinator: give the coordinator's address");
     DSMATH_CHECK(o.max_backoff_seconds > 0, "--max-reconnect-seconds must be positive, got ",
@@ -247,6 +249,7 @@ int run_serve(const ServeOptions& o, Communicator& comm) {
     fingerprint = model_fingerprint(o.group.model_dir);
     if (!o.secret_file.empty())
       secret = BearerAuth::read_token_file(o.secret_file, "--worker-secret-file");
+    credentials = channel_credentials(o.tls);  // bad TLS flags stop every rank now
   });
   if (!group.is_driver()) {
     group.runner().follow();
@@ -271,7 +274,7 @@ int run_serve(const ServeOptions& o, Communicator& comm) {
     registration.set_host(host);
     registration.set_pid(getpid());
 
-    const auto channel = dial(o.coordinator);
+    const auto channel = dial(o.coordinator, credentials);
     const auto max_backoff = std::chrono::duration<double>(o.max_backoff_seconds);
     std::chrono::duration<double> backoff(0.25);
     for (;;) {

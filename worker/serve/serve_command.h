@@ -8,6 +8,7 @@
 
 #include <string>
 
+#include "coordinator/tls.h"
 #include "worker/comm/communicator.h"
 #include "worker/model_group.h"
 
@@ -18,6 +19,7 @@ struct ServeOptions {
   std::string coordinator;  // host:port of the coordinator's --worker-listen
   double max_backoff_seconds = 10;
   std::string secret_file;  // --worker-secret-file: what the coordinator's asks for
+  TlsFiles tls;             // --tls-ca: verify the coordinator; --tls-cert/--tls-key: mutual TLS
 };
 
 int run_serve(const ServeOptions& options, Communicator& comm);
