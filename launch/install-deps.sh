@@ -12,6 +12,7 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin                          # worker groups under mpirun
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc  # coordinator API
   python3-grpcio python3-protobuf                     # serving tests: a Python gRPC client
+  openssl                                             # TLS tests: a CA and certificates
 )
 
 missing=()
