@@ -102,7 +102,7 @@ int run(const Options& o, const sigset_t& signals) {
   grpc::ServerBuilder public_builder;
   public_builder.RegisterService(&generation);
   public_builder.RegisterService(&batch);
-  public_builder.SetMaxReceiveMessageSize(64 << 20);
+  public_builder.SetMaxReceiveMessageSize(o.limits.max_message_bytes);  // more: RESOURCE_EXHAUSTED
   std::unique_ptr<grpc::Server> server =
       start_server(public_builder, "--listen", o.listen,
                    server_credentials(o.tls, /*require_client=*/false), &public_port);
@@ -198,6 +198,13 @@ int main(int argc, char** argv) {
                  "Most requests waiting for their first token; more get RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-prompt-tokens", o.limits.max_prompt_tokens,
+                 "Longest prompt in tokens (default: the model's context - 1)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-message-bytes", o.limits.max_message_bytes,
+                 "Largest request message on the public API; larger ones get RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1024, 1 << 30));
   app.add_option("--max-n", o.limits.max_n, "Largest n per request")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

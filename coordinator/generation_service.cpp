@@ -1,5 +1,7 @@
 #include "coordinator/generation_service.h"
 
+#include <algorithm>
+
 #include "coordinator/calls.h"
 
 namespace dsmath {
@@ -101,7 +103,10 @@ grpc::ServerUnaryReactor* GenerationService::GetModelInfo(grpc::CallbackServerCo
   l->set_max_n(limits_.max_n);
   l->set_max_new_tokens(limits_.max_new_tokens);
   l->set_max_queue(limits_.max_queue);
-  l->set_max_prompt_tokens(int32_t(c.max_position_embeddings - 1));
+  const int32_t context_prompt = int32_t(c.max_position_embeddings - 1);
+  l->set_max_prompt_tokens(limits_.max_prompt_tokens > 0
+                               ? std::min(limits_.max_prompt_tokens, context_prompt)
+                               : context_prompt);
   for (const GroupSnapshot& s : router_.snapshot().groups) {
     v1::WorkerGroupInfo* w = info->add_worker_groups();
     w->set_group_id(s.id);

@@ -65,6 +65,9 @@ RequestPlan plan_request(const v1::GenerateRequest& r, const ServedModel& model,
   if (prompt_len >= context)
     invalid("the prompt has ", prompt_len, " tokens; the model's context is ", context,
             " tokens, which leaves no room to generate");
+  if (limits.max_prompt_tokens > 0 && prompt_len > limits.max_prompt_tokens)
+    invalid("the prompt has ", prompt_len, " tokens; this server takes at most ",
+            limits.max_prompt_tokens, " (--max-prompt-tokens)");
 
   // Unset fields: generation_config.json (do_sample false there means greedy), then ours.
   const GenerationConfig& g = model.generation;

@@ -19,6 +19,8 @@ struct ServerLimits {
   int32_t max_queue = 1024;              // requests waiting for their first token
   int32_t default_max_new_tokens = 256;  // when neither the request nor generation_config says
   int32_t max_logprobs = 20;
+  int32_t max_prompt_tokens = 0;         // 0: the model's context - 1
+  int32_t max_message_bytes = 64 << 20;  // a request message, before any parsing
 };
 
 struct ServedModel {

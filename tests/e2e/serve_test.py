@@ -620,6 +620,28 @@ class AuthTest(unittest.TestCase):
         self.assertIn(f"--auth-token-file {short}: the token has 3 bytes", bad.stderr)
 
 
+class LimitsTest(unittest.TestCase):
+    def test_configured_limits_are_enforced_and_reported(self):
+        c = Cluster("--max-prompt-tokens", "8", "--max-message-bytes", "4096", "--max-n", "2",
+                    "--max-new-tokens", "5")
+        try:
+            limits = c.stub.GetModelInfo(pb.ModelInfoRequest(), timeout=10).limits
+            self.assertEqual((limits.max_prompt_tokens, limits.max_n, limits.max_new_tokens),
+                             (8, 2, 5))
+            for fields, code, says in [
+                    (dict(prompt_token_ids=list(range(100, 109))), "INVALID_ARGUMENT",
+                     "at most 8 (--max-prompt-tokens)"),
+                    (dict(prompt="x" * 5000), "RESOURCE_EXHAUSTED", ""),  # > --max-message-bytes
+                    (dict(prompt="1+1", n=3), "INVALID_ARGUMENT", "n must be"),
+                    (dict(prompt="1+1", max_new_tokens=6), "INVALID_ARGUMENT", "max_new_tokens")]:
+                with self.assertRaises(grpc.RpcError) as e:
+                    c.stub.Generate(pb.GenerateRequest(**fields), timeout=10)
+                self.assertEqual(e.exception.code().name, code, fields.keys())
+                self.assertIn(says, e.exception.details() or "")
+        finally:
+            c.stop()
+
+
 def make_certificates(directory):
     """A CA, a server certificate for 127.0.0.1 and a worker's client certificate it signed, and a
     client certificate from another CA: PEM files in `directory`, by the openssl CLI."""
