@@ -1,12 +1,16 @@
 // dsmath-bench-serve: a gRPC load generator for a running dsmath-coordinator.
 //   dsmath-bench-serve --server ADDR [--requests N] [--concurrency C] [--max-new-tokens M]
 //                      [--temperature T] [--compare-sequential] [--single-stream-tokens K]
+//                      [--duration S --deadline D]
 // Sends N GenerateStream requests, C at a time (distinct prompts and seeds, ignore_eos so every
 // request makes M tokens), and prints requests/s, generated tokens/s, TTFT p50/p99 and
 // inter-token p50/p99. --compare-sequential runs the same requests one at a time as well and
 // prints the continuous-batching speed-up; --single-stream-tokens K measures one stream's decode
 // rate (tokens after the first / time after the first) for serve_bench.sh to compare with
-// `dsmath-worker generate`.
+// `dsmath-worker generate`. --duration S instead keeps C streams open for S seconds (a soak, for
+// benchmarks/load_test.sh): every request must end OK or RESOURCE_EXHAUSTED (the coordinator's
+// queue limit) within --deadline D seconds; one that does not counts as hung, and the exit
+// status is 1 when any hung or failed otherwise.
 #include <grpcpp/grpcpp.h>
 
 #include <CLI/CLI.hpp>
@@ -37,6 +41,7 @@ struct Options {
   float temperature = 1.0f;
   bool compare_sequential = false;
   int single_stream_tokens = 0;
+  double duration = 0, deadline = 120;  // soak mode
 };
 
 struct Run {
@@ -126,6 +131,62 @@ void report(const char* label, const Options& o, int concurrency, const Run& r) 
       r.failed ? (" (" + std::to_string(r.failed) + " FAILED)").c_str() : "");
 }
 
+// The soak: C clients issue requests back to back until the duration has passed.
+int soak(dsmath::v1::Generation::Stub& stub, const Options& o) {
+  std::mutex mutex;
+  std::vector<double> latency;  // of completed requests
+  int64_t ok = 0, exhausted = 0, hung = 0, other = 0;
+  std::atomic<int> next{0};
+  const Clock::time_point end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(o.duration));
+  std::vector<std::thread> clients;
+  for (int c = 0; c < o.concurrency; ++c)
+    clients.emplace_back([&] {
+      while (Clock::now() < end) {
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() +
+                             std::chrono::milliseconds(int64_t(o.deadline * 1000)));
+        const Clock::time_point start = Clock::now();
+        auto reader =
+            stub.GenerateStream(&context, make_request(next++, o.max_new_tokens, o.temperature));
+        GenerateStreamResponse m;
+        while (reader->Read(&m)) {
+        }
+        const grpc::Status status = reader->Finish();
+        {
+          std::lock_guard lock(mutex);
+          switch (status.error_code()) {
+            case grpc::StatusCode::OK:
+              ++ok;
+              latency.push_back(seconds(Clock::now() - start));
+              break;
+            case grpc::StatusCode::RESOURCE_EXHAUSTED:
+              ++exhausted;
+              break;
+            case grpc::StatusCode::DEADLINE_EXCEEDED:
+              ++hung;
+              break;
+            default:
+              if (other++ < 5)
+                std::fprintf(stderr, "request failed: %s\n", status.error_message().c_str());
+          }
+        }
+        // Refused for the queue limit: back off a little before asking again, as a client would.
+        if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  for (auto& t : clients) t.join();
+  std::printf(
+      "soak: %d streams for %.0f s: %lld requests: %lld completed, %lld RESOURCE_EXHAUSTED, %lld "
+      "hung (past the %.0f s deadline), %lld failed otherwise; completed latency p50 %.0f ms, p99 "
+      "%.0f ms\n",
+      o.concurrency, o.duration, (long long)(ok + exhausted + hung + other), (long long)ok,
+      (long long)exhausted, (long long)hung, o.deadline, (long long)other,
+      1e3 * percentile(latency, 0.5), 1e3 * percentile(latency, 0.99));
+  return hung + other > 0 ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,6 +201,13 @@ int main(int argc, char** argv) {
                "Also run the requests one at a time and print the batching speed-up");
   app.add_option("--single-stream-tokens", o.single_stream_tokens,
                  "Also time one stream of this many tokens (decode rate after the first token)");
+  app.add_option("--duration", o.duration,
+                 "Soak: keep --concurrency streams going for this many seconds instead")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--deadline", o.deadline,
+                 "Soak: seconds a request may take before it counts as hung")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   grpc::ChannelArguments args;
@@ -147,6 +215,7 @@ int main(int argc, char** argv) {
   auto stub = dsmath::v1::Generation::NewStub(
       grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
   load(*stub, Options{o.server, 2, 2, 4, o.temperature}, 2);  // warm-up: connections, caches
+  if (o.duration > 0) return soak(*stub, o);
 
   const Run batched = load(*stub, o, o.concurrency);
   report("batched", o, o.concurrency, batched);
