@@ -6,13 +6,18 @@
 # at the end (flat after warm-up: the end within 10% + 16 MiB of the warm-up figure). Stops
 # everything it started, whatever happens.
 # Usage: benchmarks/load_test.sh [BUILD_DIR] [MODEL_DIR]
-#        (defaults: build, tests/data/models/arith; STREAMS=200 SECONDS_=60 MAX_QUEUE=64 NP=2)
+#        (defaults: build, tests/data/models/arith; STREAMS=200 SECONDS_=60 MAX_QUEUE=64 NP=2
+#        KV_GIB=0.05)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 MODEL=${2:-tests/data/models/arith}
 BIN=$BUILD/bin
 STREAMS=${STREAMS:-200} DURATION=${SECONDS_:-60} MAX_QUEUE=${MAX_QUEUE:-64} NP=${NP:-2}
+# A small KV cache, so that the warm-up touches all of it: the cache commits pages as blocks are
+# first written, and the prefix cache keeps freed blocks until the free list runs out, so a
+# rank's RSS grows up to --kv-cache-gib by design before it is flat.
+KV_GIB=${KV_GIB:-0.05}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port) WORKER_PORT=$(free_port)
 LOG=$(mktemp -d)
@@ -31,7 +36,8 @@ pids+=("$COORDINATOR")
 ROOT=()
 [ "$(id -u)" -ne 0 ] || ROOT=(--allow-run-as-root)
 setsid mpirun "${ROOT[@]}" --oversubscribe --bind-to none -np "$NP" "$BIN/dsmath-worker" serve \
-  --model "$MODEL" --coordinator "127.0.0.1:$WORKER_PORT" --threads 1 > "$LOG/group.log" 2>&1 &
+  --model "$MODEL" --coordinator "127.0.0.1:$WORKER_PORT" --threads 1 --kv-cache-gib "$KV_GIB" \
+  > "$LOG/group.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do
   "$BIN/dsmath" health --server "127.0.0.1:$PORT" --service dsmath.v1.Generation > /dev/null 2>&1 && break
