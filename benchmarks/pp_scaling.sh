@@ -9,20 +9,12 @@
 # Models are made once under models/<preset> (deepseek-math-7b: 13.8 GB of disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILD=${1:-build}
-shift || true
-PRESETS=("$@")
-[ ${#PRESETS[@]} -gt 0 ] || PRESETS=(small)
-BIN=$BUILD/bin
+source benchmarks/scaling_common.sh "$@"
 MPIRUN=(mpirun --oversubscribe --allow-run-as-root --bind-to none -np 2)
-CORES=$(nproc)
 THREADS=$((CORES / 2 > 0 ? CORES / 2 : 1))
-OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
 
 for preset in "${PRESETS[@]}"; do
-  model=models/$preset
-  [ -f "$model/config.json" ] || "$BIN/dsmath-make-model" --preset "$preset" --seed 0 --out "$model"
+  model=$(model_of "$preset")
   if [ "$preset" = deepseek-math-7b ]; then steps=(--prompt-tokens 4 --new-tokens 4);
   else steps=(--prompt-tokens 16 --new-tokens 17); fi
   for batch in 1 16 64; do
