@@ -10,6 +10,7 @@
 #include "kernels/cpu/gemm.h"
 #include "worker/comm/checked_call.h"
 #include "worker/comm/collective_error.h"
+#include "worker/comm/collective_watchdog.h"
 #include "worker/comm/mpi_session.h"
 #include "worker/model/paged_kv_cache.h"
 
@@ -73,6 +74,13 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
       ->capture_default_str();
   command.add_flag("--no-prefix-cache{false}", o.prefix_cache,
                    "Do not reuse KV blocks of earlier prompts with the same prefix");
+  command
+      .add_option("--collective-timeout-seconds", o.collective_timeout_seconds,
+                  "Abort the group when one collective (an all-reduce, a stage's activations) "
+                  "waits longer than this for the other ranks: a rank is stuck. It must exceed "
+                  "the longest step. 0: wait forever")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
 }
 
 ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
@@ -126,6 +134,9 @@ ModelGroup::ModelGroup(const GroupOptions& o, Communicator& comm,
     if (driver_setup) driver_setup(*tokenizer_);
   });
   runner_.emplace(*model_, comm);
+  // Loaded: from here on every collective is part of a step, and none should wait for long.
+  CollectiveWatchdog::start(comm.topology().rank,
+                            std::chrono::seconds(options_.collective_timeout_seconds));
 }
 
 EngineConfig ModelGroup::engine_config() const {

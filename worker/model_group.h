@@ -33,12 +33,12 @@ struct GroupOptions {
   int micro_batches = 0;           // --micro-batches: steps in flight (0: one per stage)
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
+  int collective_timeout_seconds = 600;  // --collective-timeout-seconds (0: no watchdog)
 };
 
 // --model, --device, --pp, --pp-layers, --micro-batches, --threads, --kv-cache-gib, --kv-dtype,
 // --matmul-precision,
-// --max-step-tokens,
-// --no-prefix-cache.
+// --max-step-tokens, --no-prefix-cache, --collective-timeout-seconds.
 void add_group_flags(CLI::App& command, GroupOptions& options);
 
 class ModelGroup {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "worker/comm/checked_call.h"
+#include "worker/comm/collective_watchdog.h"
 
 namespace dsmath {
 
@@ -47,6 +48,7 @@ void MpiCommunicator::check_root(int root, const char* what) const {
 }
 
 void MpiCommunicator::all_reduce_sum(float* data, size_t count) {
+  CollectiveWatchdog::Watch watch("all_reduce");
   for (size_t done = 0; done < count;) {
     const int n = static_cast<int>(std::min(count - done, max_chunk_));
     DSMATH_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done, n, MPI_FLOAT, MPI_SUM, comm_));
@@ -55,6 +57,7 @@ void MpiCommunicator::all_reduce_sum(float* data, size_t count) {
 }
 
 void MpiCommunicator::all_gather(const float* send, size_t count_per_rank, float* recv) {
+  CollectiveWatchdog::Watch watch("all_gather");
   if (count_per_rank == 0) return;
   const size_t ranks = topology_.world_size;
   const int rank = topology_.rank;
@@ -89,6 +92,7 @@ void MpiCommunicator::all_gather(const float* send, size_t count_per_rank, float
 }
 
 void MpiCommunicator::send(const float* data, size_t count, int dest) {
+  CollectiveWatchdog::Watch watch("send (to the next pipeline stage)");
   check_root(dest, "send");
   DSMATH_CHECK(dest != topology_.rank, "send: rank ", dest, " is this rank");
   for (size_t done = 0; done < count;) {
@@ -99,6 +103,7 @@ void MpiCommunicator::send(const float* data, size_t count, int dest) {
 }
 
 void MpiCommunicator::recv(float* data, size_t count, int source) {
+  CollectiveWatchdog::Watch watch("recv (from the previous pipeline stage)");
   check_root(source, "recv");
   DSMATH_CHECK(source != topology_.rank, "recv: rank ", source, " is this rank");
   for (size_t done = 0; done < count;) {
@@ -150,6 +155,7 @@ uint64_t MpiCommunicator::recv_async(size_t max_bytes, int source) {
 }
 
 std::vector<char> MpiCommunicator::wait_recv(uint64_t ticket) {
+  CollectiveWatchdog::Watch watch("wait_recv (the last stage's sampled tokens)");
   const auto it = recvs_.find(ticket);
   DSMATH_CHECK(it != recvs_.end(), "wait_recv: no receive ", ticket, " is posted");
   MPI_Status status;
@@ -163,6 +169,7 @@ std::vector<char> MpiCommunicator::wait_recv(uint64_t ticket) {
 }
 
 void MpiCommunicator::broadcast(void* data, size_t bytes, int root) {
+  CollectiveWatchdog::Watch watch("broadcast");
   check_root(root, "broadcast");
   auto* p = static_cast<char*>(data);
   for (size_t done = 0; done < bytes;) {
@@ -217,6 +224,7 @@ void MpiCommunicator::broadcast_nowait(void* data, size_t bytes, int root) {
   DSMATH_CHECK(bytes <= size_t(INT_MAX), "broadcast_nowait: ", bytes,
                " bytes in one message (at most ", INT_MAX, ")");
   if (topology_.rank != root) {
+    CollectiveWatchdog::Watch watch("broadcast_nowait (a step plan)");
     DSMATH_MPI_CHECK(
         MPI_Recv(data, int(bytes), MPI_BYTE, root, kNowaitBroadcastTag, comm_, MPI_STATUS_IGNORE));
     return;
@@ -233,6 +241,7 @@ void MpiCommunicator::broadcast_nowait(void* data, size_t bytes, int root) {
 }
 
 void MpiCommunicator::barrier() {
+  CollectiveWatchdog::Watch watch("barrier");
   DSMATH_MPI_CHECK(MPI_Barrier(comm_));
 }
 

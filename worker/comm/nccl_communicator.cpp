@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "worker/comm/collective_error.h"
+#include "worker/comm/collective_watchdog.h"
 #include "worker/comm/cuda_check.h"
 
 namespace dsmath {
@@ -78,6 +79,7 @@ void NcclCommunicator::check_root(int root, const char* what) const {
 }
 
 void NcclCommunicator::wait(const char* what) {
+  CollectiveWatchdog::Watch watch("NCCL work on the stream (collectives, stage sends)");
   for (;;) {
     const cudaError_t state = cudaStreamQuery(stream_);
     if (state == cudaSuccess) return;
