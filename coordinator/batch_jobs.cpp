@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
 constexpr size_t kRequestsInFlight = 64;  // per job: enough to keep every group's engine busy
+constexpr auto kStorageRetry = std::chrono::seconds(5);  // a paused job's wait between attempts
+constexpr uintmax_t kRoomToResume = 1 << 20;             // free bytes a paused job waits for
 
 std::string new_job_id() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -67,7 +69,8 @@ struct BatchJobManager::Job {
   std::mutex mutex;  // guards state .. summary_json and the event queue
   std::condition_variable wake;
   std::deque<Event> events;
-  std::string state = "running", error, summary_json;
+  std::string state = "running", error, summary_json;  // running, paused, completed, ...
+  int attempt = 0;  // resumes after a pause: part of request ids, so stale events never match
   ProgressCounts counts;
   double tokens_per_second = 0, eta_seconds = 0;
 
@@ -162,6 +165,8 @@ std::unique_ptr<BatchJobManager::Job> BatchJobManager::open(const std::string& i
   try {
     sampling_params(spec.sampling).validate();  // refused at Submit, not sample by sample
     job->batch = std::make_unique<BatchJob>(spec, model_.tokenizer);
+  } catch (const StorageError& e) {
+    throw RequestError{grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
   } catch (const Error& e) {
     throw RequestError{grpc::StatusCode::INVALID_ARGUMENT, e.what()};
   }
@@ -182,7 +187,17 @@ void BatchJobManager::record(const Job& job) {
                   {"summary", job.summary_json}};
   const std::filesystem::path path = jobs_dir_ / (job.id + ".json");
   const std::filesystem::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << j.dump(2) << "\n";
+  {
+    std::ofstream out(tmp);
+    out << j.dump(2) << "\n";
+    out.flush();
+    // Never rename a short file over the last good record: that would lose the job.
+    if (!out.good()) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      fail_storage("cannot write the job record ", tmp.string(), " (disk full?)");
+    }
+  }
   std::filesystem::rename(tmp, path);
 }
 
@@ -197,7 +212,11 @@ grpc::Status BatchJobManager::submit(const v1::SubmitBatchRequest& request,
                                      v1::BatchJobStatus* status) {
   try {
     auto job = open(new_job_id(), request);
-    record(*job);
+    try {
+      record(*job);
+    } catch (const StorageError& e) {
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED, e.what()};
+    }
     Job& j = *job;
     start(std::move(job));
     j.status(status);
@@ -216,7 +235,8 @@ void BatchJobManager::resume_all() {
       const Json j = Json::parse(std::ifstream(entry.path()));
       v1::SubmitBatchRequest request;
       (void)google::protobuf::util::JsonStringToMessage(j.at("request").dump(), &request);
-      if (j.value("state", "") != "running") {  // ended: known, for status and list
+      const std::string state = j.value("state", "");
+      if (state != "running" && state != "paused") {  // ended: known, for status and list
         auto ended = std::make_unique<Job>();
         ended->id = j.at("id").get<std::string>();
         ended->request = request;
@@ -231,10 +251,22 @@ void BatchJobManager::resume_all() {
         jobs_[ended->id] = std::move(ended);
         continue;
       }
-      auto job = open(j.at("id").get<std::string>(), request);
-      std::cerr << "dsmath-coordinator: batch job " << job->id << " resumed ("
-                << job->counts.samples_done << " of " << job->counts.samples_total
-                << " samples already in " << request.output() << ")" << std::endl;
+      std::unique_ptr<Job> job;
+      try {
+        job = open(j.at("id").get<std::string>(), request);
+        std::cerr << "dsmath-coordinator: batch job " << job->id << " resumed ("
+                  << job->counts.samples_done << " of " << job->counts.samples_total
+                  << " samples already in " << request.output() << ")" << std::endl;
+      } catch (const RequestError& e) {
+        if (e.code != grpc::StatusCode::RESOURCE_EXHAUSTED) throw;
+        job = std::make_unique<Job>();  // the disk is still full: it waits, paused
+        job->id = j.at("id").get<std::string>();
+        job->request = request;
+        job->state = "paused";
+        job->error = e.message;
+        std::cerr << "dsmath-coordinator: batch job " << job->id << " paused: " << e.message
+                  << std::endl;
+      }
       start(std::move(job));
     } catch (const std::exception& e) {
       std::cerr << "dsmath-coordinator: cannot resume " << entry.path().string() << ": " << e.what()
@@ -279,7 +311,73 @@ void BatchJobManager::list(v1::ListBatchJobsResponse* response) {
   for (auto& [id, job] : jobs_) job->status(response->add_jobs());
 }
 
+// A job's thread. A write that fails for lack of room (StorageError) pauses the job instead of
+// failing it: every sample written so far is intact, so the job waits until the output's file
+// system has room, reopens its files (cutting a torn last line) and goes on where it stopped,
+// each sample still written once.
 void BatchJobManager::run(Job& job) {
+  // A job resumed at start while the disk is still full has no BatchJob yet.
+  bool running = job.batch || reopen_when_there_is_room(job);
+  while (running) {
+    try {
+      run_requests(job);
+      break;
+    } catch (const StorageError& e) {
+      {
+        std::lock_guard lock(job.mutex);
+        job.state = "paused";
+        job.error = cat(e.what(), "; the job goes on when there is room (checked every ",
+                        kStorageRetry.count(), " s)");
+      }
+      std::cerr << "dsmath-coordinator: batch job " << job.id << " paused: " << e.what()
+                << std::endl;
+      running = reopen_when_there_is_room(job);
+      if (running)
+        std::cerr << "dsmath-coordinator: batch job " << job.id << " resumed ("
+                  << job.counts.samples_done << " of " << job.counts.samples_total
+                  << " samples written)" << std::endl;
+    }
+  }
+  try {
+    record(job);
+  } catch (const StorageError& e) {  // the last good record stays: the job resumes from it
+    std::cerr << "dsmath-coordinator: batch job " << job.id << ": " << e.what() << std::endl;
+  }
+}
+
+bool BatchJobManager::reopen_when_there_is_room(Job& job) {
+  const std::filesystem::path dir = inside("output", job.request.output()).parent_path();
+  job.batch.reset();  // closes the output (and its lock) until it is reopened
+  for (;;) {
+    {
+      std::unique_lock lock(job.mutex);
+      job.wake.wait_for(lock, kStorageRetry, [&] { return job.stop || job.cancel; });
+      job.events.clear();  // of the aborted requests
+      if (job.cancel) job.state = "cancelled";
+    }
+    if (job.stop || job.cancel) return false;  // stopping: a paused job resumes at the next start
+    std::error_code error;
+    const auto space = std::filesystem::space(dir, error);
+    if (error || space.available < kRoomToResume) continue;
+    try {
+      job.batch = std::move(open(job.id, job.request)->batch);
+      std::lock_guard lock(job.mutex);
+      job.state = "running";
+      job.error.clear();
+      job.counts = job.batch->counts();
+      ++job.attempt;
+      return true;
+    } catch (const RequestError& e) {
+      if (e.code == grpc::StatusCode::RESOURCE_EXHAUSTED) continue;  // still no room
+      std::lock_guard lock(job.mutex);
+      job.state = "failed";
+      job.error = e.message;
+      return false;
+    }
+  }
+}
+
+void BatchJobManager::run_requests(Job& job) {
   BatchJob& batch = *job.batch;
   const Clock::time_point start = Clock::now();
   std::deque<SampleRun> todo;
@@ -306,6 +404,7 @@ void BatchJobManager::run(Job& job) {
         const JobProblem& p = *run.problem;
         RequestPlan plan;
         plan.request_id = cat(job.id, "/", p.id, "#", run.first);
+        if (job.attempt > 0) plan.request_id += cat("~", job.attempt);
         plan.prompt = batch.prompt_of(p);
         plan.params = sampling_params(batch.sampling_of(p));
         plan.n = int32_t(run.count);
@@ -383,13 +482,15 @@ void BatchJobManager::run(Job& job) {
     job.state = job.cancel ? "cancelled" : "completed";
     job.summary_json = summary.dump();
     job.counts = batch.counts();
+  } catch (const StorageError&) {
+    for (const auto& [request_id, rs] : in_flight) router_.abort(request_id);
+    throw;  // run() pauses the job
   } catch (const std::exception& e) {
     std::lock_guard lock(job.mutex);
     job.state = "failed";
     job.error = e.what();
     std::cerr << "dsmath-coordinator: batch job " << job.id << " failed: " << e.what() << std::endl;
   }
-  record(job);
 }
 
 }  // namespace dsmath

@@ -39,7 +39,9 @@ class BatchJobManager {
   std::filesystem::path inside(const std::string& field, const std::string& path) const;
   std::unique_ptr<Job> open(const std::string& id, const v1::SubmitBatchRequest& request);
   void start(std::unique_ptr<Job> job);
-  void run(Job& job);
+  void run(Job& job);           // the job's thread: run_requests, pausing while the disk is full
+  void run_requests(Job& job);  // until done, cancelled or stopped; StorageError: pause
+  bool reopen_when_there_is_room(Job& job);  // false: stopped, cancelled or failed meanwhile
   void record(const Job& job);
 
   std::filesystem::path data_dir_, jobs_dir_;

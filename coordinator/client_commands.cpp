@@ -281,7 +281,9 @@ int BatchCommands::run() const {
       continue;
     }
     if (!s.ok()) return report(s);
-    if (status_->parsed() || status.state() != "running") break;
+    if (status_->parsed() || (status.state() != "running" && status.state() != "paused")) break;
+    if (status.state() == "paused")
+      std::cerr << status.job_id() << ": paused: " << status.error() << "\n";
     std::cerr << status.job_id() << ": " << status.samples_done() << "/" << status.samples_total()
               << " samples, " << status.problems_done() << "/" << status.problems_total()
               << " problems, " << int64_t(status.tokens_per_second()) << " tok/s, ETA "

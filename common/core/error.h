@@ -27,6 +27,19 @@ template <typename... Args>
   throw Error(cat(args...));
 }
 
+// A file could not be written (disk full, quota, an I/O error). What was written before is
+// intact, so the work can go on once there is room: a served batch job waits and retries
+// instead of failing (coordinator/batch_jobs).
+class StorageError : public Error {
+ public:
+  using Error::Error;
+};
+
+template <typename... Args>
+[[noreturn]] void fail_storage(const Args&... args) {
+  throw StorageError(cat(args...));
+}
+
 }  // namespace dsmath
 
 // DSMATH_CHECK(cond, "message parts", ...): throws dsmath::Error when cond is false.

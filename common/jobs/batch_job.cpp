@@ -61,6 +61,7 @@ BatchJob::BatchJob(const JobSpec& spec, const Tokenizer& tokenizer)
   for (const InputError& e : input_.errors)
     errors_ << Json({{"line", e.line}, {"reason", e.reason}}).dump() << "\n";
   errors_.flush();
+  if (!errors_) fail_storage("cannot write ", spec.output, ".errors.jsonl (disk full?)");
   count_existing();
 }
 
@@ -201,6 +202,7 @@ void BatchJob::refused(const SampleRun& run, const std::string& reason) {
                    {"reason", reason}})
                  .dump()
           << std::endl;
+  if (!errors_) fail_storage("cannot write ", spec_.output, ".errors.jsonl (disk full?)");
   std::cerr << "dsmath: problem \"" << p.id << "\" (line " << p.line << "): " << reason << "\n";
   counts_.samples_total -= run.count;
 }
@@ -217,7 +219,8 @@ Json BatchJob::finish(double seconds) {
   if (!spec_.summary.empty()) {
     std::ofstream out(spec_.summary);
     out << summary.dump(2) << "\n";
-    DSMATH_CHECK(out.good(), "--summary: cannot write ", spec_.summary);
+    out.flush();
+    if (!out.good()) fail_storage("--summary: cannot write ", spec_.summary, " (disk full?)");
   }
   return summary;
 }

@@ -80,14 +80,19 @@ void SampleLog::append(const nlohmann::json& sample) {
   DSMATH_CHECK(!done_.count(key), "sample ", key.second, " of \"", key.first, "\" is in ",
                path_.string(), " already");
   const std::string line = sample.dump() + "\n";
-  // One write at the end of what is known good: a crash leaves the line whole or torn at the
-  // end, never interleaved; a short write is cut back off.
-  const ssize_t n = ::pwrite(fd_, line.data(), line.size(), off_t(size_));
-  if (n != ssize_t(line.size())) {
-    const int err = errno;
-    if (n > 0) (void)::ftruncate(fd_, off_t(size_));
-    fail("cannot write the output ", path_.string(), ": ",
-         n < 0 ? std::strerror(err) : "short write (disk full?)");
+  // Written at the end of what is known good: a crash leaves the line whole or torn at the
+  // end, never interleaved. A short write (the disk filled mid-line) is continued, so that the
+  // error that stopped it is the one reported; then the part written is cut back off.
+  for (size_t done = 0; done < line.size();) {
+    const ssize_t n = ::pwrite(fd_, line.data() + done, line.size() - done, off_t(size_ + done));
+    if (n > 0) {
+      done += size_t(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    const int err = n < 0 ? errno : ENOSPC;  // 0 bytes and no error: nowhere to put them
+    (void)::ftruncate(fd_, off_t(size_));
+    fail_storage("cannot write the output ", path_.string(), ": ", std::strerror(err));
   }
   size_ += line.size();
   done_.insert(key);
@@ -100,8 +105,8 @@ void SampleLog::sync_if_due() {
 
 void SampleLog::sync() {
   // Checked every time: Linux reports a failed writeback to one fsync only.
-  DSMATH_CHECK(::fsync(fd_) == 0, "cannot sync the output ", path_.string(), ": ",
-               std::strerror(errno));
+  if (::fsync(fd_) != 0)
+    fail_storage("cannot sync the output ", path_.string(), ": ", std::strerror(errno));
   last_sync_ = std::chrono::steady_clock::now();
 }
 
@@ -129,7 +134,11 @@ void check_job_settings(const std::filesystem::path& output, const nlohmann::jso
   {
     std::ofstream out(tmp);
     out << settings.dump(2) << "\n";
-    DSMATH_CHECK(out.good(), "cannot write ", tmp);
+    out.flush();
+    if (!out.good()) {
+      std::filesystem::remove(tmp);
+      fail_storage("cannot write ", tmp, " (disk full?)");
+    }
   }
   std::filesystem::rename(tmp, record);
 }
