@@ -128,7 +128,8 @@ def wait_until(condition, what, timeout=60, interval=0.05):
 class SupervisedCluster:
     """launch/dsmath-cluster on free loopback ports, over a data dir of its own."""
 
-    def __init__(self, groups, tp, coordinator_args=()):
+    def __init__(self, groups, tp, coordinator_args=(), model=MODEL, supervisor_args=(),
+                 wait=True):
         self.address = f"127.0.0.1:{free_port()}"
         self.data = tempfile.mkdtemp(prefix="data-", dir=TMP)
         write_jsonl(os.path.join(self.data, "problems.jsonl"), PROBLEMS)
@@ -139,12 +140,13 @@ class SupervisedCluster:
         args = ["--data-dir", self.data, "--metrics-listen", self.metrics, *coordinator_args]
         self.proc = subprocess.Popen(
             [f"{SRC}/launch/dsmath-cluster", "--host", f"localhost:{tp}", "--groups", str(groups),
-             "--tp", str(tp), "--model", MODEL, "--bin", BIN, "--listen", self.address,
+             "--tp", str(tp), "--model", model, "--bin", BIN, "--listen", self.address,
              "--worker-listen", f"127.0.0.1:{free_port()}", "--state-file", self.state_file,
-             "--max-backoff", "1", "--coordinator-args", " ".join(args), "--",
+             "--max-backoff", "1", *supervisor_args, "--coordinator-args", " ".join(args), "--",
              "--threads", "1", "--kv-cache-gib", "0.05", "--max-reconnect-seconds", "1"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_groups(groups)
+        if wait:
+            self.wait_groups(groups)
 
     def state(self):
         try:
@@ -310,6 +312,26 @@ class SupervisorTest(FaultTestCase):
                 except ProcessLookupError:
                     pass
             cluster.stop()
+
+
+    def test_a_group_that_keeps_failing_is_reported_failed_and_the_cluster_stops(self):
+        # The coordinator serves this copy (it reads no weights); every rank fails to load it.
+        broken = os.path.join(TMP, "broken-model")
+        subprocess.run(["cp", "-r", MODEL, broken], check=True)
+        with open(os.path.join(broken, "model.safetensors"), "r+b") as f:
+            f.truncate(100)
+        cluster = SupervisedCluster(groups=1, tp=1, model=broken, wait=False,
+                                    supervisor_args=["--max-restarts", "2"])
+        try:
+            self.assertEqual(cluster.proc.wait(timeout=120), 1)
+        finally:
+            text = cluster.stop()
+        self.assertEqual(text.count("group 0: started"), 3, text)
+        self.assertIn("restart 2 of at most 2 in 600 s, in 1 s", text)
+        self.assertIn("group 0: FAILED: exited (1) 3 times within 600 s (--max-restarts 2)", text)
+        self.assertIn("every group failed; stopping the cluster", text)
+        self.assertIn("model.safetensors", text)  # the workers' own message, relayed
+        self.assertEqual(cluster.state()["groups"][0]["state"], "failed")
 
 
 class WatchdogTest(unittest.TestCase):
