@@ -34,8 +34,12 @@ uint64_t json_u64(const Json& v, const std::string& where) {
 }  // namespace
 
 std::vector<TensorInfo> read_safetensors(const MappedFile& file) {
-  const std::string fname = file.path().string();
-  const auto bytes = file.bytes();
+  return read_safetensors(file.bytes(), file.path());
+}
+
+std::vector<TensorInfo> read_safetensors(std::span<const std::byte> bytes,
+                                         const std::filesystem::path& file) {
+  const std::string fname = file.string();
   if (bytes.size() < 8)
     fail(fname, ": truncated safetensors file (", bytes.size(), " bytes, no header length)");
   uint64_t header_len = 0;
@@ -68,7 +72,7 @@ std::vector<TensorInfo> read_safetensors(const MappedFile& file) {
       fail(where, ": header entry needs dtype, shape and data_offsets");
     TensorInfo t;
     t.name = name;
-    t.file = file.path();
+    t.file = file;
     const Json& dt = entry.at("dtype");
     if (!dt.is_string() || !parse_dtype(dt.get<std::string>(), &t.dtype))
       fail(where, ": unknown or unsupported dtype ", dt.dump(), " (expected BF16, F16 or F32)");

@@ -10,14 +10,18 @@
 namespace dsmath {
 
 std::vector<TensorInfo> read_torch_bin(const MappedFile& file) {
-  const std::string fname = file.path().string();
-  const auto bytes = file.bytes();
+  return read_torch_bin(file.bytes(), file.path());
+}
+
+std::vector<TensorInfo> read_torch_bin(std::span<const std::byte> bytes,
+                                       const std::filesystem::path& file) {
+  const std::string fname = file.string();
   // Before 1.6, torch.save wrote a bare pickle stream; it cannot be mapped in place.
   if (bytes.size() >= 2 && bytes[0] == std::byte{0x80} && bytes[1] == std::byte{0x02})
     fail(fname, ": legacy (pre-zip) torch.save format; re-save it with torch >= 1.6");
 
   std::map<std::string, ZipEntry> entries;
-  for (ZipEntry& e : read_zip_directory(file)) entries.emplace(e.name, std::move(e));
+  for (ZipEntry& e : read_zip_directory(bytes, file)) entries.emplace(e.name, std::move(e));
   const ZipEntry* pkl = nullptr;
   std::string prefix;
   for (const auto& [name, e] : entries) {
@@ -48,13 +52,15 @@ std::vector<TensorInfo> read_torch_bin(const MappedFile& file) {
     if (p.stride.size() != p.shape.size())
       fail(where, ": ", p.shape.size(), " dims but ", p.stride.size(), " strides");
     const int64_t numel = checked_numel(p.shape, where);
-    // Row-major contiguity; dims of size 1 may carry any stride, as in torch.
+    // Row-major contiguity; dims of size 1 may carry any stride, as in torch. With a zero dim
+    // the product of the dims after it is not bounded by numel, so it is checked too.
     int64_t expected = 1;
     for (size_t d = p.shape.size(); d-- > 0;) {
       if (p.shape[d] != 1 && p.stride[d] != expected)
         fail(where, ": strides are not contiguous (dim ", d, " has stride ", p.stride[d],
              ", expected ", expected, "); save it with .contiguous()");
-      expected *= p.shape[d];
+      if (__builtin_mul_overflow(expected, p.shape[d], &expected))
+        fail(where, ": dims ", d, " onwards hold more than 2^63 elements (strides overflow)");
     }
     if (p.storage_offset < 0 || p.storage_offset > p.storage_numel ||
         numel > p.storage_numel - p.storage_offset)
@@ -66,7 +72,7 @@ std::vector<TensorInfo> read_torch_bin(const MappedFile& file) {
     t.shape = p.shape;
     t.data = bytes.data() + storage.data_offset + size_t(p.storage_offset) * es;
     t.nbytes = size_t(numel) * es;
-    t.file = file.path();
+    t.file = file;
     out.push_back(std::move(t));
   }
   return out;

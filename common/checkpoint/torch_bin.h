@@ -5,6 +5,9 @@
 // where <archive> is any single top-level folder name (torch uses the file's stem).
 #pragma once
 
+#include <cstddef>
+#include <filesystem>
+#include <span>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
@@ -16,5 +19,9 @@ namespace dsmath {
 // open: storage entry present with exactly numel x dtype bytes, tensor inside its storage,
 // strides contiguous (row-major). Several tensors may share one storage (tied weights).
 std::vector<TensorInfo> read_torch_bin(const MappedFile& file);
+// The same on bytes already in memory; `file` names them in errors and in TensorInfo::file.
+// The tensors point into `bytes`.
+std::vector<TensorInfo> read_torch_bin(std::span<const std::byte> bytes,
+                                       const std::filesystem::path& file);
 
 }  // namespace dsmath

@@ -60,9 +60,14 @@ uint32_t crc32_update(uint32_t crc, const void* data, size_t n) {
 }
 
 std::vector<ZipEntry> read_zip_directory(const MappedFile& file) {
-  const std::string fname = file.path().string();
-  const std::byte* base = file.bytes().data();
-  const uint64_t size = file.size();
+  return read_zip_directory(file.bytes(), file.path());
+}
+
+std::vector<ZipEntry> read_zip_directory(std::span<const std::byte> bytes,
+                                         const std::filesystem::path& file) {
+  const std::string fname = file.string();
+  const std::byte* base = bytes.data();
+  const uint64_t size = bytes.size();
   if (size < 22) fail(fname, ": not a zip file (", size, " bytes; truncated?)");
 
   // End of central directory: the last signature within the final 22 + 65535 bytes.

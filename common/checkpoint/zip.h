@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,9 @@ struct ZipEntry {
 // compressed or encrypted entries, so data_offset + size is always inside the file.
 // CRCs are not checked: that would read every weight at open time.
 std::vector<ZipEntry> read_zip_directory(const MappedFile& file);
+// The same on bytes already in memory; `file` names them in errors.
+std::vector<ZipEntry> read_zip_directory(std::span<const std::byte> bytes,
+                                         const std::filesystem::path& file);
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t n);  // start with crc = 0
 

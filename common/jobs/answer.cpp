@@ -103,22 +103,31 @@ std::string strip_text_wrappers(std::string a) {
   return a;
 }
 
+// Arguments nested deeper than this are taken as they are. Each level of \frac{ costs stack and
+// a scan of its argument, and a degenerate model output can nest thousands of them.
+constexpr int kMaxNesting = 32;
+
 // \frac12 -> \frac{1}{2}, \frac1b -> \frac{1}{b}, \frac{1}2 -> \frac{1}{2}; \sqrt2 -> \sqrt{2}.
-std::string brace_short_arguments(const std::string& a) {
-  std::string out;
+void brace_short_arguments(std::string_view a, std::string& out, int depth) {
   for (size_t i = 0; i < a.size();) {
     const bool frac = a.compare(i, 5, "\\frac") == 0, sqrt = a.compare(i, 5, "\\sqrt") == 0;
     if (!frac && !sqrt) {
       out += a[i++];
       continue;
     }
-    out.append(a, i, 5);
+    out.append(a.substr(i, 5));
     i += 5;
     for (int arg = 0; arg < (frac ? 2 : 1) && i < a.size(); ++arg) {
       if (a[i] == '{') {
         const size_t end = matching_brace(a, i);
         if (end == std::string::npos) break;
-        out += '{' + brace_short_arguments(a.substr(i + 1, end - i - 2)) + '}';
+        const std::string_view inside = a.substr(i + 1, end - i - 2);
+        out += '{';
+        if (depth < kMaxNesting)
+          brace_short_arguments(inside, out, depth + 1);
+        else
+          out.append(inside);
+        out += '}';
         i = end;
       } else {
         out += '{';
@@ -127,6 +136,11 @@ std::string brace_short_arguments(const std::string& a) {
       }
     }
   }
+}
+
+std::string brace_short_arguments(std::string_view a) {
+  std::string out;
+  brace_short_arguments(a, out, 0);
   return out;
 }
 
@@ -140,7 +154,7 @@ bool plain_decimal(const std::string& s) {
   return s.size() <= 64 && std::regex_match(s, pattern);  // longer is not a number we grade
 }
 
-std::optional<Number> parse_number(std::string s) {
+std::optional<Number> parse_number(std::string s, int depth = 0) {
   bool percent = false;
   if (ends_with(s, "%")) {
     percent = true;
@@ -168,12 +182,12 @@ std::optional<Number> parse_number(std::string s) {
   // [-]\frac{a}{b}
   const bool negative = starts_with(s, "-");
   const std::string f = negative ? s.substr(1) : s;
-  if (starts_with(f, "\\frac{")) {
+  if (starts_with(f, "\\frac{") && depth < kMaxNesting) {
     const size_t end1 = matching_brace(f, 5);
     if (end1 != std::string::npos && end1 < f.size() && f[end1] == '{' &&
         matching_brace(f, end1) == f.size()) {
-      const auto n = parse_number(f.substr(6, end1 - 7));
-      const auto d = parse_number(f.substr(end1 + 1, f.size() - end1 - 2));
+      const auto n = parse_number(f.substr(6, end1 - 7), depth + 1);
+      const auto d = parse_number(f.substr(end1 + 1, f.size() - end1 - 2), depth + 1);
       if (n && d && d->value != 0)
         return Number{(negative ? -1 : 1) * n->value / d->value, percent};
     }

@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 #include <unordered_map>
 
 #include "common/core/error.h"
@@ -33,6 +34,19 @@ std::vector<ChatMessage> messages_of(const Json& messages) {
   return out;
 }
 
+// An integer field of the request body. JSON allows 1e300 or 2.5 there, and integers beyond
+// int64: converting those would be undefined or silently change the value, so they are refused.
+// A seed may be any 64-bit integer (a negative one is taken modulo 2^64, as before).
+template <typename Int>
+Int body_int(const Json& body, const char* field) {
+  const Json& v = body[field];
+  bool fits = v.is_number_integer();
+  if constexpr (std::is_signed_v<Int>)
+    fits = fits && !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX));
+  if (!fits) fail("\"body.", field, "\" must be a 64-bit integer, got ", v.dump());
+  return v.get<Int>();
+}
+
 JobProblem openai_line(const Json& j) {
   JobProblem p;
   p.openai = true;
@@ -54,11 +68,11 @@ JobProblem openai_line(const Json& j) {
       fail("\"body.prompt\" must be a non-empty string");
     p.prompt = body["prompt"].get<std::string>();
   }
-  if (body.contains("max_tokens")) p.max_tokens = body["max_tokens"].get<int64_t>();
-  if (body.contains("n")) p.n = body["n"].get<int64_t>();
+  if (body.contains("max_tokens")) p.max_tokens = body_int<int64_t>(body, "max_tokens");
+  if (body.contains("n")) p.n = body_int<int64_t>(body, "n");
   if (body.contains("temperature")) p.temperature = body["temperature"].get<double>();
   if (body.contains("top_p")) p.top_p = body["top_p"].get<double>();
-  if (body.contains("seed")) p.seed = body["seed"].get<uint64_t>();
+  if (body.contains("seed")) p.seed = body_int<uint64_t>(body, "seed");
   if (body.contains("stop")) {
     const Json& stop = body["stop"];
     if (stop.is_string())
@@ -112,6 +126,10 @@ JobProblem native_line(const Json& j, size_t line_number, const JobInputOptions&
 JobInput read_job_input(const std::filesystem::path& path, const JobInputOptions& o) {
   std::ifstream in(path);
   DSMATH_CHECK(in, "cannot read the input ", path.string());
+  return read_job_input(in, path.string(), o);
+}
+
+JobInput read_job_input(std::istream& in, const std::string& name, const JobInputOptions& o) {
   JobInput input;
   std::unordered_map<std::string, size_t> seen;  // id -> line
   std::string text;
@@ -131,11 +149,11 @@ JobInput read_job_input(const std::filesystem::path& path, const JobInputOptions
     }
     p.line = line;
     const auto [it, fresh] = seen.emplace(p.id, line);
-    DSMATH_CHECK(fresh, path.string(), ":", line, ": id \"", p.id, "\" is used by line ",
-                 it->second, " already; ids must be unique");
+    DSMATH_CHECK(fresh, name, ":", line, ": id \"", p.id, "\" is used by line ", it->second,
+                 " already; ids must be unique");
     input.problems.push_back(std::move(p));
   }
-  DSMATH_CHECK(!in.bad(), "cannot read the input ", path.string());
+  DSMATH_CHECK(!in.bad(), "cannot read the input ", name);
   return input;
 }
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <istream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,5 +54,7 @@ struct JobInput {
 };
 
 JobInput read_job_input(const std::filesystem::path& path, const JobInputOptions& options);
+// The same from a stream; `name` names it in errors.
+JobInput read_job_input(std::istream& in, const std::string& name, const JobInputOptions& options);
 
 }  // namespace dsmath

@@ -1,6 +1,7 @@
 #include "common/tokenizer/added_tokens.h"
 
 #include "common/core/error.h"
+#include "common/tokenizer/bpe.h"
 #include "common/tokenizer/unicode.h"
 
 namespace dsmath {
@@ -11,12 +12,7 @@ AddedToken parse_added_token(const Json& config, const std::string& where) {
   }
   AddedToken t;
   t.content = config["content"].get<std::string>();
-  if (config.contains("id")) {
-    if (!config["id"].is_number_integer() || config["id"].get<int64_t>() < 0) {
-      fail(where, ".id: not a non-negative integer");
-    }
-    t.id = config["id"].get<int32_t>();
-  }
+  if (config.contains("id")) t.id = parse_token_id(config["id"], where + ".id");
   t.special = config.value("special", false);
   t.lstrip = config.value("lstrip", false);
   t.rstrip = config.value("rstrip", false);

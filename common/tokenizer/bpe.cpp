@@ -21,6 +21,12 @@ std::string optional_string(const Json& config, const char* key) {
 
 }  // namespace
 
+int32_t parse_token_id(const Json& id, const std::string& where) {
+  if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > kMaxTokenId)
+    fail(where, ": id ", id.dump(), " is not an integer in [0, ", kMaxTokenId, "]");
+  return id.get<int32_t>();
+}
+
 BpeModel::BpeModel(const Json& config, const std::string& where) {
   if (config.value("type", std::string("BPE")) != "BPE") {
     fail(where, ": unsupported model type '", config["type"].get<std::string>(),
@@ -31,10 +37,7 @@ BpeModel::BpeModel(const Json& config, const std::string& where) {
   const Json& vocab = config["vocab"];
   vocab_.reserve(vocab.size() * 2);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0) {
-      fail(where, ".vocab[\"", it.key(), "\"]: id is not a non-negative integer");
-    }
-    const auto id = it.value().get<int32_t>();
+    const int32_t id = parse_token_id(it.value(), cat(where, ".vocab[\"", it.key(), "\"]"));
     vocab_.emplace(it.key(), id);
     if (static_cast<size_t>(id) >= id_to_token_.size()) {
       id_to_token_.resize(id + 1);

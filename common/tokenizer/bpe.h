@@ -15,6 +15,13 @@
 
 namespace dsmath {
 
+// Token ids index dense tables (id -> token), so an id is bounded: 2^24 - 1 is 64 times the
+// largest vocabularies in use.
+constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
+// A token id in tokenizer.json (vocab, added_tokens, post_processor): an integer in
+// [0, kMaxTokenId], else Error naming `where`.
+int32_t parse_token_id(const Json& id, const std::string& where);
+
 class BpeModel {
  public:
   BpeModel(const Json& config, const std::string& where);

@@ -234,8 +234,18 @@ std::unique_ptr<Decoder> make_decoder(const Json& config, const std::string& whe
     return std::make_unique<BpeSuffixDecoder>(config.value("suffix", std::string("</w>")));
   }
   if (type == "Strip") {
-    return std::make_unique<StripDecoder>(config.value("content", std::string(" ")),
-                                          config.value("start", 0), config.value("stop", 0));
+    // As HF's (content: char, start and stop: usize): an empty content would match forever, and
+    // a count given as 1e19 or -1 has no integer value.
+    const std::string content = config.value("content", std::string(" "));
+    if (content.empty()) fail(where, ".content: Strip needs a character to strip");
+    auto count = [&](const char* key) -> size_t {
+      if (!config.contains(key)) return 0;
+      const Json& v = config[key];
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        fail(where, ".", key, ": expected a non-negative integer, got ", v.dump());
+      return v.get<size_t>();
+    };
+    return std::make_unique<StripDecoder>(content, count("start"), count("stop"));
   }
   fail(where, ": unsupported decoder type '", type, "'");
 }

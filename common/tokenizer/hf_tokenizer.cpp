@@ -24,47 +24,54 @@ bool rebuilds_post_processor(const std::string& tokenizer_class) {
   return kClasses.count(tokenizer_class) != 0;
 }
 
+// Runs one part's parser. The parsers check the fields they need, but a value of another JSON
+// type than expected (a number where a string belongs) would surface as nlohmann's type_error:
+// that becomes an Error naming the part, as every other mistake in the file does.
+template <typename Parse>
+auto parse_part(const std::string& where, Parse parse) -> decltype(parse()) {
+  try {
+    return parse();
+  } catch (const Json::exception& e) {
+    fail(where, ": a value has the wrong type or range (", e.what(), ")");
+  }
+}
+
 class HfTokenizer : public Tokenizer::Impl {
  public:
-  HfTokenizer(const std::filesystem::path& file, const Json& config) {
-    const std::string name = file.string();
-    const Json json = read_json_file(file);
+  HfTokenizer(const Json& json, const std::string& name, const Json& config) {
     if (!json.is_object()) fail(name, ": expected a JSON object");
     if (!json.contains("model")) fail(name, ": missing 'model'");
-    model_ = std::make_unique<BpeModel>(json["model"], name + ": model");
-    normalizer_ = make_normalizer(json.value("normalizer", Json()), name + ": normalizer");
-    pre_tokenizer_ =
-        make_pre_tokenizer(json.value("pre_tokenizer", Json()), name + ": pre_tokenizer");
-    decoder_ = make_decoder(json.value("decoder", Json()), name + ": decoder");
+    model_ = parse_part(name + ": model", [&] {
+      return std::make_unique<BpeModel>(json["model"], name + ": model");
+    });
+    normalizer_ = parse_part(name + ": normalizer", [&] {
+      return make_normalizer(json.value("normalizer", Json()), name + ": normalizer");
+    });
+    pre_tokenizer_ = parse_part(name + ": pre_tokenizer", [&] {
+      return make_pre_tokenizer(json.value("pre_tokenizer", Json()), name + ": pre_tokenizer");
+    });
+    decoder_ = parse_part(name + ": decoder", [&] {
+      return make_decoder(json.value("decoder", Json()), name + ": decoder");
+    });
 
     std::vector<AddedToken> added;
     const Json& list = json.value("added_tokens", Json::array());
     for (size_t i = 0; i < list.size(); ++i) {
-      added.push_back(parse_added_token(list[i], cat(name, ": added_tokens[", i, "]")));
-      if (added.back().id < 0) fail(name, ": added_tokens[", i, "]: missing 'id'");
+      const std::string where = cat(name, ": added_tokens[", i, "]");
+      added.push_back(parse_part(where, [&] { return parse_added_token(list[i], where); }));
+      if (added.back().id < 0) fail(where, ": missing 'id'");
       max_id_ = std::max(max_id_, added.back().id);
     }
-    added_ = std::make_unique<AddedVocabulary>(std::move(added), normalizer_.get());
+    added_ = parse_part(name + ": added_tokens", [&] {
+      return std::make_unique<AddedVocabulary>(std::move(added), normalizer_.get());
+    });
     max_id_ = std::max(max_id_, model_->max_id());
 
-    const std::string tokenizer_class =
-        config.is_object() ? config.value("tokenizer_class", std::string()) : std::string();
-    const bool llama = rebuilds_post_processor(tokenizer_class);
-    // The Llama classes default to "<s>"/"</s>" when the config does not name the tokens.
-    bos_text_ = config_token_text(config, "bos_token",
-                                  llama ? std::optional<std::string>("<s>") : std::nullopt);
-    eos_text_ = config_token_text(config, "eos_token",
-                                  llama ? std::optional<std::string>("</s>") : std::nullopt);
-    if (llama) {
-      const bool add_bos = config.value("add_bos_token", true);
-      const bool add_eos = config.value("add_eos_token", false);
-      std::vector<int32_t> prefix, suffix;
-      if (add_bos) prefix.push_back(resolve(bos_text_, "bos_token"));
-      if (add_eos) suffix.push_back(resolve(eos_text_, "eos_token"));
-      post_processor_ = std::make_unique<PostProcessor>(std::move(prefix), std::move(suffix));
-    } else {
-      post_processor_ =
-          make_post_processor(json.value("post_processor", Json()), name + ": post_processor");
+    parse_part("tokenizer_config.json", [&] { read_config(config); });
+    if (!post_processor_) {
+      post_processor_ = parse_part(name + ": post_processor", [&] {
+        return make_post_processor(json.value("post_processor", Json()), name + ": post_processor");
+      });
     }
   }
 
@@ -135,6 +142,27 @@ class HfTokenizer : public Tokenizer::Impl {
   int32_t vocab_size() const override { return max_id_ + 1; }
 
  private:
+  // The special tokens, and for the Llama classes the post-processor add_bos_token /
+  // add_eos_token make.
+  void read_config(const Json& config) {
+    const std::string tokenizer_class =
+        config.is_object() ? config.value("tokenizer_class", std::string()) : std::string();
+    const bool llama = rebuilds_post_processor(tokenizer_class);
+    // The Llama classes default to "<s>"/"</s>" when the config does not name the tokens.
+    bos_text_ = config_token_text(config, "bos_token",
+                                  llama ? std::optional<std::string>("<s>") : std::nullopt);
+    eos_text_ = config_token_text(config, "eos_token",
+                                  llama ? std::optional<std::string>("</s>") : std::nullopt);
+    if (llama) {
+      const bool add_bos = config.value("add_bos_token", true);
+      const bool add_eos = config.value("add_eos_token", false);
+      std::vector<int32_t> prefix, suffix;
+      if (add_bos) prefix.push_back(resolve(bos_text_, "bos_token"));
+      if (add_eos) suffix.push_back(resolve(eos_text_, "eos_token"));
+      post_processor_ = std::make_unique<PostProcessor>(std::move(prefix), std::move(suffix));
+    }
+  }
+
   int32_t resolve(const std::optional<std::string>& text, const char* key) const {
     if (!text) fail("tokenizer_config.json: add_", key, " is true but ", key, " is null");
     auto id = token_to_id(*text);
@@ -154,9 +182,9 @@ class HfTokenizer : public Tokenizer::Impl {
 
 }  // namespace
 
-std::shared_ptr<const Tokenizer::Impl> load_hf_tokenizer(const std::filesystem::path& file,
+std::shared_ptr<const Tokenizer::Impl> load_hf_tokenizer(const Json& json, const std::string& name,
                                                          const Json& config) {
-  return std::make_shared<HfTokenizer>(file, config);
+  return std::make_shared<HfTokenizer>(json, name, config);
 }
 
 }  // namespace dsmath

@@ -1,6 +1,7 @@
 #include "common/tokenizer/post_processor.h"
 
 #include "common/core/error.h"
+#include "common/tokenizer/bpe.h"
 
 namespace dsmath {
 
@@ -29,7 +30,7 @@ void add_processor(const Json& config, const std::string& where, std::vector<int
       if (!config.contains(key) || !config[key].is_array() || config[key].size() != 2) {
         fail(where, ".", key, ": expected [token, id]");
       }
-      return config[key][1].get<int32_t>();
+      return parse_token_id(config[key][1], cat(where, ".", key, "[1]"));
     };
     prefix.insert(prefix.begin(), id_of("cls"));
     suffix.push_back(id_of("sep"));
@@ -55,7 +56,8 @@ void add_processor(const Json& config, const std::string& where, std::vector<int
         fail(item_where, ": special token '", name, "' is not in special_tokens");
       }
       auto& target = seen_sequence ? after : before;
-      for (const auto& id : specials[name]["ids"]) target.push_back(id.get<int32_t>());
+      for (const auto& id : specials[name]["ids"])
+        target.push_back(parse_token_id(id, cat(item_where, ": special token '", name, "'")));
     }
     // A template wraps whatever earlier processors produced.
     prefix.insert(prefix.begin(), before.begin(), before.end());

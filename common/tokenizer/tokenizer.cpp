@@ -26,11 +26,29 @@ Tokenizer Tokenizer::load(const std::filesystem::path& dir) {
     config = read_json_file(config_file);
     if (!config.is_object()) fail(config_file.string(), ": expected a JSON object");
   }
-  if (std::filesystem::exists(json_file)) return Tokenizer(load_hf_tokenizer(json_file, config));
+  if (std::filesystem::exists(json_file))
+    return Tokenizer(load_hf_tokenizer(read_json_file(json_file), json_file.string(), config));
   if (std::filesystem::exists(model_file)) {
     return Tokenizer(load_sentencepiece_tokenizer(model_file, config));
   }
   fail(dir.string(), ": no tokenizer.json or tokenizer.model");
+}
+
+Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json) {
+  auto parse = [](std::string_view text, const char* name) {
+    try {
+      return Json::parse(text);
+    } catch (const Json::exception& e) {
+      fail(name, ": invalid JSON: ", e.what());
+    }
+  };
+  Json config;  // null when absent
+  if (!config_json.empty()) {
+    config = parse(config_json, "tokenizer_config.json");
+    if (!config.is_object()) fail("tokenizer_config.json: expected a JSON object");
+  }
+  return Tokenizer(
+      load_hf_tokenizer(parse(tokenizer_json, "tokenizer.json"), "tokenizer.json", config));
 }
 
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}

@@ -20,6 +20,9 @@ class Tokenizer {
   // Loads <dir>/tokenizer.json (preferred) or <dir>/tokenizer.model, plus
   // <dir>/tokenizer_config.json when present (add_bos_token / add_eos_token).
   static Tokenizer load(const std::filesystem::path& dir);
+  // The same from the text of a tokenizer.json and, optionally, of a tokenizer_config.json
+  // ("" when there is none). Throws Error naming "tokenizer.json" or "tokenizer_config.json".
+  static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json = {});
 
   // add_special_tokens: apply the post-processor / add_bos_token / add_eos_token as HF's
   // LlamaTokenizerFast does. Special-token text inside `text` is always matched. Throws

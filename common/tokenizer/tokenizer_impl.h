@@ -30,8 +30,9 @@ class Tokenizer::Impl {
   virtual int32_t vocab_size() const = 0;
 };
 
-// `config` is tokenizer_config.json, or null when the directory has none.
-std::shared_ptr<const Tokenizer::Impl> load_hf_tokenizer(const std::filesystem::path& file,
+// `json` is the parsed tokenizer.json (`name` names it in errors); `config` is
+// tokenizer_config.json, or null when the directory has none.
+std::shared_ptr<const Tokenizer::Impl> load_hf_tokenizer(const Json& json, const std::string& name,
                                                          const Json& config);
 std::shared_ptr<const Tokenizer::Impl> load_sentencepiece_tokenizer(
     const std::filesystem::path& file, const Json& config);

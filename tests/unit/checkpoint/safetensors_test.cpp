@@ -69,6 +69,27 @@ TEST(Safetensors, DataPointsIntoTheMapping) {
   }
 }
 
+// The reader on bytes in memory (what the fuzz target feeds it) equals the one on a mapped file.
+TEST(Safetensors, BytesInMemoryReadLikeTheMappedFile) {
+  TempDir dir;
+  Sample().write(dir / "m.safetensors");
+  const std::string bytes = test::read_file(dir / "m.safetensors");
+  const std::span<const std::byte> span(reinterpret_cast<const std::byte*>(bytes.data()),
+                                        bytes.size());
+  MappedFile f(dir / "m.safetensors");
+  const std::vector<TensorInfo> mapped = read_safetensors(f);
+  const std::vector<TensorInfo> in_memory = read_safetensors(span, "in-memory.safetensors");
+  ASSERT_EQ(in_memory.size(), mapped.size());
+  for (size_t i = 0; i < mapped.size(); ++i) {
+    EXPECT_EQ(in_memory[i].name, mapped[i].name);
+    EXPECT_EQ(in_memory[i].shape, mapped[i].shape);
+    EXPECT_EQ(in_memory[i].data - span.data(), mapped[i].data - f.bytes().data());
+    EXPECT_EQ(in_memory[i].file, "in-memory.safetensors");
+  }
+  expect_error([&] { read_safetensors(span.first(5), "in-memory.safetensors"); },
+               {"in-memory.safetensors", "truncated"});
+}
+
 TEST(Safetensors, ShardedIndexUsesShardNamesFromTheIndex) {
   TempDir dir;
   test::write_file(dir / "config.json", kConfig);

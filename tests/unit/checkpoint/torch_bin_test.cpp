@@ -224,6 +224,29 @@ TEST_F(TorchBinCorrupt, TensorLayoutErrors) {
   expect_bad({"'w'", "2 dims but 1 strides"});
   write_pkl(pickle_state_dict({f32_tensor("w", {3, -4}, {4, 1}, 0, 12)}));
   expect_bad({"'w'", "negative dimension"});
+  // Found with tests/fuzz/torch_bin_fuzz (kept in its corpus): with a zero dim numel is 0, but
+  // the contiguity check multiplied the later dims (2^32 x 2^32) in int64: undefined behaviour.
+  write_zip(
+      file,
+      pickle_state_dict({f32_tensor("w", {0, 1ll << 32, 1ll << 32}, {0, 1ll << 32, 1}, 0, 0)}),
+      {{"0", ""}});
+  expect_bad({"'w'", "dims 1 onwards hold more than 2^63 elements"});
+}
+
+// The reader on bytes in memory (what the fuzz target feeds it) equals the one on a mapped file.
+TEST_F(TorchBinCorrupt, BytesInMemoryReadLikeTheMappedFile) {
+  write_pkl(good_pkl);
+  const std::string bytes = test::read_file(file);
+  const std::span<const std::byte> span(reinterpret_cast<const std::byte*>(bytes.data()),
+                                        bytes.size());
+  const std::vector<TensorInfo> tensors = read_torch_bin(span, "in-memory.bin");
+  ASSERT_EQ(tensors.size(), 1u);
+  EXPECT_EQ(tensors[0].shape, (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(tensors[0].file, "in-memory.bin");
+  EXPECT_EQ(std::memcmp(tensors[0].data, f32_bytes(12).data(), 48), 0);
+  EXPECT_EQ(read_zip_directory(span, "in-memory.bin").size(), 3u);
+  test::expect_error([&] { read_torch_bin(span.first(10), "in-memory.bin"); },
+                     {"in-memory.bin", "not a zip file"});
 }
 
 TEST_F(TorchBinCorrupt, ZipErrors) {

@@ -50,6 +50,25 @@ TEST(ExtractAnswer, LongDegenerateOutputsDoNotBlowTheStack) {
   EXPECT_FALSE(answers_equal(std::string(100000, '1') + "x", "1"));
 }
 
+// Found with tests/fuzz/answer_fuzz (a 180 KB input of nested \frac{ ran it out of its 2 GB):
+// every level of \frac{...} copied the rest of the answer and recursed, so memory and stack grew
+// with the square and the depth of the nesting. Nesting beyond 32 levels is now taken as it is.
+TEST(ExtractAnswer, DeeplyNestedFractionsStayLinear) {
+  const int depth = 30000;
+  std::string nested;
+  for (int i = 0; i < depth; ++i) nested += "\\frac{";
+  nested += "1";
+  for (int i = 0; i < depth; ++i) nested += "}{2}";
+  const std::string boxed = "\\boxed{" + nested + "}";
+  EXPECT_EQ(extract_answer(boxed), nested);
+  EXPECT_TRUE(answers_equal(boxed, nested));
+  EXPECT_FALSE(answers_equal(boxed, "0"));
+  EXPECT_EQ(normalize_answer(nested), nested);
+  // Below the limit the short forms are still braced and the value computed.
+  EXPECT_EQ(normalize_answer("\\frac{\\frac12}{\\sqrt2}"), "\\frac{\\frac{1}{2}}{\\sqrt{2}}");
+  EXPECT_TRUE(answers_equal("\\frac{\\frac{\\frac{1}{2}}{2}}{2}", "0.125"));
+}
+
 TEST(AnswerKey, OneSpellingPerNumberForTheVote) {
   EXPECT_EQ(answer_key("1/2"), answer_key("0.5"));
   EXPECT_EQ(answer_key("\\frac{1}{2}"), answer_key("0.50"));

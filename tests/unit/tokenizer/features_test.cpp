@@ -135,6 +135,72 @@ TEST(TokenizerErrors, NameTheFileAndField) {
   }
 }
 
+// Found by tests/fuzz/tokenizer_json_fuzz (the inputs are kept in tests/fuzz/corpus/
+// tokenizer_json): a vocabulary id of 2^63 - 1 became -1 as an int32 and was written before the
+// start of the id table; an added-token or post-processor id could wrap the same way; a field
+// of another JSON type than expected escaped as nlohmann::type_error instead of Error; and a
+// Strip decoder's count of 1e19 was converted to int.
+TEST(TokenizerErrors, OutOfRangeIdsAndWrongTypesAreErrorsNamingThePart) {
+  const Json llama = read_json_file(test::tokenizer_dir("llama2") / "tokenizer.json");
+  auto error = [&](auto edit, const std::string& config = "") {
+    Json j = llama;
+    edit(j);
+    try {
+      Tokenizer::from_json(j.dump(), config);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  auto expect_in = [](const std::string& message, const std::string& part) {
+    EXPECT_NE(message.find(part), std::string::npos) << message;
+  };
+  expect_in(error([](Json& j) { j["model"]["vocab"]["x"] = INT64_MAX; }),
+            "tokenizer.json: model.vocab[\"x\"]: id 9223372036854775807 is not an integer in "
+            "[0, 16777215]");
+  expect_in(error([](Json& j) { j["model"]["vocab"]["x"] = 4294967295u; }),
+            "model.vocab[\"x\"]: id 4294967295");
+  expect_in(error([](Json& j) { j["added_tokens"][1]["id"] = 1ll << 40; }),
+            "tokenizer.json: added_tokens[1].id: id 1099511627776 is not an integer");
+  expect_in(error([](Json& j) { j["post_processor"]["special_tokens"]["<s>"]["ids"] = {-1}; }),
+            "tokenizer.json: post_processor.single[0]: special token '<s>': id -1 is not an "
+            "integer");
+  expect_in(error([](Json& j) { j["decoder"]["decoders"][0]["content"] = 5; }),
+            "tokenizer.json: decoder: a value has the wrong type or range ([json.exception.");
+  // Strip's counts: 1e19 was converted to int (undefined behaviour), and an empty content with a
+  // huge count stripped "" forever.
+  expect_in(error([](Json& j) { j["decoder"]["decoders"][3]["stop"] = 1e19; }),
+            "tokenizer.json: decoder.decoders[3].stop: expected a non-negative integer, got 1e+19");
+  expect_in(error([](Json& j) { j["decoder"]["decoders"][3]["start"] = -1; }),
+            "decoder.decoders[3].start: expected a non-negative integer, got -1");
+  expect_in(error([](Json& j) { j["decoder"]["decoders"][3]["content"] = ""; }),
+            "decoder.decoders[3].content: Strip needs a character to strip");
+  expect_in(error([](Json& j) { j["model"]["byte_fallback"] = Json::array(); }),
+            "tokenizer.json: model: a value has the wrong type or range");
+  expect_in(
+      error([](Json&) {}, R"({"tokenizer_class": "LlamaTokenizerFast", "add_bos_token": []})"),
+      "tokenizer_config.json: a value has the wrong type or range");
+  expect_in(error([](Json&) {}, "[1]"), "tokenizer_config.json: expected a JSON object");
+}
+
+TEST(TokenizerFeatures, FromJsonEqualsLoad) {
+  const auto dir = test::tokenizer_dir("deepseek_math_like");
+  const Tokenizer loaded = Tokenizer::load(dir);
+  const Tokenizer parsed = Tokenizer::from_json(test::read_file(dir / "tokenizer.json"),
+                                                test::read_file(dir / "tokenizer_config.json"));
+  EXPECT_EQ(parsed.bos_id(), loaded.bos_id());
+  EXPECT_EQ(parsed.vocab_size(), loaded.vocab_size());
+  for (const auto& c : test::read_jsonl(dir / "golden.jsonl"))
+    EXPECT_EQ(parsed.encode(c["text"].get<std::string>()),
+              loaded.encode(c["text"].get<std::string>()));
+  try {
+    Tokenizer::from_json("{\"model\": ");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer.json: invalid JSON"), std::string::npos);
+  }
+}
+
 TEST(TokenizerErrors, InvalidUtf8InputIsRejected) {
   const Tokenizer t = Tokenizer::load(test::tokenizer_dir("llama2"));
   EXPECT_THROW(t.encode("bad \xFF byte"), Error);
