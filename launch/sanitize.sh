@@ -2,16 +2,17 @@
 # Sanitizer builds and test runs (gcc; CPU only, no benchmarks):
 #
 #   launch/sanitize.sh asan [ctest args]   ASan + UBSan in build-asan, then the whole ctest suite
-#   launch/sanitize.sh tsan [ctest args]   TSan in build-tsan, then the threaded parts: the
-#                                          coordinator and engine unit tests, the engine on an MPI
-#                                          group, and the served end-to-end test (real coordinator
-#                                          and worker binaries over the gRPC worker link)
+#   launch/sanitize.sh tsan [ctest args]   TSan in build-tsan (only what it runs), then the
+#                                          threaded parts: the coordinator and engine unit tests
+#                                          (ctest args apply here) and the served end-to-end test
+#                                          (real coordinator and worker binaries, gRPC link)
 #
 # Any report fails the test that produced it (halt_on_error; UBSan does not recover). Only
 # known third-party noise is suppressed, in tests/sanitizers/*.supp (each entry says why).
 # Environment: DSMATH_BUILD_JOBS and DSMATH_TEST_JOBS (default: every core), DSMATH_BUILD_DIR
 # (default build-asan / build-tsan), DSMATH_SANITIZE_EXCLUDE (a ctest -E regex added to the
 # script's own). Extra arguments go to ctest, e.g. `-R Tokenizer` or `-L unit`.
+# Expect hours on 2 cores: a full build (ASan, about 1.5 h at -j1), tests 2-10x slower.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,7 +44,8 @@ if [ "$mode" = asan ]; then
   bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=3 \
     "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
     "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
-    "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined"
+    "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" \
+    "-DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=address,undefined"
   export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_init_order=1:check_initialization_order=1:detect_stack_use_after_return=1:print_suppressions=0"
   export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
@@ -58,7 +60,8 @@ flags="-fsanitize=thread -fno-omit-frame-pointer"
 export DSMATH_BUILD_TARGETS=${DSMATH_BUILD_TARGETS:-"test_coordinator test_engine test_kv_blocks dsmath-coordinator dsmath-worker dsmath dsmath-make-model"}
 bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=5 \
   "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
-  "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread" "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread"
+  "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread" "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread" \
+  "-DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=thread"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp:print_suppressions=0"
 # libgomp is not built with TSan, so it cannot see the barriers that order an OpenMP region's
 # threads: one thread where nothing else sets the count (the in-process engine tests).
