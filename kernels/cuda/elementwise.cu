@@ -2,6 +2,8 @@
 //   to_bf16:   y[i] = bf16_round_nearest_even(x[i])      (what the tensor-core GEMMs read)
 //   add:       x[i] += y[i]                               (the residual)
 //   silu_mul:  out[i] = gate[i] / (1 + e^-gate[i]) * up[i]
+//   silu_mul_halves: the same with gate[r, c] = gu[r, c] and up[r, c] = gu[r, cols + c]
+//              (the output of the stacked gate/up GEMM, gu = [rows, 2 * cols])
 //   tree_sum:  out = ((b0 + b1) + (b2 + b3)) + ...        (blocks b of x, pairwise, in order)
 //   gather_rows: out[i, :] = x[rows[i], :]
 // expf is the full-precision one (no fast math), as the CPU's std::exp.
@@ -30,6 +32,15 @@ __global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, f
     const float g = gate[i];
     out[i] = g / (1.0f + expf(-g)) * up[i];
   }
+}
+
+__global__ void silu_mul_halves_kernel(const float* gate_up, int64_t rows, int64_t cols,
+                                       float* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows * cols) return;
+  const int64_t r = i / cols, c = i % cols;
+  const float g = gate_up[r * 2 * cols + c];
+  out[i] = g / (1.0f + expf(-g)) * gate_up[r * 2 * cols + cols + c];
 }
 
 // One level of the tree: a[i] += a[i + stride * block] for each pair at this level.
@@ -65,6 +76,14 @@ void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
 void silu_mul(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
   if (n == 0) return;
   silu_mul_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(gate, up, n, out);
+  DSMATH_CUDA_CHECK_LAUNCH();
+}
+
+void silu_mul_halves(const float* gate_up, int64_t rows, int64_t cols, float* out,
+                     cudaStream_t stream) {
+  if (rows * cols == 0) return;
+  silu_mul_halves_kernel<<<blocks_for(rows * cols, kThreads), kThreads, 0, stream>>>(gate_up, rows,
+                                                                                     cols, out);
   DSMATH_CUDA_CHECK_LAUNCH();
 }
 

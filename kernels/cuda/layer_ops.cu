@@ -5,6 +5,8 @@
 //   rope:      angle = (pos / linear_factor) * inv_freq[j]                     for j < d/2
 //              x'[j]       = x[j] * cos(angle) - x[j + d/2] * sin(angle)
 //              x'[j + d/2] = x[j + d/2] * cos(angle) + x[j] * sin(angle)
+//   split_qkv_rope: qkv = [tokens, (heads + 2 kv_heads) head_dim], the stacked q/k/v GEMM's
+//              output, split into q (rotated as rope), k (rotated) and v (copied)
 // cosf/sinf/sqrtf are the IEEE-accurate ones (no fast math): within 2 ulp of the CPU's.
 #include <cuda_bf16.h>
 
@@ -44,6 +46,13 @@ __global__ void rms_norm_kernel(const float* x, int64_t dim, const float* gamma,
   for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) yr[i] = gamma[i] * (xr[i] * inv);
 }
 
+__device__ inline void rotate(float* v, int64_t j, int64_t half, float angle) {
+  const float c = cosf(angle), s = sinf(angle);
+  const float x1 = v[j], x2 = v[j + half];
+  v[j] = x1 * c - x2 * s;
+  v[j + half] = x2 * c + x1 * s;
+}
+
 // One thread per (token, head, j < d/2) pair.
 __global__ void rope_kernel(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
                             const int32_t* positions, const float* inv_freq, float linear_factor) {
@@ -51,12 +60,28 @@ __global__ void rope_kernel(float* x, int64_t tokens, int64_t heads, int64_t hea
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= tokens * heads * half) return;
   const int64_t t = i / (heads * half), h = (i / half) % heads, j = i % half;
-  const float angle = (float(positions[t]) / linear_factor) * inv_freq[j];
-  const float c = cosf(angle), s = sinf(angle);
-  float* v = x + (t * heads + h) * head_dim;
-  const float x1 = v[j], x2 = v[j + half];
-  v[j] = x1 * c - x2 * s;
-  v[j + half] = x2 * c + x1 * s;
+  rotate(x + (t * heads + h) * head_dim, j, half,
+         (float(positions[t]) / linear_factor) * inv_freq[j]);
+}
+
+// One thread per (token, head slot, j < d/2) pair; slots [0, heads) are q's heads, then k's,
+// then v's kv_heads.
+__global__ void split_qkv_rope_kernel(const float* qkv, int64_t tokens, int64_t heads,
+                                      int64_t kv_heads, int64_t head_dim, const int32_t* positions,
+                                      const float* inv_freq, float linear_factor, float* q,
+                                      float* k, float* v) {
+  const int64_t half = head_dim / 2, slots = heads + 2 * kv_heads;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= tokens * slots * half) return;
+  const int64_t t = i / (slots * half), slot = (i / half) % slots, j = i % half;
+  const float* from = qkv + (t * slots + slot) * head_dim;
+  float* to = slot < heads              ? q + (t * heads + slot) * head_dim
+              : slot < heads + kv_heads ? k + (t * kv_heads + slot - heads) * head_dim
+                                        : v + (t * kv_heads + slot - heads - kv_heads) * head_dim;
+  to[j] = from[j];
+  to[j + half] = from[j + half];
+  if (slot < heads + kv_heads)
+    rotate(to, j, half, (float(positions[t]) / linear_factor) * inv_freq[j]);
 }
 
 }  // namespace
@@ -82,6 +107,16 @@ void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32
   if (n == 0) return;
   rope_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(x, tokens, heads, head_dim,
                                                                 positions, inv_freq, linear_factor);
+  DSMATH_CUDA_CHECK_LAUNCH();
+}
+
+void split_qkv_rope(const float* qkv, int64_t tokens, int64_t heads, int64_t kv_heads,
+                    int64_t head_dim, const int32_t* positions, const float* inv_freq,
+                    float linear_factor, float* q, float* k, float* v, cudaStream_t stream) {
+  const int64_t n = tokens * (heads + 2 * kv_heads) * (head_dim / 2);
+  if (n == 0) return;
+  split_qkv_rope_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+      qkv, tokens, heads, kv_heads, head_dim, positions, inv_freq, linear_factor, q, k, v);
   DSMATH_CUDA_CHECK_LAUNCH();
 }
 

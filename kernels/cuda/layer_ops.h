@@ -19,4 +19,10 @@ void rms_norm(const float* x, int64_t rows, int64_t dim, const float* gamma, flo
 void rope(float* x, int64_t tokens, int64_t heads, int64_t head_dim, const int32_t* positions,
           const float* inv_freq, float linear_factor, cudaStream_t stream);
 
+// Splits qkv [tokens, (heads + 2 kv_heads) * head_dim] into q [tokens, heads * head_dim],
+// k and v [tokens, kv_heads * head_dim], rotating q and k as rope() does.
+void split_qkv_rope(const float* qkv, int64_t tokens, int64_t heads, int64_t kv_heads,
+                    int64_t head_dim, const int32_t* positions, const float* inv_freq,
+                    float linear_factor, float* q, float* k, float* v, cudaStream_t stream);
+
 }  // namespace dsmath::cuda

@@ -228,6 +228,86 @@ TEST(CudaOps, RopeSiluMulAndAddMatchTheCpu) {
   expect_close(host_of(p.gpu, gg), host_of(p.cpu, gc), 0, 0, "add");
 }
 
+// The stacked projections (one GEMM, then one splitting kernel) against the CPU's parts one by
+// one: q/k/v with rope at large positions, over grouped and ungrouped heads, and gate/up/silu.
+TEST(CudaOps, StackedQkvRopeAndGateUpSiluMatchTheCpu) {
+  REQUIRE_GPU();
+  const int64_t k = 384, rows = 23;
+  const std::vector<float> x = bf16_rounded(random_floats(size_t(rows * k), 10));
+  const float tol = 2 * 3e-5f * std::sqrt(float(k));  // a rotation adds two GEMM outputs
+  for (const int64_t head_dim : {64, 128}) {
+    for (const int64_t kv_heads : {4, 1}) {
+      const int64_t heads = 4;
+      Pair p;
+      p.prepare(config_of(head_dim), heads, kv_heads, 64, 16);
+      OneSequence step(rows, 900, 16);
+      p.begin_step(step.inputs());
+      const std::vector<uint16_t> wq =
+          to_bf16_words(random_floats(size_t(heads * head_dim * k), 11));
+      const std::vector<uint16_t> wk =
+          to_bf16_words(random_floats(size_t(kv_heads * head_dim * k), 12));
+      const std::vector<uint16_t> wv =
+          to_bf16_words(random_floats(size_t(kv_heads * head_dim * k), 13));
+      const std::vector<WeightView> parts{{wq.data(), DType::BF16, heads * head_dim, k},
+                                          {wk.data(), DType::BF16, kv_heads * head_dim, k},
+                                          {wv.data(), DType::BF16, kv_heads * head_dim, k}};
+      Tensor xc, xg, sc, sg, qc, kc, vc, qg, kg, vg;
+      p.cpu.upload(x.data(), rows, k, xc);
+      p.gpu.upload(x.data(), rows, k, xg);
+      p.cpu.qkv_rope(xc, p.cpu.place_stacked(parts), sc, qc, kc, vc);
+      poison(p.gpu, qg, rows, heads * head_dim);
+      poison(p.gpu, kg, rows, kv_heads * head_dim);
+      poison(p.gpu, vg, rows, kv_heads * head_dim);
+      p.gpu.qkv_rope(xg, p.gpu.place_stacked(parts), sg, qg, kg, vg);
+      const std::string shape =
+          " head_dim " + std::to_string(head_dim) + " kv_heads " + std::to_string(kv_heads);
+      expect_close(host_of(p.gpu, qg), host_of(p.cpu, qc), tol, 1e-5f, "q" + shape);
+      expect_close(host_of(p.gpu, kg), host_of(p.cpu, kc), tol, 1e-5f, "k" + shape);
+      expect_close(host_of(p.gpu, vg), host_of(p.cpu, vc), tol, 1e-5f, "v" + shape);
+    }
+  }
+  for (const int64_t width : {300, 1024}) {
+    Pair p;
+    const std::vector<uint16_t> wg = to_bf16_words(random_floats(size_t(width * k), 14));
+    const std::vector<uint16_t> wu = to_bf16_words(random_floats(size_t(width * k), 15));
+    const std::vector<WeightView> parts{{wg.data(), DType::BF16, width, k},
+                                        {wu.data(), DType::BF16, width, k}};
+    Tensor xc, xg, sc, sg, c, g;
+    p.cpu.upload(x.data(), rows, k, xc);
+    p.gpu.upload(x.data(), rows, k, xg);
+    p.cpu.gate_up_silu(xc, p.cpu.place_stacked(parts), sc, c);
+    poison(p.gpu, g, rows, width);
+    p.gpu.gate_up_silu(xg, p.gpu.place_stacked(parts), sg, g);
+    // silu(g) * u: both factors carry a GEMM's error, of sums of magnitude up to ~sqrt(k).
+    expect_close(host_of(p.gpu, g), host_of(p.cpu, c), tol * std::sqrt(float(k)), 1e-4f,
+                 "gate_up_silu width " + std::to_string(width));
+  }
+}
+
+// q, k, v of a step on both backends, the GPU output poisoned before attention runs.
+struct AttentionTensors {
+  Tensor qc, kc, vc, qg, kg, vg, c, g;
+  void upload(Pair& p, const std::vector<float>& q, const std::vector<float>& k,
+              const std::vector<float>& v, int64_t rows, int64_t q_width, int64_t kv_width) {
+    p.cpu.upload(q.data(), rows, q_width, qc);
+    p.cpu.upload(k.data(), rows, kv_width, kc);
+    p.cpu.upload(v.data(), rows, kv_width, vc);
+    p.gpu.upload(q.data(), rows, q_width, qg);
+    p.gpu.upload(k.data(), rows, kv_width, kg);
+    p.gpu.upload(v.data(), rows, kv_width, vg);
+    poison(p.gpu, g, rows, q_width);
+  }
+  // Runs attention on both (the GPU's inside `run`, e.g. a graph step) and compares.
+  void compare(
+      Pair& p, int64_t layer, const std::string& what,
+      const std::function<void(const std::function<void()>&)>& run =
+          [](const std::function<void()>& body) { body(); }) {
+    p.cpu.attention(layer, qc, kc, vc, c);
+    run([&] { p.gpu.attention(layer, qg, kg, vg, g); });
+    expect_close(host_of(p.gpu, g), host_of(p.cpu, c), 1e-5f, 1e-4f, what);
+  }
+};
+
 // A mixed step as the engine makes them: a prompt chunk after a cached prefix, a whole prompt,
 // and single decode tokens, over blocks given out of order; grouped-query heads.
 struct MixedStep {

@@ -19,4 +19,10 @@ void check_f32_on(const Tensor& t, Device device, const char* op) {
   DSMATH_CHECK(t.dtype() == DType::F32, op, ": tensor is ", dtype_name(t.dtype()), ", not f32");
 }
 
+StackedWeights Backend::place_stacked(std::span<const WeightView> host_parts) {
+  StackedWeights placed;
+  for (const WeightView& part : host_parts) placed.parts.push_back(place(part));
+  return placed;
+}
+
 }  // namespace dsmath

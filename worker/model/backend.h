@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "common/checkpoint/model_config.h"
 #include "common/core/dtype.h"
@@ -56,6 +57,15 @@ class Tensor {
   int64_t rows_ = 0, cols_ = 0, capacity_ = 0;
 };
 
+// Matrices of equal width that the forward multiplies by the same input (q/k/v; gate/up), each
+// as placed. A backend that gains from one GEMM for all of them (CUDA) stacks their rows once at
+// load: `stacked` is [sum of the parts' rows, cols] and each part a view of its rows; a backend
+// that multiplies them one by one (CPU) leaves `stacked` empty.
+struct StackedWeights {
+  std::vector<WeightView> parts;
+  WeightView stacked;
+};
+
 struct NormWeight {
   const void* data = nullptr;
   DType dtype = DType::BF16;
@@ -94,6 +104,8 @@ class Backend {
   // Makes host weights usable by this backend (CPU: returned as they are).
   virtual WeightView place(const WeightView& host) = 0;
   virtual NormWeight place(const NormWeight& host, int64_t size) = 0;
+  // Default: each part placed on its own, nothing stacked.
+  virtual StackedWeights place_stacked(std::span<const WeightView> host_parts);
   virtual void upload(const float* host, int64_t rows, int64_t cols, Tensor& t) = 0;
   // Copies t to host memory once everything queued before has finished.
   virtual void to_host(const Tensor& t, float* host) = 0;
@@ -124,6 +136,14 @@ class Backend {
   // Rotates each of the step's rows at its position; x is [rows, heads * head_dim].
   virtual void rope(Tensor& x, int64_t heads) = 0;
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // The column-parallel projections with what follows them, one GEMM each where w is stacked:
+  //   q = rope(x Wq^T), k = rope(x Wk^T), v = x Wv^T      w.parts = {Wq, Wk, Wv}
+  //   out = silu(x Wg^T) * (x Wu^T)                         w.parts = {Wg, Wu}
+  // at the step's positions, over the prepared heads. `scratch` is the backend's to resize.
+  virtual void qkv_rope(const Tensor& x, const StackedWeights& w, Tensor& scratch, Tensor& q,
+                        Tensor& k, Tensor& v) = 0;
+  virtual void gate_up_silu(const Tensor& x, const StackedWeights& w, Tensor& scratch,
+                            Tensor& out) = 0;
   virtual void add(Tensor& x, const Tensor& y) = 0;
   // Stores each sequence's new k, v rows in its blocks, then causal attention over its cache.
   virtual void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,

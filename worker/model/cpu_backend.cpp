@@ -123,6 +123,25 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   cpu::silu_mul(gate.data(), up.data(), gate.size(), out.data());
 }
 
+// The parts one by one (the mapped weights are not stacked: that would copy them).
+void CpuBackend::qkv_rope(const Tensor& x, const StackedWeights& w, Tensor&, Tensor& q, Tensor& k,
+                          Tensor& v) {
+  DSMATH_CHECK(w.parts.size() == 3, "qkv_rope: ", w.parts.size(), " weights, not q, k and v");
+  linear(x, w.parts[0], q);
+  linear(x, w.parts[1], k);
+  linear(x, w.parts[2], v);
+  rope(q, heads_);
+  rope(k, kv_heads_);
+}
+
+void CpuBackend::gate_up_silu(const Tensor& x, const StackedWeights& w, Tensor& scratch,
+                              Tensor& out) {
+  DSMATH_CHECK(w.parts.size() == 2, "gate_up_silu: ", w.parts.size(), " weights, not gate and up");
+  linear(x, w.parts[0], out);
+  linear(x, w.parts[1], scratch);
+  silu_mul(out, scratch, out);
+}
+
 void CpuBackend::add(Tensor& x, const Tensor& y) {
   check_f32_on(x, Device::kCpu, "add");
   check_f32_on(y, Device::kCpu, "add");

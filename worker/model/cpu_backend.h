@@ -36,6 +36,10 @@ class CpuBackend final : public Backend {
   void tree_sum(Tensor& x, int64_t parts, Tensor& out) override;
   void rope(Tensor& x, int64_t heads) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void qkv_rope(const Tensor& x, const StackedWeights& w, Tensor& scratch, Tensor& q, Tensor& k,
+                Tensor& v) override;
+  void gate_up_silu(const Tensor& x, const StackedWeights& w, Tensor& scratch,
+                    Tensor& out) override;
   void add(Tensor& x, const Tensor& y) override;
   void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                  Tensor& out) override;

@@ -142,17 +142,46 @@ void CudaBackend::run_step(uint64_t graph_key, const std::function<void()>& body
   DSMATH_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
 }
 
+const void* CudaBackend::bf16_of(const WeightView& host, std::vector<uint16_t>& rounded) {
+  if (host.dtype == DType::BF16) return host.data;
+  const size_t n = size_t(host.rows * host.cols);
+  rounded.resize(n);
+  for (size_t i = 0; i < n; ++i) rounded[i] = f32_to_bf16(load_as_f32(host.data, host.dtype, i));
+  return rounded.data();
+}
+
 WeightView CudaBackend::place(const WeightView& host) {
   const size_t n = size_t(host.rows * host.cols);
-  const void* bf16 = host.data;
   std::vector<uint16_t> rounded;
-  if (host.dtype != DType::BF16) {
-    rounded.resize(n);
-    for (size_t i = 0; i < n; ++i) rounded[i] = f32_to_bf16(load_as_f32(host.data, host.dtype, i));
-    bf16 = rounded.data();
-  }
   weight_bytes_ += n * 2;
-  return WeightView{device_copy(bf16, n * 2), DType::BF16, host.rows, host.cols};
+  return WeightView{device_copy(bf16_of(host, rounded), n * 2), DType::BF16, host.rows, host.cols};
+}
+
+StackedWeights CudaBackend::place_stacked(std::span<const WeightView> host_parts) {
+  DSMATH_CHECK(!host_parts.empty(), "place_stacked: no weights");
+  const int64_t cols = host_parts.front().cols;
+  int64_t rows = 0;
+  for (const WeightView& part : host_parts) {
+    DSMATH_CHECK(part.cols == cols, "place_stacked: weights of ", cols, " and ", part.cols,
+                 " columns cannot share a GEMM");
+    rows += part.rows;
+  }
+  StackedWeights placed;
+  placed.stacked =
+      WeightView{device_copy(nullptr, size_t(rows * cols) * 2), DType::BF16, rows, cols};
+  weight_bytes_ += size_t(rows * cols) * 2;
+  auto* at = static_cast<uint16_t*>(const_cast<void*>(placed.stacked.data));
+  for (const WeightView& part : host_parts) {
+    std::vector<uint16_t> rounded;
+    const size_t n = size_t(part.rows * part.cols);
+    // Synchronous per part: the host memory may be pageable and `rounded` goes at scope end.
+    DSMATH_CUDA_CHECK(
+        cudaMemcpyAsync(at, bf16_of(part, rounded), n * 2, cudaMemcpyHostToDevice, stream_));
+    DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    placed.parts.push_back(WeightView{at, DType::BF16, part.rows, part.cols});
+    at += n;
+  }
+  return placed;
 }
 
 NormWeight CudaBackend::place(const NormWeight& host, int64_t size) {
@@ -359,6 +388,40 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   DSMATH_CHECK(gate.size() == up.size(), "silu_mul: gate and up differ in size");
   if (out.raw() != gate.raw()) resize(out, gate.rows(), gate.cols());
   cuda::silu_mul(gate.data(), up.data(), gate.size(), out.data(), stream_);
+}
+
+void CudaBackend::linear_stacked(const Tensor& x, const StackedWeights& w, size_t parts,
+                                 const char* op, Tensor& y) {
+  DSMATH_CHECK(w.parts.size() == parts && w.stacked.data != nullptr, op, ": ", w.parts.size(),
+               " weights", w.stacked.data == nullptr ? " not stacked by the CUDA backend" : "");
+  linear(x, w.stacked, y);
+}
+
+void CudaBackend::qkv_rope(const Tensor& x, const StackedWeights& w, Tensor& scratch, Tensor& q,
+                           Tensor& k, Tensor& v) {
+  check_step_rows(x, "qkv_rope");
+  const int64_t q_width = heads_ * head_dim_, kv_width = kv_heads_ * head_dim_;
+  DSMATH_CHECK(w.parts.size() == 3 && w.parts[0].rows == q_width && w.parts[1].rows == kv_width &&
+                   w.parts[2].rows == kv_width,
+               "qkv_rope: weights do not match the prepared ", heads_, " heads and ", kv_heads_,
+               " kv heads of ", head_dim_);
+  linear_stacked(x, w, 3, "qkv_rope", scratch);
+  resize(q, x.rows(), q_width);
+  resize(k, x.rows(), kv_width);
+  resize(v, x.rows(), kv_width);
+  cuda::split_qkv_rope(scratch.data(), x.rows(), heads_, kv_heads_, head_dim_, positions_,
+                       inv_freq_, rope_linear_factor_, q.data(), k.data(), v.data(), stream_);
+}
+
+void CudaBackend::gate_up_silu(const Tensor& x, const StackedWeights& w, Tensor& scratch,
+                               Tensor& out) {
+  check_f32_on(x, Device::kCuda, "gate_up_silu");
+  DSMATH_CHECK(w.parts.size() == 2 && w.parts[0].rows == w.parts[1].rows,
+               "gate_up_silu: gate and up weights differ in rows");
+  linear_stacked(x, w, 2, "gate_up_silu", scratch);
+  const int64_t width = w.parts[0].rows;
+  resize(out, x.rows(), width);
+  cuda::silu_mul_halves(scratch.data(), x.rows(), width, out.data(), stream_);
 }
 
 void CudaBackend::add(Tensor& x, const Tensor& y) {

@@ -44,6 +44,8 @@ class CudaBackend final : public Backend {
   void resize(Tensor& t, int64_t rows, int64_t cols) override;
   WeightView place(const WeightView& host) override;
   NormWeight place(const NormWeight& host, int64_t size) override;
+  // The parts' rows in one device matrix (one GEMM for q/k/v and for gate/up).
+  StackedWeights place_stacked(std::span<const WeightView> host_parts) override;
   void upload(const float* host, int64_t rows, int64_t cols, Tensor& t) override;
   void to_host(const Tensor& t, float* host) override;
 
@@ -62,6 +64,11 @@ class CudaBackend final : public Backend {
   void tree_sum(Tensor& x, int64_t parts, Tensor& out) override;
   void rope(Tensor& x, int64_t heads) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  // One GEMM into scratch, then one kernel that splits it (rotating q and k; silu x up).
+  void qkv_rope(const Tensor& x, const StackedWeights& w, Tensor& scratch, Tensor& q, Tensor& k,
+                Tensor& v) override;
+  void gate_up_silu(const Tensor& x, const StackedWeights& w, Tensor& scratch,
+                    Tensor& out) override;
   void add(Tensor& x, const Tensor& y) override;
   void attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                  Tensor& out) override;
@@ -74,6 +81,11 @@ class CudaBackend final : public Backend {
   // x rounded to bf16 in scratch: the GEMMs' input.
   const uint16_t* as_bf16(const Tensor& x);
   void* device_copy(const void* host, size_t bytes);  // owned until the backend goes
+  // host as bf16 (rounded when stored otherwise): what every GEMM reads.
+  static const void* bf16_of(const WeightView& host, std::vector<uint16_t>& rounded);
+  // y = x w.stacked^T, checked: the stacked GEMM of qkv_rope and gate_up_silu.
+  void linear_stacked(const Tensor& x, const StackedWeights& w, size_t parts, const char* op,
+                      Tensor& y);
   void check_step_rows(const Tensor& x, const char* op) const;
 
   int device_;

@@ -139,11 +139,7 @@ void LlamaModel::compute(int64_t rows, bool logits) {
 // x += o_proj(attention(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rms_norm(x)
 void LlamaModel::attention_block(int64_t layer, const LayerWeights& w) {
   backend_.rms_norm(x_, w.input_norm, float(config_.rms_norm_eps), normed_);
-  backend_.linear(normed_, w.q_proj, q_);
-  backend_.linear(normed_, w.k_proj, k_);
-  backend_.linear(normed_, w.v_proj, v_);
-  backend_.rope(q_, layout_.local_heads);
-  backend_.rope(k_, layout_.local_kv_heads);
+  backend_.qkv_rope(normed_, w.qkv_proj, scratch_, q_, k_, v_);  // one GEMM where w is stacked
   backend_.attention(layer, q_, k_, v_, attn_);
   row_parallel_linear(attn_, w.o_proj, proj_);
   backend_.add(x_, proj_);
@@ -152,9 +148,7 @@ void LlamaModel::attention_block(int64_t layer, const LayerWeights& w) {
 // x += down_proj(silu(gate_proj(h)) * up_proj(h)),  h = rms_norm(x)
 void LlamaModel::mlp_block(const LayerWeights& w) {
   backend_.rms_norm(x_, w.post_attention_norm, float(config_.rms_norm_eps), normed_);
-  backend_.linear(normed_, w.gate_proj, gate_);
-  backend_.linear(normed_, w.up_proj, up_);
-  backend_.silu_mul(gate_, up_, gate_);
+  backend_.gate_up_silu(normed_, w.gate_up_proj, scratch_, gate_);
   row_parallel_linear(gate_, w.down_proj, proj_);
   backend_.add(x_, proj_);
 }

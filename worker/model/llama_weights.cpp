@@ -17,9 +17,19 @@ class Binder {
   // Rows [first, first + count) of a [rows, cols] matrix: contiguous, so a view.
   WeightView rows(const std::string& name, int64_t rows, int64_t cols, int64_t first,
                   int64_t count) {
+    return backend_.place(mapped_rows(name, rows, cols, first, count));
+  }
+
+  // Matrices the forward multiplies by the same input, placed together (see StackedWeights).
+  StackedWeights stacked(std::initializer_list<WeightView> mapped) {
+    return backend_.place_stacked(std::vector<WeightView>(mapped));
+  }
+
+  WeightView mapped_rows(const std::string& name, int64_t rows, int64_t cols, int64_t first,
+                         int64_t count) {
     const TensorInfo& t = ckpt_.tensor(name, {rows, cols});
     const size_t row_bytes = size_t(cols) * dtype_size(t.dtype);
-    return backend_.place(WeightView{t.data + size_t(first) * row_bytes, t.dtype, count, cols});
+    return WeightView{t.data + size_t(first) * row_bytes, t.dtype, count, cols};
   }
 
   // Columns [first, first + count) of a [rows, cols] matrix: strided, so copied.
@@ -77,14 +87,16 @@ LlamaWeights LlamaWeights::bind(const Checkpoint& ckpt, const TpLayout& tp, Back
     const std::string p = "model.layers." + std::to_string(i) + ".";
     LayerWeights l;
     l.input_norm = b.vector(p + "input_layernorm.weight", hidden);
-    l.q_proj = b.rows(p + "self_attn.q_proj.weight", q_dim, hidden, q_begin, local_q);
-    l.k_proj = b.rows(p + "self_attn.k_proj.weight", kv_dim, hidden, kv_begin, local_kv);
-    l.v_proj = b.rows(p + "self_attn.v_proj.weight", kv_dim, hidden, kv_begin, local_kv);
+    l.qkv_proj = b.stacked(
+        {b.mapped_rows(p + "self_attn.q_proj.weight", q_dim, hidden, q_begin, local_q),
+         b.mapped_rows(p + "self_attn.k_proj.weight", kv_dim, hidden, kv_begin, local_kv),
+         b.mapped_rows(p + "self_attn.v_proj.weight", kv_dim, hidden, kv_begin, local_kv)});
     l.o_proj = b.columns(p + "self_attn.o_proj.weight", hidden, q_dim, q_begin, local_q);
     l.post_attention_norm = b.vector(p + "post_attention_layernorm.weight", hidden);
-    l.gate_proj =
-        b.rows(p + "mlp.gate_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
-    l.up_proj = b.rows(p + "mlp.up_proj.weight", inter, hidden, inter_begin, tp.local_intermediate);
+    l.gate_up_proj = b.stacked({b.mapped_rows(p + "mlp.gate_proj.weight", inter, hidden,
+                                              inter_begin, tp.local_intermediate),
+                                b.mapped_rows(p + "mlp.up_proj.weight", inter, hidden, inter_begin,
+                                              tp.local_intermediate)});
     l.down_proj =
         b.columns(p + "mlp.down_proj.weight", hidden, inter, inter_begin, tp.local_intermediate);
     w.layers.push_back(l);
@@ -111,9 +123,9 @@ size_t LlamaWeights::bytes(const ModelConfig& config) const {
   if (lm_head.data != embed_tokens.data) total += matrix(lm_head);
   for (const LayerWeights& l : layers) {
     total += norm(l.input_norm) + norm(l.post_attention_norm);
-    for (const WeightView* w :
-         {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
-      total += matrix(*w);
+    total += matrix(l.o_proj) + matrix(l.down_proj);
+    for (const StackedWeights* s : {&l.qkv_proj, &l.gate_up_proj})
+      for (const WeightView& w : s->parts) total += matrix(w);
   }
   return total;
 }

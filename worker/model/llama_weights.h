@@ -18,9 +18,11 @@ namespace dsmath {
 
 struct LayerWeights {
   NormWeight input_norm;
-  WeightView q_proj, k_proj, v_proj, o_proj;
+  StackedWeights qkv_proj;  // q_proj, k_proj, v_proj
+  WeightView o_proj;
   NormWeight post_attention_norm;
-  WeightView gate_proj, up_proj, down_proj;
+  StackedWeights gate_up_proj;  // gate_proj, up_proj
+  WeightView down_proj;
 };
 
 struct LlamaWeights {
