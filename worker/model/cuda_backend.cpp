@@ -1,6 +1,7 @@
 #include "worker/model/cuda_backend.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -10,6 +11,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/paged_attention.h"
+#include "kernels/cuda/prefill_attention.h"
 
 namespace dsmath {
 namespace {
@@ -45,6 +47,7 @@ CudaBackend::~CudaBackend() {
   drop_graphs();
   bf16_scratch_ = Tensor();
   partials_ = Tensor();
+  attention_scratch_ = Tensor();
   staged_.reset();
   gemm_.reset();
   allocator_.reset();
@@ -97,6 +100,13 @@ void CudaBackend::drop_graphs() {
 
 void CudaBackend::run_step(uint64_t graph_key, const std::function<void()>& body) {
   if (graph_key == 0 || !graphs_enabled_) return body();
+  // The decode split is part of a decode step's launch shape (grid, scratch, kernel
+  // arguments), chosen by begin_step from a power-of-two bucket of the step's longest context:
+  // folded into the key, a step whose contexts grew into the next bucket captures its own
+  // graph, and every step of a bucket replays one (blocks past a row's context exit early).
+  // Sizing every step for the longest context the cache could hold instead would launch and
+  // merge up to thousands of empty partitions per row at short contexts.
+  graph_key = graph_key * 1024 + decode_split_code_;
   StepGraph& graph = graphs_[graph_key];
   if (graph.exec != nullptr && graph.generation == buffers_generation_) {
     DSMATH_CUDA_CHECK(cudaGraphLaunch(graph.exec, stream_));
@@ -211,6 +221,8 @@ void CudaBackend::prepare(const ModelConfig& config, int64_t heads, int64_t kv_h
   DSMATH_CHECK(kv_pool_ == nullptr, "CUDA backend: prepare called twice");
   DSMATH_CHECK(num_blocks > 0 && block_size > 0, "CUDA backend: ", num_blocks, " KV blocks of ",
                block_size, " tokens");
+  DSMATH_CHECK(kv_heads > 0 && heads % kv_heads == 0, "CUDA backend: ", heads,
+               " heads do not group over ", kv_heads, " kv heads");
   heads_ = heads;
   kv_heads_ = kv_heads;
   head_dim_ = config.head_dim;
@@ -232,9 +244,23 @@ void CudaBackend::begin_step(const StepInputs& step) {
                step.positions.size(), " positions");
   DSMATH_CHECK(block_size_ > 0, "begin_step before prepare");
   DSMATH_CUDA_CHECK(cudaSetDevice(device_));  // the step may come from another thread
-  size_t table_words = 0;
-  for (const AttentionSequence& s : step.sequences) table_words += s.block_table.size();
-  const size_t words = 3 * size_t(rows) + table_words + step.logit_rows.size();
+  // One-token sequences go to the decode kernel (split-K over their longest context), longer
+  // ones to the prefill kernel in tiles of query vectors.
+  const int64_t group = heads_ / kv_heads_;
+  size_t table_words = 0, decode_count = 0, tile_count = 0;
+  int64_t longest_decode = 0;
+  for (const AttentionSequence& s : step.sequences) {
+    DSMATH_CHECK(s.tokens >= 0, "begin_step: a sequence of ", s.tokens, " tokens");
+    table_words += s.block_table.size();
+    if (s.tokens == 1) {
+      ++decode_count;
+      longest_decode = std::max(longest_decode, s.first_position + 1);
+    } else {
+      tile_count += size_t(cuda::prefill_tiles(s.tokens, group));
+    }
+  }
+  const size_t words =
+      3 * size_t(rows) + step.logit_rows.size() + decode_count + 3 * tile_count + table_words;
 
   // The previous step's copy must have left the pinned buffer before it is rewritten.
   DSMATH_CUDA_CHECK(cudaEventSynchronize(staged_copied_));
@@ -251,11 +277,14 @@ void CudaBackend::begin_step(const StepInputs& step) {
   int32_t* positions = ids + rows;
   int32_t* table_offset = positions + rows;
   int32_t* logit_rows = table_offset + rows;
-  int32_t* tables = logit_rows + step.logit_rows.size();
+  int32_t* decode_rows = logit_rows + step.logit_rows.size();
+  int32_t* tiles = decode_rows + decode_count;
+  int32_t* tables = tiles + 3 * tile_count;
   std::copy(step.token_ids.begin(), step.token_ids.end(), ids);
   std::copy(step.positions.begin(), step.positions.end(), positions);
   std::fill_n(table_offset, rows, -1);  // a row no sequence covers is an error below
   int32_t offset = 0;
+  size_t decode_at = 0, tile_at = 0;
   for (const AttentionSequence& s : step.sequences) {
     DSMATH_CHECK(s.first_position >= 0, "begin_step: negative position ", s.first_position);
     DSMATH_CHECK(s.row >= 0 && s.row + s.tokens <= rows, "begin_step: sequence rows [", s.row, ", ",
@@ -273,6 +302,14 @@ void CudaBackend::begin_step(const StepInputs& step) {
       DSMATH_CHECK(b >= 0 && b < num_blocks_, "begin_step: KV block ", b, " outside 0..",
                    num_blocks_ - 1);
       tables[offset++] = b;
+    }
+    if (s.tokens == 1) decode_rows[decode_at++] = int32_t(s.row);
+    for (int64_t first = 0; s.tokens > 1 && first < s.tokens * group;
+         first += cuda::kPrefillTileQueries) {
+      tiles[3 * tile_at] = int32_t(s.row);
+      tiles[3 * tile_at + 1] = int32_t(s.tokens);
+      tiles[3 * tile_at + 2] = int32_t(first);
+      ++tile_at;
     }
   }
   for (int64_t r = 0; r < rows; ++r)
@@ -297,11 +334,24 @@ void CudaBackend::begin_step(const StepInputs& step) {
   ids_ = d;
   positions_ = d + rows;
   table_offset_ = d + 2 * rows;
-  // Every address depends on the row counts alone (tables last), as a graph needs.
+  // Every address depends on the counts of rows, logit rows, decode rows and tiles alone
+  // (tables last), as a graph needs: in a decode step, on its row count.
   logit_row_ids_ = d + 3 * rows;
-  tables_ = logit_row_ids_ + step.logit_rows.size();
+  decode_rows_ = logit_row_ids_ + step.logit_rows.size();
+  prefill_tiles_ = decode_rows_ + decode_count;
+  tables_ = prefill_tiles_ + 3 * tile_count;
   step_rows_ = rows;
   logit_rows_ = int64_t(step.logit_rows.size());
+  decode_count_ = int64_t(decode_count);
+  prefill_tile_count_ = int64_t(tile_count);
+  const cuda::DecodeSplit split = cuda::decode_split(decode_count_, heads_, longest_decode);
+  decode_partitions_ = split.partitions;
+  decode_partition_keys_ = split.partition_keys;
+  // Both powers of two (partitions < 2^16, keys < 2^63): a code below 1024 naming the split.
+  decode_split_code_ = split.partitions == 1
+                           ? 0
+                           : 1 + 64 * uint64_t(std::countr_zero(uint32_t(split.partitions))) +
+                                 uint64_t(std::countr_zero(uint64_t(split.partition_keys)));
 }
 
 void CudaBackend::copy_kv_block(int32_t src, int32_t dst) {
@@ -443,7 +493,19 @@ void CudaBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, con
   const cuda::StepRows rows{step_rows_, positions_, table_offset_, tables_};
   resize(out, q.rows(), q.cols());
   cuda::write_kv(cache, rows, k.data(), v.data(), kv_width, stream_);
-  cuda::paged_attention(cache, rows, q.data(), heads_, kv_heads_, head_dim_, out.data(), stream_);
+  if (decode_count_ > 0) {
+    const cuda::DecodeSplit split{decode_partitions_, decode_partition_keys_};
+    float* scratch = nullptr;
+    if (split.partitions > 1) {
+      sized(attention_scratch_, DType::F32, 1,
+            cuda::decode_scratch_floats(decode_count_, heads_, head_dim_, split));
+      scratch = attention_scratch_.data();
+    }
+    cuda::decode_attention(cache, rows, decode_rows_, decode_count_, split, q.data(), heads_,
+                           kv_heads_, head_dim_, scratch, out.data(), stream_);
+  }
+  cuda::prefill_attention(cache, rows, prefill_tiles_, prefill_tile_count_, q.data(), heads_,
+                          kv_heads_, head_dim_, out.data(), stream_);
 }
 
 void CudaBackend::gather_logit_rows(const Tensor& x, Tensor& out) {

@@ -7,7 +7,15 @@
 // cross to the device in one copy from a pinned buffer (begin_step); nothing else crosses until
 // to_host. Buffers come from CUDA's stream-ordered pool.
 //
-// Decode steps run as CUDA graphs, one per batch size: the first step of a size runs eagerly
+// Attention: one-token sequences (decode rows) run the decode kernel, split-K when the step's
+// longest decode context exceeds cuda::kSplitAbove (512) keys: partitions of 256 x 2^j keys,
+// one block each, merged by a second kernel from a scratch this backend sizes; longer
+// sequences (prompts, chunks after a cached prefix) run the tiled flash-style prefill kernel.
+// begin_step stages which rows and query tiles go where next to the block tables.
+//
+// Decode steps run as CUDA graphs, one per batch size and decode split (a power-of-two bucket
+// of the longest context, so a graph replayed at a longer context of its bucket stays right
+// and a longer bucket gets its own graph): the first step of a key runs eagerly
 // (sizing every buffer), the second is captured and launched, later ones replay the graph. A
 // graph holds buffer addresses, so any new buffer (a bigger step came along) retires every
 // graph, which the next steps capture again; a capture that would need memory is abandoned and
@@ -104,7 +112,8 @@ class CudaBackend final : public Backend {
   void* kv_pool_ = nullptr;    // [layer][keys, values][num_blocks][block_size][kv_width]
   size_t kv_layer_bytes_ = 0;  // one of keys or values of one layer
 
-  // begin_step(): [ids | positions | table_offset | logit_rows | tables], int32 each
+  // begin_step(): [ids | positions | table_offset | logit_rows | decode_rows | prefill tiles
+  // (3 words each) | tables], int32 each
   int32_t* pinned_ = nullptr;
   size_t pinned_words_ = 0;
   std::shared_ptr<void> staged_;
@@ -113,8 +122,17 @@ class CudaBackend final : public Backend {
   int64_t step_rows_ = 0, logit_rows_ = 0;
   const int32_t *ids_ = nullptr, *positions_ = nullptr, *table_offset_ = nullptr,
                 *tables_ = nullptr, *logit_row_ids_ = nullptr;
+  // Attention: the rows of one-token sequences (decode kernel) and the query tiles of longer
+  // ones (prefill kernel); the decode split (cuda::DecodeSplit) from the longest decode
+  // context, and its code in graph keys (0: not split).
+  const int32_t *decode_rows_ = nullptr, *prefill_tiles_ = nullptr;
+  int64_t decode_count_ = 0, prefill_tile_count_ = 0;
+  int32_t decode_partitions_ = 1;
+  int64_t decode_partition_keys_ = 0;
+  uint64_t decode_split_code_ = 0;
 
   Tensor bf16_scratch_, partials_;
+  Tensor attention_scratch_;  // the split decode's partials
 
   struct StepGraph {
     cudaGraphExec_t exec = nullptr;
