@@ -9,10 +9,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "common/checkpoint/model_config.h"
+#include "kernels/cuda/paged_attention.h"
 #include "tests/support/random_floats.h"
 #include "worker/model/cpu_backend.h"
 #include "worker/model/cuda_backend.h"
@@ -308,36 +311,57 @@ struct AttentionTensors {
   }
 };
 
-// A mixed step as the engine makes them: a prompt chunk after a cached prefix, a whole prompt,
-// and single decode tokens, over blocks given out of order; grouped-query heads.
-struct MixedStep {
-  std::vector<int32_t> ids, positions;
+// Attention shapes for the split-K decode and the tiled prefill kernels: one sequence's new
+// tokens at positions first .. first + tokens - 1.
+struct SeqShape {
+  int64_t tokens;
+  int32_t first;
+};
+
+// One block table per context (positions), the blocks handed out from `top` down (out of
+// order, and away from block 0).
+std::vector<std::vector<int32_t>> tables_for(const std::vector<int64_t>& contexts,
+                                             int32_t block_size, int32_t top) {
   std::vector<std::vector<int32_t>> tables;
+  for (const int64_t context : contexts) {
+    std::vector<int32_t> table;
+    for (int64_t b = 0; b * block_size < context; ++b) table.push_back(top--);
+    tables.push_back(table);
+  }
+  EXPECT_GE(top, -1) << "too few KV blocks for the test's contexts";
+  return tables;
+}
+
+// A step of sequences `shapes`, sequence i in tables[i] (the step's spans point into them).
+struct ShapedStep {
+  std::vector<std::vector<int32_t>> tables;
+  std::vector<int32_t> ids, positions;
   std::vector<AttentionSequence> seqs;
   std::vector<int64_t> logit_rows;
-  explicit MixedStep(int32_t block_size) {
-    struct S {
-      int64_t tokens;
-      int32_t first;
-    };
-    const std::vector<S> shape{{37, 20}, {9, 0}, {1, 300}, {1, 0}, {1, 16}};
-    int32_t next_block = 63;
-    for (const S& s : shape) {
-      std::vector<int32_t> table;
-      for (int32_t b = 0; b * block_size < s.first + s.tokens; ++b) table.push_back(next_block--);
-      tables.push_back(table);
-    }
-    for (size_t i = 0; i < shape.size(); ++i) {
-      seqs.push_back({int64_t(ids.size()), shape[i].tokens, shape[i].first, tables[i]});
-      for (int64_t t = 0; t < shape[i].tokens; ++t) {
+  ShapedStep(const std::vector<SeqShape>& shapes, std::vector<std::vector<int32_t>> given)
+      : tables(std::move(given)) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      seqs.push_back({int64_t(ids.size()), shapes[i].tokens, shapes[i].first, tables[i]});
+      for (int64_t t = 0; t < shapes[i].tokens; ++t) {
         ids.push_back(1);
-        positions.push_back(shape[i].first + int32_t(t));
+        positions.push_back(shapes[i].first + int32_t(t));
       }
       logit_rows.push_back(int64_t(ids.size()) - 1);
     }
   }
+  ShapedStep(const ShapedStep&) = delete;
   StepInputs inputs() const { return {ids, positions, seqs, logit_rows}; }
 };
+
+std::vector<int64_t> contexts_of(const std::vector<SeqShape>& shapes) {
+  std::vector<int64_t> contexts;
+  for (const SeqShape& s : shapes) contexts.push_back(s.first + s.tokens);
+  return contexts;
+}
+
+// A mixed step as the engine makes them: a prompt chunk after a cached prefix, a whole prompt,
+// and single decode tokens, over blocks given out of order (from 63 down); grouped-query heads.
+const std::vector<SeqShape> kMixedStep{{37, 20}, {9, 0}, {1, 300}, {1, 0}, {1, 16}};
 
 TEST(CudaOps, PagedAttentionMatchesTheCpuForPrefillAndDecodeRows) {
   REQUIRE_GPU();
@@ -347,7 +371,7 @@ TEST(CudaOps, PagedAttentionMatchesTheCpuForPrefillAndDecodeRows) {
       const int32_t bs = 16;
       Pair p(kv);
       p.prepare(config_of(head_dim, 2), heads, kv_heads, 64, bs);
-      MixedStep step(bs);
+      const ShapedStep step(kMixedStep, tables_for(contexts_of(kMixedStep), bs, 63));
       const int64_t rows = int64_t(step.ids.size());
       // Fill every earlier position of each sequence first (one step per sequence prefix),
       // then run the mixed step on top of that cache.
@@ -378,19 +402,11 @@ TEST(CudaOps, PagedAttentionMatchesTheCpuForPrefillAndDecodeRows) {
       const std::vector<float> q = random_floats(size_t(rows * heads * head_dim), 30, 2.0f);
       const std::vector<float> k = random_floats(size_t(rows * kv_heads * head_dim), 31, 2.0f);
       const std::vector<float> v = random_floats(size_t(rows * kv_heads * head_dim), 32);
-      Tensor qc, kc, vc, qg, kg, vg, c, g;
-      p.cpu.upload(q.data(), rows, heads * head_dim, qc);
-      p.cpu.upload(k.data(), rows, kv_heads * head_dim, kc);
-      p.cpu.upload(v.data(), rows, kv_heads * head_dim, vc);
-      p.gpu.upload(q.data(), rows, heads * head_dim, qg);
-      p.gpu.upload(k.data(), rows, kv_heads * head_dim, kg);
-      p.gpu.upload(v.data(), rows, kv_heads * head_dim, vg);
-      p.cpu.attention(1, qc, kc, vc, c);
-      poison(p.gpu, g, rows, heads * head_dim);
-      p.gpu.attention(1, qg, kg, vg, g);
+      AttentionTensors t;
+      t.upload(p, q, k, v, rows, heads * head_dim, kv_heads * head_dim);
       const std::string what = std::string("attention kv ") + std::string(dtype_name(kv)) +
                                " head_dim " + std::to_string(head_dim);
-      expect_close(host_of(p.gpu, g), host_of(p.cpu, c), 1e-5f, 1e-4f, what);
+      t.compare(p, 1, what);
 
       // Copy-on-write: block 63 (the first sequence's first block) copied over block 0, then
       // a decode row reading block 0 in its place must see the same keys.
@@ -402,18 +418,168 @@ TEST(CudaOps, PagedAttentionMatchesTheCpuForPrefillAndDecodeRows) {
       const std::vector<int32_t> id{1}, pos{10};
       const std::vector<int64_t> last{0};
       p.begin_step({id, pos, one, last});
-      Tensor q1c, k1c, v1c, q1g, k1g, v1g, o1c, o1g;
-      p.cpu.upload(q.data(), 1, heads * head_dim, q1c);
-      p.cpu.upload(k.data(), 1, kv_heads * head_dim, k1c);
-      p.cpu.upload(v.data(), 1, kv_heads * head_dim, v1c);
-      p.gpu.upload(q.data(), 1, heads * head_dim, q1g);
-      p.gpu.upload(k.data(), 1, kv_heads * head_dim, k1g);
-      p.gpu.upload(v.data(), 1, kv_heads * head_dim, v1g);
-      p.cpu.attention(0, q1c, k1c, v1c, o1c);
-      poison(p.gpu, o1g, 1, heads * head_dim);
-      p.gpu.attention(0, q1g, k1g, v1g, o1g);
-      expect_close(host_of(p.gpu, o1g), host_of(p.cpu, o1c), 1e-5f, 1e-4f, what + " after copy");
+      AttentionTensors one_row;
+      one_row.upload(p, q, k, v, 1, heads * head_dim, kv_heads * head_dim);
+      one_row.compare(p, 0, what + " after copy");
     }
+  }
+}
+
+// One attention step on both backends over `shapes` (sequence i in tables[i]): random
+// non-zero q, k, v for the new tokens, the GPU output poisoned, the outputs compared.
+void attention_step(Pair& p, const std::vector<SeqShape>& shapes,
+                    const std::vector<std::vector<int32_t>>& tables, int64_t heads,
+                    int64_t kv_heads, int64_t head_dim, int64_t layer, uint32_t seed,
+                    const std::string& what) {
+  const ShapedStep step(shapes, tables);
+  p.begin_step(step.inputs());
+  const int64_t rows = int64_t(step.ids.size());
+  const std::vector<float> q = random_floats(size_t(rows * heads * head_dim), seed, 2.0f);
+  const std::vector<float> k = random_floats(size_t(rows * kv_heads * head_dim), seed + 1, 2.0f);
+  const std::vector<float> v = random_floats(size_t(rows * kv_heads * head_dim), seed + 2);
+  AttentionTensors t;
+  t.upload(p, q, k, v, rows, heads * head_dim, kv_heads * head_dim);
+  t.compare(p, layer, what);
+}
+
+// Fills positions 0 .. prefix[i] - 1 of every sequence in prompt chunks of at most `chunk`
+// tokens, several sequences per step, comparing each step (chunked prefill after a prefix).
+void fill_prefixes(Pair& p, const std::vector<int64_t>& prefix,
+                   const std::vector<std::vector<int32_t>>& tables, int64_t heads, int64_t kv_heads,
+                   int64_t head_dim, int64_t layer, int64_t chunk, const std::string& what) {
+  for (int64_t done = 0;; done += chunk) {
+    std::vector<SeqShape> shapes;
+    std::vector<std::vector<int32_t>> step_tables;
+    for (size_t i = 0; i < prefix.size(); ++i) {
+      if (prefix[i] <= done) continue;
+      shapes.push_back({std::min(chunk, prefix[i] - done), int32_t(done)});
+      step_tables.push_back(tables[i]);
+    }
+    if (shapes.empty()) return;
+    attention_step(p, shapes, step_tables, heads, kv_heads, head_dim, layer, 100 + uint32_t(done),
+                   what + " prefix chunk at " + std::to_string(done));
+  }
+}
+
+struct HeadShape {
+  int64_t head_dim, heads, kv_heads;
+};
+
+std::string shape_name(DType kv, const HeadShape& s) {
+  return std::string("kv ") + std::string(dtype_name(kv)) + " head_dim " +
+         std::to_string(s.head_dim) + " heads " + std::to_string(s.heads) + "/" +
+         std::to_string(s.kv_heads);
+}
+
+// Host only (no device needed): the split is a power-of-two bucket of the longest context,
+// one pass up to kSplitAbove keys, and never more blocks than the cap.
+TEST(CudaOps, DecodeSplitIsAPowerOfTwoBucketOfTheLongestContext) {
+  EXPECT_EQ(cuda::decode_split(4, 8, 37).partitions, 1);
+  EXPECT_EQ(cuda::decode_split(4, 8, cuda::kSplitAbove).partitions, 1);
+  const cuda::DecodeSplit s600 = cuda::decode_split(4, 8, 600);
+  EXPECT_EQ(s600.partitions, 4);
+  EXPECT_EQ(s600.partition_keys, 256);
+  const cuda::DecodeSplit s2100 = cuda::decode_split(4, 8, 2100);
+  EXPECT_EQ(s2100.partitions, 16);
+  EXPECT_EQ(s2100.partition_keys, 256);
+  // Every context of a bucket gets the same split (one graph per bucket).
+  const cuda::DecodeSplit s4096 = cuda::decode_split(4, 8, 4096);
+  EXPECT_EQ(cuda::decode_split(4, 8, 2049).partitions, s4096.partitions);
+  EXPECT_EQ(cuda::decode_split(4, 8, 2049).partition_keys, s4096.partition_keys);
+  // Many rows: fewer, longer partitions, still covering the context.
+  const cuda::DecodeSplit many = cuda::decode_split(512, 32, 100000);
+  EXPECT_GT(many.partitions, 1);
+  EXPECT_LE(512 * 32 * int64_t(many.partitions), int64_t(1) << 15);
+  EXPECT_GE(many.partitions * many.partition_keys, 100000);
+  EXPECT_EQ(cuda::decode_split(4096, 32, 100000).partitions, 1);
+  EXPECT_EQ(cuda::decode_scratch_floats(4, 8, 128, cuda::decode_split(4, 8, 37)), 0);
+  EXPECT_EQ(cuda::decode_scratch_floats(4, 8, 128, s600), 4 * 8 * 4 * 130);
+}
+
+// Decode rows whose contexts lie below and well above the split threshold (37, 600, 2100
+// keys), in one step; their prefixes filled by chunked prefill steps, each compared too.
+TEST(CudaOps, SplitDecodeAttentionMatchesTheCpuAtLongContexts) {
+  REQUIRE_GPU();
+  const int32_t bs = 16, blocks = 200;
+  const std::vector<int64_t> contexts{37, 600, 2100};
+  for (const DType kv : {DType::F32, DType::BF16}) {
+    for (const HeadShape& s :
+         std::vector<HeadShape>{{64, 2, 2}, {80, 4, 1}, {128, 4, 1}, {256, 2, 2}}) {
+      Pair p(kv);
+      p.prepare(config_of(s.head_dim, 2), s.heads, s.kv_heads, blocks, bs);
+      const auto tables = tables_for(contexts, bs, blocks - 1);
+      std::vector<int64_t> prefix;
+      std::vector<SeqShape> decode;
+      for (const int64_t c : contexts) {
+        prefix.push_back(c - 1);
+        decode.push_back({1, int32_t(c - 1)});
+      }
+      const std::string what = shape_name(kv, s);
+      fill_prefixes(p, prefix, tables, s.heads, s.kv_heads, s.head_dim, 1, 700, what);
+      attention_step(p, decode, tables, s.heads, s.kv_heads, s.head_dim, 1, 7,
+                     what + " decode 37/600/2100");
+    }
+  }
+}
+
+// Prompts of 1, 17 and 100 tokens, alone and after a cached prefix, with decode rows in the
+// same step; grouped heads (1, 3, 4 query heads per kv head: tiles of 32 queries then end
+// inside a row's group).
+TEST(CudaOps, PrefillAttentionMatchesTheCpuWithAndWithoutACachedPrefix) {
+  REQUIRE_GPU();
+  const int32_t bs = 16, blocks = 128;
+  const std::vector<SeqShape> step{{17, 0},    {100, 0}, {1, 0},  {17, 45},
+                                   {100, 300}, {1, 130}, {1, 700}};
+  const std::vector<int64_t> contexts = contexts_of(step);
+  std::vector<int64_t> prefix;
+  for (const SeqShape& s : step) prefix.push_back(s.first);
+  for (const DType kv : {DType::F32, DType::BF16}) {
+    for (const HeadShape& s : std::vector<HeadShape>{
+             {16, 4, 4}, {64, 8, 2}, {80, 6, 2}, {128, 4, 1}, {256, 4, 4}, {256, 8, 2}}) {
+      Pair p(kv);
+      p.prepare(config_of(s.head_dim, 2), s.heads, s.kv_heads, blocks, bs);
+      const auto tables = tables_for(contexts, bs, blocks - 1);
+      const std::string what = shape_name(kv, s);
+      fill_prefixes(p, prefix, tables, s.heads, s.kv_heads, s.head_dim, 0, 256, what);
+      attention_step(p, step, tables, s.heads, s.kv_heads, s.head_dim, 0, 9, what + " prompts");
+    }
+  }
+}
+
+// Decode steps run as CUDA graphs: a graph captured at one context and replayed at longer
+// ones (within the split's bucket, and without a split) must read the new positions, and a
+// step whose longest context crosses into the next bucket (more partitions) must get a graph
+// of its own. Every step is compared with the CPU.
+TEST(CudaOps, ReplayedDecodeGraphsMatchTheCpuAsContextsGrow) {
+  REQUIRE_GPU();
+  const int64_t heads = 4, kv_heads = 1, head_dim = 128;
+  const int32_t bs = 16, blocks = 200;
+  for (const int32_t start : {500, 1020}) {  // 500: one pass up to 512 keys, then split
+    Pair p(DType::BF16);
+    p.gpu.set_graphs(true);
+    p.prepare(config_of(head_dim, 2), heads, kv_heads, blocks, bs);
+    const std::vector<int64_t> prefix{start, 40};
+    const auto tables = tables_for({start + 20, 60}, bs, blocks - 1);
+    fill_prefixes(p, prefix, tables, heads, kv_heads, head_dim, 1, 512, "graphs");
+    AttentionTensors tensors;  // the same storage every step, as a replayed graph reads it
+    const int64_t replays_before = p.gpu.graph_replays();
+    for (int32_t t = 0; t < 16; ++t) {
+      const std::vector<int32_t> ids{1, 1}, pos{start + t, 40 + t};
+      const std::vector<AttentionSequence> seqs{{0, 1, start + t, tables[0]},
+                                                {1, 1, 40 + t, tables[1]}};
+      const std::vector<int64_t> logit_rows{0, 1};
+      p.begin_step({ids, pos, seqs, logit_rows});
+      const std::vector<float> q =
+          random_floats(size_t(2 * heads * head_dim), uint32_t(50 + t), 2.0f);
+      const std::vector<float> k =
+          random_floats(size_t(2 * kv_heads * head_dim), uint32_t(70 + t), 2.0f);
+      const std::vector<float> v = random_floats(size_t(2 * kv_heads * head_dim), uint32_t(90 + t));
+      tensors.upload(p, q, k, v, 2, heads * head_dim, kv_heads * head_dim);
+      tensors.compare(p, 1, "graph step at context " + std::to_string(start + t + 1),
+                      [&](const std::function<void()>& body) { p.gpu.run_step(2, body); });
+    }
+    // Per bucket: the first step runs eagerly, the second is captured, the rest replay.
+    EXPECT_GE(p.gpu.graph_replays() - replays_before, 10) << "start " << start;
   }
 }
 
