@@ -4,6 +4,14 @@
 #include <cstring>
 
 #include "common/core/error.h"
+#if DSMATH_HAVE_CUDA_BACKEND
+#include "worker/engine/device_sampler.h"
+#include "worker/model/cuda_backend.h"
+#else
+namespace dsmath {
+class DeviceSampler {};  // never made without CUDA; complete for ModelRunner's unique_ptr
+}  // namespace dsmath
+#endif
 
 namespace dsmath {
 
@@ -62,6 +70,31 @@ static ModelRunner::StepResult resolve_step(const StepPlan& plan, std::vector<fl
   return result;
 }
 
+bool ModelRunner::samples_on_device(const StepPlan& plan) const {
+  return !plan.sampling.empty() && model_.backend().device() == Device::kCuda;
+}
+
+std::optional<ModelRunner::StepResult> ModelRunner::launch_sampling_on_device(
+    const StepPlan& plan) {
+#if DSMATH_HAVE_CUDA_BACKEND
+  const LogitsOnDevice logits = model_.launch_on_device(plan);
+  if (logits.rows == 0) return std::nullopt;
+  const auto started = std::chrono::steady_clock::now();
+  if (device_sampler_ == nullptr) {
+    auto& cuda = static_cast<CudaBackend&>(model_.backend());
+    device_sampler_ = std::make_unique<DeviceSampler>(cuda.gpu(), cuda.stream());
+  }
+  StepResult result;
+  result.samples = device_sampler_->sample(logits, decode_row_samples(plan.sampling));
+  result.sample_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+#else
+  (void)plan;
+  fail("a ", device_name(model_.backend().device()), " backend in a build without CUDA");
+#endif
+}
+
 ModelRunner::StepResult ModelRunner::step(const StepPlan& plan) {
   launch(plan);
   return finish();
@@ -71,11 +104,18 @@ void ModelRunner::launch(const StepPlan& plan) {
   DSMATH_CHECK(is_driver(), "ModelRunner::launch runs on the driver (rank 0) only");
   idle_sent_ = false;
   if (control_.topology().world_size > 1) send_plan(control_, plan);
-  std::vector<float> logits = model_.launch(plan);
+  // On the GPU the logits are sampled at once: the next launch reuses their buffer.
+  std::vector<float> logits;
+  std::optional<StepResult> sampled;
+  if (samples_on_device(plan))
+    sampled = launch_sampling_on_device(plan);
+  else
+    logits = model_.launch(plan);
   Pending pending;
   pending.plan.sampling = plan.sampling;
   if (model_.logits_holder()) {
     pending.logits = std::move(logits);
+    pending.sampled = std::move(sampled);
   } else if (const int64_t rows = LlamaModel::logit_rows(plan); rows > 0) {
     // pp > 1: the last stage's tp rank 0 sends the outcomes (or logits) when it gets there.
     const size_t bytes = plan.sampling.empty()
@@ -92,6 +132,7 @@ ModelRunner::StepResult ModelRunner::finish() {
   DSMATH_CHECK(!pending_.empty(), "ModelRunner::finish without a launched step");
   Pending p = std::move(pending_.front());
   pending_.pop_front();
+  if (p.sampled) return std::move(*p.sampled);
   if (!p.ticket)
     return resolve_step(p.plan, std::move(p.logits), size_t(model_.config().vocab_size));
   const std::vector<char> bytes = model_.stage().links->wait_recv(*p.ticket);
@@ -124,6 +165,12 @@ void ModelRunner::follow() {
     if (plan.shutdown) return;
     idle = plan.idle;
     if (idle) continue;
+    if (samples_on_device(plan)) {
+      // The last stage's tp rank 0 (pp > 1) samples on its GPU and sends the outcomes.
+      std::optional<StepResult> sampled = launch_sampling_on_device(plan);
+      if (sampled) model_.stage().links->send_async(encode_outcomes(sampled->samples), 0);
+      continue;
+    }
     std::vector<float> logits = model_.launch(plan);
     if (logits.empty()) continue;
     // The last stage's tp rank 0 (pp > 1): its samples' outcomes, or the logits, to the driver.

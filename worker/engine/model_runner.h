@@ -6,12 +6,15 @@
 //
 // The rank that holds a step's logits (LlamaModel::logits_holder) samples them when the plan
 // carries sampling instructions (row_sample.h): the driver itself at pp 1, the last pipeline
-// stage otherwise, which sends only the outcomes to the driver. Up to pp steps can be in flight
-// through the stages (launch ... launch, then finish the oldest).
+// stage otherwise, which sends only the outcomes to the driver. On the CUDA backend that rank
+// samples on the GPU (DeviceSampler) as soon as its part of the step has run: the logits never
+// leave the device, only the outcomes. Up to pp steps can be in flight through the stages
+// (launch ... launch, then finish the oldest).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -20,6 +23,8 @@
 #include "worker/model/llama.h"
 
 namespace dsmath {
+
+class DeviceSampler;
 
 class ModelRunner {
  public:
@@ -55,9 +60,18 @@ class ModelRunner {
   Communicator& control_;
   bool shut_down_ = false;
   bool idle_sent_ = false;
-  struct Pending {                   // a launched step, on the driver
-    StepPlan plan;                   // its sampling instructions
-    std::vector<float> logits;       // here already (pp 1): sampled in finish()
+  // Whether this rank samples `plan` on the GPU: it has sampling instructions and the model
+  // runs on the CUDA backend.
+  bool samples_on_device(const StepPlan& plan) const;
+  // Runs this rank's part of `plan`, leaving the logits on the device, and samples them there
+  // when they are here; nullopt on the other ranks.
+  std::optional<StepResult> launch_sampling_on_device(const StepPlan& plan);
+
+  std::unique_ptr<DeviceSampler> device_sampler_;  // made at the first step that needs it
+  struct Pending {                                 // a launched step, on the driver
+    StepPlan plan;                                 // its sampling instructions
+    std::vector<float> logits;                     // here already (pp 1): sampled in finish()
+    std::optional<StepResult> sampled;             // or sampled on the GPU already (pp 1)
     std::optional<uint64_t> ticket;  // or its outcomes (or logits) on their way from the last stage
   };
   std::deque<Pending> pending_;

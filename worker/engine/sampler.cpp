@@ -36,20 +36,11 @@ void SamplingParams::validate() const {
                top_logprobs);
 }
 
-bool SamplingParams::greedy() const {
-  return temperature < kGreedyBelowTemperature;
+std::string non_finite_logit_message(float value, size_t token) {
+  return cat("the model produced a non-finite logit (", value, " for token ", token,
+             "); the sequence cannot be continued");
 }
 
-namespace {
-
-// Reused per thread: no vocabulary-sized allocation per token.
-struct Scratch {
-  std::vector<float> penalized, prob, masked;
-  std::vector<int32_t> candidates;
-};
-thread_local Scratch scratch;
-
-// Penalties act on the raw logits, before temperature (as HF and vLLM apply them).
 void apply_penalties(std::vector<float>& z, const SamplingParams& p,
                      std::span<const int32_t> history, size_t prompt_len) {
   if (p.repetition_penalty != 1.0) {
@@ -71,14 +62,26 @@ void apply_penalties(std::vector<float>& z, const SamplingParams& p,
   }
 }
 
+bool SamplingParams::greedy() const {
+  return temperature < kGreedyBelowTemperature;
+}
+
+namespace {
+
+// Reused per thread: no vocabulary-sized allocation per token.
+struct Scratch {
+  std::vector<float> penalized, prob, masked;
+  std::vector<int32_t> candidates;
+};
+thread_local Scratch scratch;
+
 // Index of the first maximum (as torch.argmax); throws on a NaN or infinite logit.
 size_t checked_argmax(std::span<const float> z) {
   const cpu::RowArgmax best = cpu::argmax_finite(z.data(), int64_t(z.size()));
   if (!best.finite) {
     const size_t bad = size_t(
         std::find_if(z.begin(), z.end(), [](float v) { return !std::isfinite(v); }) - z.begin());
-    fail("the model produced a non-finite logit (", z[bad], " for token ", bad,
-         "); the sequence cannot be continued");
+    fail(non_finite_logit_message(z[bad], bad));
   }
   return size_t(best.index);
 }

@@ -64,4 +64,13 @@ SampledToken sample_token(std::span<const float> logits, const SamplingParams& p
                           std::span<const int32_t> history, size_t prompt_len,
                           const SampleKey& key);
 
+// The penalties on the raw logits, before temperature (as HF and vLLM apply them): what
+// sample_token does first when params.penalized().
+void apply_penalties(std::vector<float>& z, const SamplingParams& p,
+                     std::span<const int32_t> history, size_t prompt_len);
+
+// The error sample_token reports for a non-finite logit (`value`, the first at `token`); the GPU
+// sampler reports the same words.
+std::string non_finite_logit_message(float value, size_t token);
+
 }  // namespace dsmath

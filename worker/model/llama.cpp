@@ -66,6 +66,19 @@ std::vector<float> LlamaModel::forward(const StepPlan& plan) {
 }
 
 std::vector<float> LlamaModel::launch(const StepPlan& plan) {
+  const int64_t rows = run(plan);
+  if (rows == 0) return {};
+  return logits_to_host(rows);
+}
+
+LogitsOnDevice LlamaModel::launch_on_device(const StepPlan& plan) {
+  const int64_t rows = run(plan);
+  if (rows == 0) return {};
+  const Tensor& logits = layout_.tp_size > 1 ? gathered_logits_ : logits_;
+  return {logits.data(), rows, config_.vocab_size, layout_.tp_size};
+}
+
+int64_t LlamaModel::run(const StepPlan& plan) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
   const StepRows rows = flatten(plan);
   backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows});
@@ -76,8 +89,8 @@ std::vector<float> LlamaModel::launch(const StepPlan& plan) {
   backend_.run_step(rows.decode ? uint64_t(n) : 0, [&] { compute(n, logits); });
   comm_.complete();
   if (stage_.activations) stage_.activations->complete();
-  if (!logits || !logits_holder()) return {};
-  return logits_to_host(int64_t(rows.logit_rows.size()));
+  if (!logits || !logits_holder()) return 0;
+  return int64_t(rows.logit_rows.size());
 }
 
 // The plan as the backend takes it: the step's tokens, sequence after sequence, and where each

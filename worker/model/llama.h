@@ -24,6 +24,14 @@
 
 namespace dsmath {
 
+// A step's logits left where the backend computed them (device memory on a GPU), for a sampler
+// there: [rows, vocab] row-major, or at tp > 1 the gathered vocab-parallel shards
+// [tp][rows][vocab / tp]. Valid until the next launch.
+struct LogitsOnDevice {
+  const float* data = nullptr;
+  int64_t rows = 0, vocab = 0, tp = 1;
+};
+
 class LlamaModel {
  public:
   // Binds this rank's weight shard and allocates `kv_blocks` KV blocks of `block_size` tokens.
@@ -50,6 +58,10 @@ class LlamaModel {
   // rank that holds them (logits_holder()), an empty vector elsewhere. Several launched steps
   // (micro-batches of disjoint sequences) may be in flight through the stages at once.
   std::vector<float> launch(const StepPlan& plan);
+  // launch() without the copy to the host: the logits stay on the backend's device (rows 0
+  // where launch would return none).
+  LogitsOnDevice launch_on_device(const StepPlan& plan);
+  Backend& backend() const { return backend_; }
   // Whether launch returns this step's logits here: the driver at pp 1, the last stage's tp
   // rank 0 under pipeline parallelism.
   bool logits_holder() const;
@@ -64,6 +76,8 @@ class LlamaModel {
     bool decode = false;  // one sampled token per sequence
   };
   StepRows flatten(const StepPlan& plan) const;
+  // This rank's part of the plan; returns the rows of logits it holds afterwards (0 elsewhere).
+  int64_t run(const StepPlan& plan);
   void compute(int64_t rows, bool logits);
   void attention_block(int64_t layer, const LayerWeights& w);
   void mlp_block(const LayerWeights& w);

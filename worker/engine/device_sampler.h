@@ -1,0 +1,68 @@
+// Sampling on the GPU that holds the logits (kernels/cuda/sampling.*). When the model runs on
+// the CUDA backend, ModelRunner hands the step's logits, still in device memory, and the plan's
+// RowSamples here instead of copying 400 KB of f32 per row (7B) to the host: the host prepares
+// each row's parameters (its Philox uniform from the same key as the CPU's sample_token, and
+// the tokens a penalty touches), one copy takes them to the device from a pinned buffer, one
+// kernel samples every row (a block per row), and one copy brings the outcomes back (token,
+// logprob, top logprobs, or the row's error). The tokens are the CPU's wherever no probability,
+// mass or draw falls within float rounding of a boundary (sampling.cu says how close).
+// Built only with CUDA.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <memory>
+#include <vector>
+
+#include "kernels/cuda/device_allocator.h"
+#include "kernels/cuda/sampling.h"
+#include "worker/engine/row_sample.h"
+#include "worker/model/llama.h"
+
+namespace dsmath {
+
+// The host's halves of DeviceSampler::sample (apart for tests): each row's parameters and
+// penalty entries (a sample whose row is outside the step gets its error in `out` at once), then
+// the outcomes read back into `out`.
+struct DeviceRows {
+  std::vector<cuda::SampleRowParams> params;
+  std::vector<cuda::PenaltyEntry> penalties;
+  std::vector<size_t> sample_of;  // the sample each row is
+  int64_t work_rows = 0;          // vocab-wide work rows the kernel needs
+};
+DeviceRows prepare_device_rows(const std::vector<RowSample>& samples, int64_t rows, int64_t vocab,
+                               std::vector<RowOutcome>& out);
+void read_device_outcomes(const DeviceRows& rows, const cuda::SampleRowOutcome* outcomes,
+                          int64_t vocab, std::vector<RowOutcome>& out);
+
+class DeviceSampler {
+ public:
+  // Works on `stream` of `device` (the CUDA backend's), where the logits are written.
+  DeviceSampler(int device, cudaStream_t stream);
+  ~DeviceSampler();
+  DeviceSampler(const DeviceSampler&) = delete;
+  DeviceSampler& operator=(const DeviceSampler&) = delete;
+
+  // One outcome per sample, in order, as sample_rows would give on the host copy of `logits`.
+  // Waits for the stream.
+  std::vector<RowOutcome> sample(const LogitsOnDevice& logits,
+                                 const std::vector<RowSample>& samples);
+
+ private:
+  // A pinned host buffer of at least `bytes`.
+  void* pinned(void*& buffer, size_t& capacity, size_t bytes);
+  // A device buffer of at least `bytes`.
+  void* on_device(std::shared_ptr<void>& buffer, size_t& capacity, size_t bytes);
+
+  int device_;
+  cudaStream_t stream_;
+  cuda::DeviceAllocator allocator_;
+  void* pinned_in_ = nullptr;  // the rows' parameters, then the penalty entries
+  size_t pinned_in_bytes_ = 0;
+  void* pinned_out_ = nullptr;  // the outcomes
+  size_t pinned_out_bytes_ = 0;
+  std::shared_ptr<void> inputs_, outcomes_, work_, assembled_;
+  size_t inputs_bytes_ = 0, outcomes_bytes_ = 0, work_bytes_ = 0, assembled_bytes_ = 0;
+};
+
+}  // namespace dsmath
