@@ -2,7 +2,8 @@
 // arithmetic model (tests/data/models/arith, bf16 weights): logits agree within the bf16
 // tolerance (the GPU rounds activations to bf16 for its GEMMs), every greedy token agrees
 // wherever the CPU's top-2 margin exceeds that tolerance, and the engine's greedy samples are
-// the same texts. Without a CUDA device every test reports SKIPPED.
+// the same texts (sampled on the GPU, with logprobs within the tolerance). Without a CUDA device
+// every test reports SKIPPED.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -194,17 +195,24 @@ TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
       r.key = cat("problem ", p);
       r.prompt = problems[p];
       r.params.temperature = 0;
+      r.params.logprobs = true;
       r.params.max_new_tokens = 48;
       r.params.stop_token_ids = {100001};
       engine.add(std::move(r));
     }
     results[i] = testing::run_until_idle(engine);
   }
+  EXPECT_FALSE(c.runner.sampled_on_gpu());
+  EXPECT_TRUE(g.runner.sampled_on_gpu());  // the GPU's engine sampled where its logits are
   ASSERT_EQ(results[0].size(), problems.size());
   for (const auto& [key, cpu_sample] : results[0]) {
     const auto& gpu_sample = results[1].at(key);
     EXPECT_EQ(gpu_sample.token_ids, cpu_sample.token_ids) << key.first;
     EXPECT_EQ(gpu_sample.finish, cpu_sample.finish) << key.first;
+    ASSERT_EQ(gpu_sample.logprobs.size(), cpu_sample.logprobs.size()) << key.first;
+    for (size_t t = 0; t < cpu_sample.logprobs.size(); ++t)  // log_softmax moves by both logits
+      EXPECT_NEAR(gpu_sample.logprobs[t], cpu_sample.logprobs[t], 2 * kLogitTolerance)
+          << key.first << ", token " << t;
   }
 }
 

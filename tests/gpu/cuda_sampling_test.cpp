@@ -78,6 +78,9 @@ struct Gpu {
     buffers.push_back(d);
     EXPECT_EQ(cudaMemcpy(d, laid.data(), laid.size() * sizeof(float), cudaMemcpyHostToDevice),
               cudaSuccess);
+    // A pageable copy may still be in flight when cudaMemcpy returns, and the sampler's stream
+    // does not wait for the legacy stream.
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
     return {d, rows, vocab, tp};
   }
 };

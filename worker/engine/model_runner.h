@@ -34,6 +34,8 @@ class ModelRunner {
   ModelRunner& operator=(const ModelRunner&) = delete;
 
   LlamaModel& model() { return model_; }
+  // Whether a step has been sampled on the GPU here (DeviceSampler).
+  bool sampled_on_gpu() const { return device_sampler_ != nullptr; }
   bool is_driver() const { return control_.topology().is_driver(); }
 
   struct StepResult {
