@@ -1,6 +1,7 @@
 #include "worker/engine/device_sampler.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <unordered_map>
@@ -12,6 +13,10 @@
 namespace dsmath {
 
 namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
 
 // The tokens the penalties touch, as sampler.cpp's apply_penalties walks them: the repetition
 // penalty every distinct token of the history, presence and frequency the generated part
@@ -44,7 +49,10 @@ void add_penalties(const RowSample& s, int64_t vocab, std::vector<cuda::PenaltyE
 }  // namespace
 
 DeviceSampler::DeviceSampler(int device, cudaStream_t stream)
-    : device_(device), stream_(stream), allocator_(device, stream) {}
+    : device_(device), stream_(stream), allocator_(device, stream) {
+  DSMATH_CUDA_CHECK(cudaEventCreate(&began_));
+  DSMATH_CUDA_CHECK(cudaEventCreate(&ended_));
+}
 
 DeviceSampler::~DeviceSampler() {
   cudaStreamSynchronize(stream_);
@@ -54,6 +62,8 @@ DeviceSampler::~DeviceSampler() {
   assembled_.reset();
   if (pinned_in_ != nullptr) cudaFreeHost(pinned_in_);
   if (pinned_out_ != nullptr) cudaFreeHost(pinned_out_);
+  if (began_ != nullptr) cudaEventDestroy(began_);
+  if (ended_ != nullptr) cudaEventDestroy(ended_);
 }
 
 void* DeviceSampler::pinned(void*& buffer, size_t& capacity, size_t bytes) {
@@ -133,6 +143,8 @@ void read_device_outcomes(const DeviceRows& d, const cuda::SampleRowOutcome* out
 
 std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
                                               const std::vector<RowSample>& samples) {
+  const auto started = std::chrono::steady_clock::now();
+  last_seconds_ = 0;
   const int64_t vocab = logits.vocab;
   DSMATH_CHECK(
       vocab > 0 && vocab <= cuda::kMaxSamplingVocab && logits.tp >= 1 && vocab % logits.tp == 0,
@@ -164,6 +176,8 @@ std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
   auto* work = static_cast<float*>(on_device(
       work_, work_bytes_, size_t(std::max<int64_t>(work_rows, 1) * vocab) * sizeof(float)));
   const float* rows = logits.data;
+  const double host_seconds = seconds_since(started);
+  DSMATH_CUDA_CHECK(cudaEventRecord(began_, stream_));  // the forward's kernels are before it
   if (logits.tp > 1) {
     auto* full = static_cast<float*>(
         on_device(assembled_, assembled_bytes_, size_t(logits.rows * vocab) * sizeof(float)));
@@ -179,9 +193,13 @@ std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
                     reinterpret_cast<const cuda::PenaltyEntry*>(d_in + params_bytes), work, d_out,
                     stream_);
   DSMATH_CUDA_CHECK(cudaMemcpyAsync(host_out, d_out, out_bytes, cudaMemcpyDeviceToHost, stream_));
+  DSMATH_CUDA_CHECK(cudaEventRecord(ended_, stream_));
   DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));
-
+  float gpu_ms = 0;
+  DSMATH_CUDA_CHECK(cudaEventElapsedTime(&gpu_ms, began_, ended_));
+  const auto read_started = std::chrono::steady_clock::now();
   read_device_outcomes(d, host_out, vocab, out);
+  last_seconds_ = host_seconds + double(gpu_ms) / 1e3 + seconds_since(read_started);
   return out;
 }
 

@@ -47,6 +47,9 @@ class DeviceSampler {
   // Waits for the stream.
   std::vector<RowOutcome> sample(const LogitsOnDevice& logits,
                                  const std::vector<RowSample>& samples);
+  // The last sample()'s own time: the host's work and the GPU's from the first copy to the
+  // last, without the wait for the forward still running before it.
+  double last_seconds() const { return last_seconds_; }
 
  private:
   // A pinned host buffer of at least `bytes`.
@@ -63,6 +66,8 @@ class DeviceSampler {
   size_t pinned_out_bytes_ = 0;
   std::shared_ptr<void> inputs_, outcomes_, work_, assembled_;
   size_t inputs_bytes_ = 0, outcomes_bytes_ = 0, work_bytes_ = 0, assembled_bytes_ = 0;
+  cudaEvent_t began_ = nullptr, ended_ = nullptr;  // around the GPU's part
+  double last_seconds_ = 0;
 };
 
 }  // namespace dsmath

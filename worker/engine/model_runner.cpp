@@ -79,15 +79,14 @@ std::optional<ModelRunner::StepResult> ModelRunner::launch_sampling_on_device(
 #if DSMATH_HAVE_CUDA_BACKEND
   const LogitsOnDevice logits = model_.launch_on_device(plan);
   if (logits.rows == 0) return std::nullopt;
-  const auto started = std::chrono::steady_clock::now();
   if (device_sampler_ == nullptr) {
     auto& cuda = static_cast<CudaBackend&>(model_.backend());
     device_sampler_ = std::make_unique<DeviceSampler>(cuda.gpu(), cuda.stream());
   }
   StepResult result;
   result.samples = device_sampler_->sample(logits, decode_row_samples(plan.sampling));
-  result.sample_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  // Its own time: the forward still running on the GPU when it began is the forward's.
+  result.sample_seconds = device_sampler_->last_seconds();
   return result;
 #else
   (void)plan;
