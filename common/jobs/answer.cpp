@@ -83,11 +83,17 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// Wrappers stripped from one answer at most. Each costs a scan of the rest of the answer, so a
+// degenerate output of thousands of nested \text{ would be quadratic; past this many the rest of
+// the answer is kept as it is (a real answer has a handful).
+constexpr int kMaxWrappers = 64;
+
 // "\text{...}"-style wrappers: the whole answer keeps the content; a wrapper after a number is a
 // unit and goes; any other keeps its content.
 std::string strip_text_wrappers(std::string a) {
+  int budget = kMaxWrappers;
   for (std::string_view command : {"\\text", "\\textbf", "\\mbox", "\\mathrm", "\\textnormal"}) {
-    for (size_t at = a.find(std::string(command) + "{"); at != std::string::npos;
+    for (size_t at = a.find(std::string(command) + "{"); at != std::string::npos && budget-- > 0;
          at = a.find(std::string(command) + "{", at)) {
       const size_t open = at + command.size();
       const size_t end = matching_brace(a, open);

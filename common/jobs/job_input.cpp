@@ -92,7 +92,10 @@ JobProblem native_line(const Json& j, size_t line_number, const JobInputOptions&
     if (!id || id->empty()) fail("no id field \"", o.id_field, "\"");
     p.id = *id;
   } else {
-    p.id = text_of(j, "id").value_or(std::to_string(line_number));
+    const auto id = text_of(j, "id");
+    // An empty id would key every sample of the problem by "" (its random stream, its lines).
+    if (id && id->empty()) fail("\"id\" is empty");
+    p.id = id.value_or(std::to_string(line_number));
   }
   std::vector<std::string> prompt_fields = {o.prompt_field};
   if (o.prompt_field.empty()) prompt_fields = {"question", "problem", "prompt"};

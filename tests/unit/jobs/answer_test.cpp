@@ -69,6 +69,18 @@ TEST(ExtractAnswer, DeeplyNestedFractionsStayLinear) {
   EXPECT_TRUE(answers_equal("\\frac{\\frac{\\frac{1}{2}}{2}}{2}", "0.125"));
 }
 
+// Each \text{ wrapper stripped scans the rest of the answer: 20,000 nested ones took seconds.
+// Past 64 wrappers the rest is kept as it is; a few are still stripped.
+TEST(ExtractAnswer, ManyNestedTextWrappersStayLinear) {
+  std::string nested;
+  for (int i = 0; i < 20000; ++i) nested += "\\text{";
+  nested += "7";
+  for (int i = 0; i < 20000; ++i) nested += "}";
+  EXPECT_FALSE(answers_equal("\\boxed{" + nested + "}", "8"));
+  EXPECT_EQ(normalize_answer("\\text{\\textbf{(B)}}"), normalize_answer("(B)"));
+  EXPECT_TRUE(answers_equal("\\boxed{5\\text{ cm}}", "5"));
+}
+
 TEST(AnswerKey, OneSpellingPerNumberForTheVote) {
   EXPECT_EQ(answer_key("1/2"), answer_key("0.5"));
   EXPECT_EQ(answer_key("\\frac{1}{2}"), answer_key("0.50"));

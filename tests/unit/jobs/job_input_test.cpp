@@ -46,6 +46,17 @@ TEST(JobInput, DuplicateIdNamesTheInputAndLine) {
   }
 }
 
+// An empty id would key all of a problem's samples (random streams, output lines) by "".
+TEST(JobInput, EmptyIdIsABadLine) {
+  const JobInput input =
+      read("{\"id\": \"a\", \"question\": \"q\"}\n{\"id\": \"\", \"question\": \"r\"}\n");
+  ASSERT_EQ(input.problems.size(), 1u);
+  ASSERT_EQ(input.errors.size(), 1u);
+  EXPECT_EQ(input.errors[0].line, 2u);
+  EXPECT_NE(input.errors[0].reason.find("\"id\" is empty"), std::string::npos)
+      << input.errors[0].reason;
+}
+
 // Found by the fuzzer: an integer field given as 1e300 was converted to int64 (undefined
 // behaviour; UBSan: "1e+300 is outside the range of representable values of type 'long'"), 2.5
 // was truncated to 2 and 2^64 - 1 wrapped to -1. Now such a line is an InputError naming the
