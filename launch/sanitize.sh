@@ -12,7 +12,8 @@
 # Environment: DSMATH_BUILD_JOBS and DSMATH_TEST_JOBS (default: every core), DSMATH_BUILD_DIR
 # (default build-asan / build-tsan), DSMATH_SANITIZE_EXCLUDE (a ctest -E regex added to the
 # script's own). Extra arguments go to ctest, e.g. `-R Tokenizer` or `-L unit`.
-# Expect hours on 2 cores: a full build (ASan, about 1.5 h at -j1), tests 2-10x slower.
+# Expect hours on 2 cores: a full build (ASan, about 1.5 h at -j1), tests 2-10x slower (the MPI
+# processes record whole allocation stacks under ASan, see worker/comm/mpi_session.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,8 +28,9 @@ esac
 supp=$root/tests/sanitizers
 jobs=${DSMATH_TEST_JOBS:-$(nproc)}
 
-# Sanitized code runs 2-10x slower: the mpi tests' TIMEOUTs and per-test watchdogs are scaled
-# at configure time (tests/mpi/CMakeLists.txt), tests without a TIMEOUT get --timeout.
+# Sanitized code runs 2-10x slower: the mpi and e2e tests' TIMEOUTs and per-test watchdogs are
+# scaled at configure time (tests/mpi, tests/e2e CMakeLists.txt), serve_test.py's deadlines by
+# DSMATH_TEST_TIMEOUT_SCALE in its environment; tests without a TIMEOUT get --timeout.
 cmake_args=(-DCMAKE_C_COMPILER=gcc -DCMAKE_CXX_COMPILER=g++ -DCMAKE_BUILD_TYPE=RelWithDebInfo
             -DDSMATH_CUDA=OFF -DDSMATH_BUILD_BENCHMARKS=OFF)
 
@@ -41,7 +43,8 @@ if [ "$mode" = asan ]; then
   export DSMATH_BUILD_DIR=${DSMATH_BUILD_DIR:-build-asan}
   flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
   # No DSMATH_BUILD_TARGETS: the whole suite is built.
-  bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=3 \
+  export DSMATH_TEST_TIMEOUT_SCALE=5  # the e2e scripts' own deadlines (serve_test.py)
+  bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=$DSMATH_TEST_TIMEOUT_SCALE \
     "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
     "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined" \
     "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined" \
@@ -58,7 +61,8 @@ fi
 export DSMATH_BUILD_DIR=${DSMATH_BUILD_DIR:-build-tsan}
 flags="-fsanitize=thread -fno-omit-frame-pointer"
 export DSMATH_BUILD_TARGETS=${DSMATH_BUILD_TARGETS:-"test_coordinator test_engine test_kv_blocks dsmath-coordinator dsmath-worker dsmath dsmath-make-model"}
-bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=5 \
+export DSMATH_TEST_TIMEOUT_SCALE=5
+bash launch/build.sh "${cmake_args[@]}" -DDSMATH_TEST_TIMEOUT_SCALE=$DSMATH_TEST_TIMEOUT_SCALE \
   "-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags" \
   "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread" "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread" \
   "-DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=thread"

@@ -21,6 +21,7 @@ BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.environ.get("DSMATH_ARITH_MODEL", os.path.join(SRC, "tests", "data", "models", "arith"))
 TMP = tempfile.mkdtemp(prefix="dsmath-arith-test-")
+SCALE = float(os.environ.get("DSMATH_TEST_TIMEOUT_SCALE", "1"))  # sanitizer builds: slower
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"] + (
     ["--allow-run-as-root"] if os.geteuid() == 0 else [])
 
@@ -127,13 +128,16 @@ class ServedStopTest(unittest.TestCase):
                                   "1", "--coordinator", workers, "--max-reconnect-seconds", "1"],
                                  stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.time() + 60
+            deadline = time.time() + 60 * SCALE
             while time.time() < deadline:
                 health = subprocess.run([f"{BIN}/dsmath", "health", "--server", address],
                                         capture_output=True, text=True)
                 if health.stdout.strip() == "SERVING":
                     break
                 time.sleep(0.1)
+            else:
+                log.seek(0)
+                self.fail("the coordinator never served a worker group:\n" + log.read())
             question = HELDOUT[0]["question"]
             ask = [f"{BIN}/dsmath", "generate", "--server", address, "--chat", "--cot",
                    "--temperature", "0", "--max-new-tokens", "48", "--format", "json", question]
@@ -147,8 +151,8 @@ class ServedStopTest(unittest.TestCase):
             self.assertEqual(cut["stop_reason"], {"stop_string": "\\boxed"})
         finally:
             coordinator.terminate()
-            coordinator.wait(timeout=30)
-            group.wait(timeout=30)
+            coordinator.wait(timeout=30 * SCALE)
+            group.wait(timeout=30 * SCALE)
             log.close()
 
 

@@ -23,6 +23,9 @@ import urllib.request
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TMP = tempfile.mkdtemp(prefix="dsmath-serve-test-")
+# Sanitizer builds run several times slower (launch/sanitize.sh sets this): the deadlines that
+# bound how long a generation may take scale with it.
+SCALE = float(os.environ.get("DSMATH_TEST_TIMEOUT_SCALE", "1"))
 # Loopback only: a proxy from the environment must not carry gRPC or metrics calls.
 for var in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ.pop(var, None)
@@ -463,14 +466,15 @@ class TwoGroupsTest(unittest.TestCase):
             started = []
             for seed in (1, 2):
                 started.append(stub.GenerateStream(request(ignore_eos=True, max_new_tokens=2000,
-                                                           temperature=1.0, seed=seed), timeout=60))
+                                                           temperature=1.0, seed=seed),
+                                                   timeout=60 * SCALE))
                 next(started[-1])
             for g in (g1, g2):  # both stay unfinished, and what comes next cannot start
                 signal_group(g, signal.SIGSTOP)
             # Two short ones: equal loads, so one lands on each group.
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 later = [pool.submit(stub.Generate, request(max_new_tokens=8, seed=10 + s),
-                                     timeout=60) for s in range(2)]
+                                     timeout=60 * SCALE) for s in range(2)]
                 c.wait(lambda: c.metric("dsmath_queue_depth") == 2, "2 queued requests")
                 signal_group(g2, signal.SIGKILL)
                 signal_group(g1, signal.SIGCONT)
@@ -496,7 +500,7 @@ class TwoGroupsTest(unittest.TestCase):
 
 class LifecycleTest(unittest.TestCase):
     def test_no_group_is_unavailable_until_one_joins_and_sigterm_drains(self):
-        c = Cluster(start=False)
+        c = Cluster("--shutdown-grace-seconds", str(30 * SCALE), start=False)
         try:
             group = c.start_group(np=2, wait=False)  # before the coordinator: it keeps retrying
             time.sleep(1)
@@ -504,7 +508,7 @@ class LifecycleTest(unittest.TestCase):
             c.start_coordinator()
             c.wait(lambda: c.health_status() == "SERVING", "the group to join")
             stream = c.stub.GenerateStream(request(ignore_eos=True, max_new_tokens=400,
-                                                   temperature=0), timeout=120)
+                                                   temperature=0), timeout=120 * SCALE)
             next(stream)
             signal_group(group, signal.SIGSTOP)  # the request stays running while we look
             c.coordinator.send_signal(signal.SIGTERM)
@@ -515,8 +519,8 @@ class LifecycleTest(unittest.TestCase):
             signal_group(group, signal.SIGCONT)
             rest = list(stream)  # the running request finishes
             self.assertEqual(rest[-1].outputs[-1].finish_reason, "length")
-            self.assertEqual(c.coordinator.wait(timeout=30), 0)
-            self.assertEqual(group.wait(timeout=30), 0, c.logs())
+            self.assertEqual(c.coordinator.wait(timeout=30 * SCALE), 0)
+            self.assertEqual(group.wait(timeout=30 * SCALE), 0, c.logs())
         finally:
             c.stop()
 

@@ -96,7 +96,7 @@ class LlamaModel {
   int32_t kv_blocks_, block_size_;
   // Activations of the current step, [tokens, width]; storage reused across steps.
   Tensor x_, normed_, q_, k_, v_, attn_, proj_, gate_, last_, logits_;
-  Tensor scratch_;  // the backend's, for qkv_rope and gate_up_silu
+  Tensor scratch_;              // the backend's, for qkv_rope and gate_up_silu
   Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
   Tensor gathered_logits_;      // [tp * rows, local_vocab]
   static constexpr int64_t kCanonicalChunks = 8;
