@@ -39,14 +39,7 @@ struct FakeLink : GroupLink {
 };
 
 worker::v1::Register registration() {
-  worker::v1::Register r;
-  r.set_protocol_version(kWorkerLinkVersion);
-  r.set_fingerprint(testing::served_model().fingerprint);
-  r.set_tp(1);
-  r.set_kv_blocks(100);
-  r.set_block_size(16);
-  r.set_max_running(8);
-  return r;
+  return testing::group_registration(/*kv_blocks=*/100, /*max_running=*/8);
 }
 
 RequestPlan plan(const std::string& id = "", int32_t n = 1) {

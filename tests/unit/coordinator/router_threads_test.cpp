@@ -115,19 +115,9 @@ class Group : public GroupLink {
   }
   void flush() override {}
 
-  static worker::v1::Register registration() {
-    worker::v1::Register r;
-    r.set_protocol_version(kWorkerLinkVersion);
-    r.set_fingerprint(testing::served_model().fingerprint);
-    r.set_tp(1);
-    r.set_kv_blocks(1000);
-    r.set_block_size(16);
-    r.set_max_running(64);
-    return r;
-  }
   // Registers with the router and starts answering; false when the router refused.
   bool start(std::shared_ptr<Group> self) {
-    if (!router_.add_group(self, registration(), &id_).ok()) return false;
+    if (!router_.add_group(self, testing::group_registration(1000, 64), &id_).ok()) return false;
     thread_ = std::thread([this] { run(); });
     return true;
   }

@@ -29,4 +29,15 @@ const ServedModel& served_model() {
   return model;
 }
 
+worker::v1::Register group_registration(int32_t kv_blocks, int32_t max_running) {
+  worker::v1::Register r;
+  r.set_protocol_version(kWorkerLinkVersion);
+  r.set_fingerprint(served_model().fingerprint);
+  r.set_tp(1);
+  r.set_kv_blocks(kv_blocks);
+  r.set_block_size(16);
+  r.set_max_running(max_running);
+  return r;
+}
+
 }  // namespace dsmath::testing
