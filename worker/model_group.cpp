@@ -49,6 +49,13 @@ void add_group_flags(CLI::App& command, GroupOptions& o) {
                   "Steps in flight at once, each over its own sequences (default: --pp, so that "
                   "every stage works at once; 1: one step at a time)")
       ->check(CLI::Range(1, 64));
+  command
+      .add_option("--overlap", o.overlap,
+                  "Launch each step before the last one's tokens are back, so that the host "
+                  "plans while the device computes: on, off, or auto (on for --device cuda at "
+                  "--pp 1). Samples are the same either way")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
+      ->capture_default_str();
   command.add_option("--threads", o.threads,
                      "CPU threads per rank (default: the node's cores / its ranks)");
   command.add_option("--kv-cache-gib", o.kv_cache_gib, "KV cache memory per rank, GiB")
@@ -144,6 +151,13 @@ EngineConfig ModelGroup::engine_config() const {
   config.max_step_tokens = options_.max_step_tokens;
   config.prefix_caching = options_.prefix_cache;
   config.micro_batches = options_.micro_batches > 0 ? options_.micro_batches : topology_.pp_size;
+  // Pipeline stages overlap through micro-batches instead; on the CPU the host is the device.
+  config.overlap =
+      options_.overlap == "on" ||
+      (options_.overlap == "auto" && options_.device == Device::kCuda && config.micro_batches == 1);
+  DSMATH_CHECK(!config.overlap || config.micro_batches == 1,
+               "--overlap on runs one step ahead of the last, which --micro-batches ",
+               config.micro_batches, " (pipeline stages) already does; use --overlap off or auto");
   config.eos_token_ids =
       eos_token_ids(checkpoint_->config(), checkpoint_->generation_config(), *tokenizer_);
   return config;

@@ -31,14 +31,15 @@ struct GroupOptions {
   int pp = 1;                      // --pp: pipeline stages (world size = tp x pp)
   std::vector<int64_t> pp_layers;  // --pp-layers 16,14: layers per stage (default: even)
   int micro_batches = 0;           // --micro-batches: steps in flight (0: one per stage)
+  std::string overlap = "auto";    // --overlap auto | on | off (auto: on for cuda at pp 1)
   int32_t max_step_tokens = 512;
   bool prefix_cache = true;
   int collective_timeout_seconds = 600;  // --collective-timeout-seconds (0: no watchdog)
 };
 
-// --model, --device, --pp, --pp-layers, --micro-batches, --threads, --kv-cache-gib, --kv-dtype,
-// --matmul-precision,
-// --max-step-tokens, --no-prefix-cache, --collective-timeout-seconds.
+// --model, --device, --pp, --pp-layers, --micro-batches, --overlap, --threads, --kv-cache-gib,
+// --kv-dtype, --matmul-precision, --max-step-tokens, --no-prefix-cache,
+// --collective-timeout-seconds.
 void add_group_flags(CLI::App& command, GroupOptions& options);
 
 class ModelGroup {

@@ -523,7 +523,25 @@ __global__ void assemble_kernel(const float* shards, int64_t tp, int64_t rows, i
   out[i] = shards[((col / local) * rows + row) * local + col % local];
 }
 
+__global__ void fill_placeholders_kernel(int32_t* ids, int64_t rows,
+                                         const SampleRowOutcome* outcomes, int64_t count) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= rows || ids[i] >= 0) return;
+  const int64_t from = -1 - int64_t(ids[i]);
+  const bool sampled = from < count && outcomes[from].status == kSampled;
+  ids[i] = sampled ? outcomes[from].token : 0;
+}
+
 }  // namespace
+
+void fill_token_placeholders(int32_t* ids, int64_t rows, const SampleRowOutcome* outcomes,
+                             int64_t count, cudaStream_t stream) {
+  if (rows == 0) return;
+  constexpr int kBlock = 256;
+  fill_placeholders_kernel<<<blocks_for(rows, kBlock), kBlock, 0, stream>>>(ids, rows, outcomes,
+                                                                            count);
+  DSMATH_CUDA_CHECK_LAUNCH();
+}
 
 void assemble_vocab_shards(const float* shards, int64_t tp, int64_t rows, int64_t local, float* out,
                            cudaStream_t stream) {

@@ -65,4 +65,11 @@ void sample_rows(const float* logits, int64_t vocab, const SampleRowParams* para
                  const PenaltyEntry* penalties, float* work, SampleRowOutcome* outcomes,
                  cudaStream_t stream);
 
+// The engine's overlap (worker/engine/engine.h): a step launched before the previous one's
+// tokens reached the host names them by placeholder. ids[i] < 0 becomes outcomes[-1 - ids[i]]
+// .token, or 0 where that row did not sample (its sequence ends with the row's error and this
+// row is dropped) or the index is outside [0, count); ids[i] >= 0 stay.
+void fill_token_placeholders(int32_t* ids, int64_t rows, const SampleRowOutcome* outcomes,
+                             int64_t count, cudaStream_t stream);
+
 }  // namespace dsmath::cuda

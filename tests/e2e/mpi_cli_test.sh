@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end under mpirun: `dsmath-worker generate` gives the same tokens at -np 1, 2 and 4
-# (sampled, a batch of prompts) and under --pp 2; a tp that does not divide the model, or a
-# shard missing on one stage's node, stops every rank with one clear message and a non-zero
-# exit.
+# (sampled, a batch of prompts), with --overlap on and under --pp 2; a tp that does not divide
+# the model, or a shard missing on one stage's node, stops every rank with one clear message and
+# a non-zero exit.
 set -euo pipefail
 BIN=$1
 MPIRUN=(mpirun --oversubscribe --allow-run-as-root --bind-to none)
@@ -31,6 +31,18 @@ for np in (2, 4):
         assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-3
 PY
 then ok "same tokens at -np 1, 2, 4"; else bad "same tokens at -np 1, 2, 4"; fi
+
+# --overlap on (each step launched before the last one's tokens are back): the same tokens.
+"${MPIRUN[@]}" -np 2 "$BIN/dsmath-worker" generate --model "$TMP/model" --chat --overlap on \
+  --prompts-file "$TMP/prompts.jsonl" --max-new-tokens 8 --temperature 0.8 --top-k 50 \
+  --seed 4 --ignore-eos --logprobs --format json --threads 1 > "$TMP/overlap2.jsonl"
+if python3 - "$TMP" <<'PY'
+import json, sys
+one = [json.loads(l) for l in open(f"{sys.argv[1]}/np1.jsonl")]
+ahead = [json.loads(l) for l in open(f"{sys.argv[1]}/overlap2.jsonl")]
+assert [r["token_ids"] for r in ahead] == [r["token_ids"] for r in one]
+PY
+then ok "--overlap on at -np 2: the tokens of one process"; else bad "--overlap on tokens"; fi
 
 # Pipeline stages: --pp 2 at -np 2 (tp 1 x pp 2) and -np 4 (tp 2 x pp 2), two micro-batches in
 # flight, give the tokens of one process.

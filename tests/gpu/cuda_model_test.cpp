@@ -178,6 +178,8 @@ TEST(CudaModel, GraphReplaysEqualEagerStepsBitForBit) {
   EXPECT_EQ(eager_backend.graph_replays(), 0);
 }
 
+// The engine on the GPU, one step at a time and with overlap (each step launched before the
+// last one's tokens reach the host, its placeholders filled on the device), against the CPU's.
 TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
   REQUIRE_GPU();
   CpuBackend cpu;
@@ -186,10 +188,13 @@ TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
   // Problems where no greedy step is a near tie (the engine's batches vary cuBLAS's shapes).
   const std::vector<std::vector<int32_t>> problems = prompts(16, 2 * kLogitTolerance);
   ASSERT_GE(problems.size(), 8u);
-  testing::Completions results[2];
-  Replica* replicas[2] = {&c, &g};
-  for (int i = 0; i < 2; ++i) {
-    Engine engine(replicas[i]->runner, EngineConfig{});
+  testing::Completions results[3];
+  Replica* replicas[3] = {&c, &g, &g};
+  EngineStats overlap_stats;
+  for (int i = 0; i < 3; ++i) {
+    EngineConfig config;
+    config.overlap = i == 2;
+    Engine engine(replicas[i]->runner, config);
     for (size_t p = 0; p < problems.size(); ++p) {
       EngineRequest r;
       r.key = cat("problem ", p);
@@ -201,19 +206,24 @@ TEST(CudaModel, EngineGreedySamplesAreTheCpusTexts) {
       engine.add(std::move(r));
     }
     results[i] = testing::run_until_idle(engine);
+    if (config.overlap) overlap_stats = engine.stats();
   }
   EXPECT_FALSE(c.runner.sampled_on_gpu());
   EXPECT_TRUE(g.runner.sampled_on_gpu());  // the GPU's engine sampled where its logits are
+  EXPECT_GT(overlap_stats.ahead_tokens, overlap_stats.generated_tokens / 2);
+  EXPECT_GT(overlap_stats.dropped_ahead, 0) << "samples ending at the stop token";
   ASSERT_EQ(results[0].size(), problems.size());
-  for (const auto& [key, cpu_sample] : results[0]) {
-    const auto& gpu_sample = results[1].at(key);
-    EXPECT_EQ(gpu_sample.token_ids, cpu_sample.token_ids) << key.first;
-    EXPECT_EQ(gpu_sample.finish, cpu_sample.finish) << key.first;
-    ASSERT_EQ(gpu_sample.logprobs.size(), cpu_sample.logprobs.size()) << key.first;
-    for (size_t t = 0; t < cpu_sample.logprobs.size(); ++t)  // log_softmax moves by both logits
-      EXPECT_NEAR(gpu_sample.logprobs[t], cpu_sample.logprobs[t], 2 * kLogitTolerance)
-          << key.first << ", token " << t;
-  }
+  for (const auto& [key, cpu_sample] : results[0])
+    for (int i = 1; i < 3; ++i) {
+      SCOPED_TRACE(i == 1 ? "one step at a time" : "overlap");
+      const auto& gpu_sample = results[i].at(key);
+      EXPECT_EQ(gpu_sample.token_ids, cpu_sample.token_ids) << key.first;
+      EXPECT_EQ(gpu_sample.finish, cpu_sample.finish) << key.first;
+      ASSERT_EQ(gpu_sample.logprobs.size(), cpu_sample.logprobs.size()) << key.first;
+      for (size_t t = 0; t < cpu_sample.logprobs.size(); ++t)  // log_softmax moves by both logits
+        EXPECT_NEAR(gpu_sample.logprobs[t], cpu_sample.logprobs[t], 2 * kLogitTolerance)
+            << key.first << ", token " << t;
+    }
 }
 
 }  // namespace

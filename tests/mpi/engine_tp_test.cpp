@@ -1,7 +1,7 @@
 // The engine on a tensor-parallel group (mpirun -np 1, 2 and 4): random request streams of
 // 1,000 operations with chunking, preemption, prefix-cache eviction and cancellations give
-// every sample the tokens it gets alone, at every tp, and leak no block; an idle group's
-// followers wait without burning CPU.
+// every sample the tokens it gets alone, at every tp, with and without overlap, and leak no
+// block; an idle group's followers wait without burning CPU.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -28,6 +28,20 @@ TEST(EngineTp, RandomStreamEqualsSoloRuns) {
     Replica r(dir, MPI_COMM_WORLD, /*kv_blocks=*/12);
     ModelRunner runner(r.model, *r.comm);
     testing::random_stream_on_group(runner, 11, 1000, /*max_prompt=*/60);
+  }
+  testing::remove_on_rank0(dir);
+}
+
+// The engine running each step ahead of the last (overlap): the driver fills the placeholders
+// before the plan goes out, so every rank computes the same tokens.
+TEST(EngineTp, RandomStreamWithOverlapEqualsSoloRuns) {
+  const auto dir =
+      testing::make_model("engine-overlap", {"--preset", "tiny", "--kv-heads", "2", "--seed", "6"});
+  {
+    Replica r(dir, MPI_COMM_WORLD, /*kv_blocks=*/12);
+    ModelRunner runner(r.model, *r.comm);
+    testing::random_stream_on_group(runner, 12, 400, /*max_prompt=*/60, /*micro_batches=*/1,
+                                    /*overlap=*/true);
   }
   testing::remove_on_rank0(dir);
 }

@@ -18,6 +18,7 @@ struct Completion {
   FinishReason finish = FinishReason::kNone;
   std::string error;
   int32_t cached_prompt_tokens = 0;
+  int32_t completion_tokens = 0;  // as the finishing event counts them
 };
 
 // Keyed by (request key, sample index); a refused request appears as sample -1.
@@ -27,6 +28,8 @@ inline void collect(const std::vector<EngineEvent>& events, Completions& out) {
   for (const EngineEvent& e : events) {
     Completion& c = out[{e.key, e.sample_index}];
     if (e.token) {
+      DSMATH_CHECK(c.finish == FinishReason::kNone, "sample ", e.key, "/", e.sample_index,
+                   " made a token after it finished");
       c.token_ids.push_back(e.token->token);
       c.logprobs.push_back(e.token->logprob);
     }
@@ -36,6 +39,7 @@ inline void collect(const std::vector<EngineEvent>& events, Completions& out) {
       c.finish = e.finish;
       c.error = e.error;
       c.cached_prompt_tokens = e.cached_prompt_tokens;
+      c.completion_tokens = e.completion_tokens;
     }
   }
 }

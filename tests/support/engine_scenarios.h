@@ -25,9 +25,12 @@ struct StreamOutcome {
 };
 
 // Runs until `operations` operations have been made and everything has finished. Prompts draw
-// from a few shared prefixes (so the prefix cache hits and evicts) plus random tails.
+// from a few shared prefixes (so the prefix cache hits and evicts) plus random tails. Half the
+// requests stop at `stop_tokens` when given (tokens the model makes often: samples then end
+// before their length, as a step that ran ahead of them finds out one step late).
 inline StreamOutcome run_random_stream(Engine& engine, uint64_t seed, int64_t operations,
-                                       int32_t max_prompt = 70) {
+                                       int32_t max_prompt = 70,
+                                       const std::vector<int32_t>& stop_tokens = {}) {
   std::mt19937_64 rng(seed);
   auto uniform = [&](int64_t lo, int64_t hi) {  // [lo, hi]
     return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
@@ -60,6 +63,7 @@ inline StreamOutcome run_random_stream(Engine& engine, uint64_t seed, int64_t op
       r.params.ignore_eos = true;
       r.params.max_new_tokens = uniform(1, 24);
       r.n = int32_t(uniform(1, 4));
+      if (!stop_tokens.empty() && uniform(0, 1)) r.params.stop_token_ids = stop_tokens;
       out.requests[r.key] = r;
       live.push_back(r.key);
       engine.add(r);
@@ -109,7 +113,9 @@ inline void expect_samples_equal_alone(ModelRunner& runner, const StreamOutcome&
             << key << "/" << k << ": a cancelled sample's tokens are a prefix of its solo run";
         continue;
       }
-      EXPECT_EQ(got.finish, FinishReason::kLength) << key << "/" << k << " " << got.error;
+      EXPECT_TRUE(want.finish == FinishReason::kLength || want.finish == FinishReason::kStopToken)
+          << key << "/" << k << " alone: " << want.error;
+      EXPECT_EQ(got.finish, want.finish) << key << "/" << k << " " << got.error;
       EXPECT_EQ(got.token_ids, want.token_ids) << key << "/" << k;
       ++compared;
     }
@@ -118,16 +124,18 @@ inline void expect_samples_equal_alone(ModelRunner& runner, const StreamOutcome&
 }
 
 // A random stream on a whole group: the driver runs it under a small cache (max_step_tokens 24,
-// max_running 6, `micro_batches` steps in flight), checks that it preempted, hit the prefix
-// cache, leaked no block and that every sample equals its solo run, then releases the
-// followers, which follow until then.
+// max_running 6, `micro_batches` steps in flight, or one run ahead with `overlap`), checks that
+// it preempted, hit the prefix cache, leaked no block and that every sample equals its solo
+// run, then releases the followers, which follow until then.
 inline void random_stream_on_group(ModelRunner& runner, uint64_t seed, int64_t operations,
-                                   int32_t max_prompt, int32_t micro_batches = 1) {
+                                   int32_t max_prompt, int32_t micro_batches = 1,
+                                   bool overlap = false) {
   if (!runner.is_driver()) return runner.follow();
   EngineConfig config;
   config.max_step_tokens = 24;
   config.max_running = 6;
   config.micro_batches = micro_batches;
+  config.overlap = overlap;
   StreamOutcome outcome;
   {
     Engine engine(runner, config);
@@ -136,6 +144,9 @@ inline void random_stream_on_group(ModelRunner& runner, uint64_t seed, int64_t o
   EXPECT_GT(outcome.stats.preemptions, 0);
   EXPECT_GT(outcome.stats.prefix_cache_hit_tokens, 0);
   EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
+  if (overlap) {
+    EXPECT_GT(outcome.stats.ahead_tokens, 0);
+  }
   expect_samples_equal_alone(runner, outcome);
   runner.shutdown();
 }

@@ -50,20 +50,24 @@ void add_penalties(const RowSample& s, int64_t vocab, std::vector<cuda::PenaltyE
 
 DeviceSampler::DeviceSampler(int device, cudaStream_t stream)
     : device_(device), stream_(stream), allocator_(device, stream) {
-  DSMATH_CUDA_CHECK(cudaEventCreate(&began_));
-  DSMATH_CUDA_CHECK(cudaEventCreate(&ended_));
+  for (Slot& slot : slots_) {
+    DSMATH_CUDA_CHECK(cudaEventCreate(&slot.began));
+    DSMATH_CUDA_CHECK(cudaEventCreate(&slot.ended));
+  }
 }
 
 DeviceSampler::~DeviceSampler() {
   cudaStreamSynchronize(stream_);
-  inputs_.reset();
-  outcomes_.reset();
   work_.reset();
   assembled_.reset();
-  if (pinned_in_ != nullptr) cudaFreeHost(pinned_in_);
-  if (pinned_out_ != nullptr) cudaFreeHost(pinned_out_);
-  if (began_ != nullptr) cudaEventDestroy(began_);
-  if (ended_ != nullptr) cudaEventDestroy(ended_);
+  for (Slot& slot : slots_) {
+    slot.inputs.reset();
+    slot.outcomes.reset();
+    if (slot.pinned_in != nullptr) cudaFreeHost(slot.pinned_in);
+    if (slot.pinned_out != nullptr) cudaFreeHost(slot.pinned_out);
+    if (slot.began != nullptr) cudaEventDestroy(slot.began);
+    if (slot.ended != nullptr) cudaEventDestroy(slot.ended);
+  }
 }
 
 void* DeviceSampler::pinned(void*& buffer, size_t& capacity, size_t bytes) {
@@ -141,43 +145,49 @@ void read_device_outcomes(const DeviceRows& d, const cuda::SampleRowOutcome* out
   }
 }
 
-std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
-                                              const std::vector<RowSample>& samples) {
+void DeviceSampler::launch(const LogitsOnDevice& logits, const std::vector<RowSample>& samples) {
   const auto started = std::chrono::steady_clock::now();
-  last_seconds_ = 0;
   const int64_t vocab = logits.vocab;
   DSMATH_CHECK(
       vocab > 0 && vocab <= cuda::kMaxSamplingVocab && logits.tp >= 1 && vocab % logits.tp == 0,
       "sampling on the GPU: ", vocab, " logits per row in ", logits.tp, " shards");
-  std::vector<RowOutcome> out(samples.size());
-  const DeviceRows d = prepare_device_rows(samples, logits.rows, vocab, out);
-  const std::vector<cuda::SampleRowParams>& params = d.params;
-  const std::vector<cuda::PenaltyEntry>& penalties = d.penalties;
-  const int64_t work_rows = d.work_rows;
-  if (params.empty()) return out;
+  Slot& slot = slots_[next_];
+  // Its pinned buffers were last read by a collect(): free to rewrite.
+  DSMATH_CHECK(!slot.busy, "sampling on the GPU: more than two steps launched, none collected");
+  slot.busy = true;
+  newest_ = next_;
+  next_ = 1 - next_;
+  slot.vocab = vocab;
+  slot.out.assign(samples.size(), RowOutcome{});
+  slot.rows = prepare_device_rows(samples, logits.rows, vocab, slot.out);
+  slot.outcome_of.assign(samples.size(), -1);
+  for (size_t j = 0; j < slot.rows.sample_of.size(); ++j)
+    slot.outcome_of[slot.rows.sample_of[j]] = int32_t(j);
+  const std::vector<cuda::SampleRowParams>& params = slot.rows.params;
+  const std::vector<cuda::PenaltyEntry>& penalties = slot.rows.penalties;
+  slot.host_seconds = 0;
+  if (params.empty()) return;
 
   DSMATH_CUDA_CHECK(cudaSetDevice(device_));  // the step may come from another thread
   const int64_t n = int64_t(params.size());
   const size_t params_bytes = params.size() * sizeof(cuda::SampleRowParams);
   const size_t in_bytes = params_bytes + penalties.size() * sizeof(cuda::PenaltyEntry);
   const size_t out_bytes = params.size() * sizeof(cuda::SampleRowOutcome);
-  // The last step's copies finished (sample waits for the stream), so the pinned buffers are
-  // free to rewrite.
-  auto* in = static_cast<char*>(pinned(pinned_in_, pinned_in_bytes_, in_bytes));
+  auto* in = static_cast<char*>(pinned(slot.pinned_in, slot.pinned_in_bytes, in_bytes));
   std::memcpy(in, params.data(), params_bytes);
   if (!penalties.empty())
     std::memcpy(in + params_bytes, penalties.data(), penalties.size() * sizeof(cuda::PenaltyEntry));
-  auto* host_out =
-      static_cast<cuda::SampleRowOutcome*>(pinned(pinned_out_, pinned_out_bytes_, out_bytes));
+  auto* host_out = pinned(slot.pinned_out, slot.pinned_out_bytes, out_bytes);
 
-  auto* d_in = static_cast<char*>(on_device(inputs_, inputs_bytes_, in_bytes));
-  auto* d_out =
-      static_cast<cuda::SampleRowOutcome*>(on_device(outcomes_, outcomes_bytes_, out_bytes));
-  auto* work = static_cast<float*>(on_device(
-      work_, work_bytes_, size_t(std::max<int64_t>(work_rows, 1) * vocab) * sizeof(float)));
+  auto* d_in = static_cast<char*>(on_device(slot.inputs, slot.inputs_bytes, in_bytes));
+  auto* d_out = static_cast<cuda::SampleRowOutcome*>(
+      on_device(slot.outcomes, slot.outcomes_bytes, out_bytes));
+  auto* work = static_cast<float*>(
+      on_device(work_, work_bytes_,
+                size_t(std::max<int64_t>(slot.rows.work_rows, 1) * vocab) * sizeof(float)));
   const float* rows = logits.data;
-  const double host_seconds = seconds_since(started);
-  DSMATH_CUDA_CHECK(cudaEventRecord(began_, stream_));  // the forward's kernels are before it
+  slot.host_seconds = seconds_since(started);
+  DSMATH_CUDA_CHECK(cudaEventRecord(slot.began, stream_));  // the forward's kernels are before it
   if (logits.tp > 1) {
     auto* full = static_cast<float*>(
         on_device(assembled_, assembled_bytes_, size_t(logits.rows * vocab) * sizeof(float)));
@@ -193,14 +203,45 @@ std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
                     reinterpret_cast<const cuda::PenaltyEntry*>(d_in + params_bytes), work, d_out,
                     stream_);
   DSMATH_CUDA_CHECK(cudaMemcpyAsync(host_out, d_out, out_bytes, cudaMemcpyDeviceToHost, stream_));
-  DSMATH_CUDA_CHECK(cudaEventRecord(ended_, stream_));
-  DSMATH_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  DSMATH_CUDA_CHECK(cudaEventRecord(slot.ended, stream_));
+}
+
+std::vector<RowOutcome> DeviceSampler::collect() {
+  Slot& slot = slots_[oldest_];
+  DSMATH_CHECK(slot.busy, "sampling on the GPU: collect without a launch");
+  oldest_ = 1 - oldest_;
+  slot.busy = false;
+  last_seconds_ = slot.host_seconds;
+  if (slot.rows.params.empty()) return std::move(slot.out);
+  DSMATH_CUDA_CHECK(cudaSetDevice(device_));
+  DSMATH_CUDA_CHECK(cudaEventSynchronize(slot.ended));
   float gpu_ms = 0;
-  DSMATH_CUDA_CHECK(cudaEventElapsedTime(&gpu_ms, began_, ended_));
+  DSMATH_CUDA_CHECK(cudaEventElapsedTime(&gpu_ms, slot.began, slot.ended));
   const auto read_started = std::chrono::steady_clock::now();
-  read_device_outcomes(d, host_out, vocab, out);
-  last_seconds_ = host_seconds + double(gpu_ms) / 1e3 + seconds_since(read_started);
-  return out;
+  read_device_outcomes(slot.rows, static_cast<const cuda::SampleRowOutcome*>(slot.pinned_out),
+                       slot.vocab, slot.out);
+  last_seconds_ += double(gpu_ms) / 1e3 + seconds_since(read_started);
+  return std::move(slot.out);
+}
+
+std::vector<RowOutcome> DeviceSampler::sample(const LogitsOnDevice& logits,
+                                              const std::vector<RowSample>& samples) {
+  launch(logits, samples);
+  return collect();
+}
+
+SampledTokens DeviceSampler::newest_on_device() const {
+  DSMATH_CHECK(newest_ >= 0, "sampling on the GPU: nothing launched yet");
+  const Slot& slot = slots_[newest_];
+  return {slot.outcomes.get(), int64_t(slot.rows.params.size())};
+}
+
+int32_t DeviceSampler::newest_outcome_index(size_t sample) const {
+  DSMATH_CHECK(newest_ >= 0, "sampling on the GPU: nothing launched yet");
+  const Slot& slot = slots_[newest_];
+  DSMATH_CHECK(sample < slot.outcome_of.size(), "sampling on the GPU: sample ", sample,
+               " of a step that drew ", slot.outcome_of.size());
+  return slot.outcome_of[sample];
 }
 
 }  // namespace dsmath

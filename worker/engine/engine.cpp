@@ -58,6 +58,9 @@ Engine::Engine(ModelRunner& runner, EngineConfig config)
   DSMATH_CHECK(config_.max_samples >= 1, "the engine's largest n must be at least 1");
   DSMATH_CHECK(config_.micro_batches >= 1, "--micro-batches must be at least 1, got ",
                config_.micro_batches);
+  DSMATH_CHECK(!config_.overlap || config_.micro_batches == 1,
+               "--overlap runs one step ahead of the last; it needs --micro-batches 1, got ",
+               config_.micro_batches);
   publish_stats();
 }
 
@@ -191,6 +194,10 @@ void Engine::apply(const Stop& stop, std::vector<EngineEvent>& events) {
 
 void Engine::finish(Sequence& s, FinishReason reason, std::string error, EngineEvent& event) {
   scheduler_.remove(&s);
+  if (s.awaiting_token) {  // the token it waited for is never taken
+    s.tokens.pop_back();
+    s.awaiting_token = false;
+  }
   s.finish = reason;
   event.finish = reason;
   event.error = std::move(error);
@@ -209,7 +216,12 @@ void Engine::accept(Sequence& s, RowOutcome outcome, std::vector<EngineEvent>& e
     return;
   }
   const int32_t token = outcome.token.token;
-  s.tokens.push_back(token);
+  if (s.awaiting_token) {  // the placeholder the step after this one computed
+    s.tokens.back() = token;
+    s.awaiting_token = false;
+  } else {
+    s.tokens.push_back(token);
+  }
   ++counters_.generated_tokens;
   e.token = std::move(outcome.token);
   FinishReason reason = FinishReason::kNone;
@@ -240,7 +252,8 @@ std::vector<EngineEvent> Engine::step() {
     }
   }
 
-  while (int32_t(in_flight_.size()) < config_.micro_batches && launch_step()) {
+  const int32_t depth = config_.overlap ? 2 : config_.micro_batches;
+  while (int32_t(in_flight_.size()) < depth && launch_step()) {
   }
   if (!in_flight_.empty()) finish_step(events);
 
@@ -250,17 +263,39 @@ std::vector<EngineEvent> Engine::step() {
       continue;
     }
     for (auto& s : it->second.samples)
-      if (s->in_flight) retired_.push_back(std::move(s));
+      if (s->in_flight > 0) retired_.push_back(std::move(s));
     it = live_.erase(it);
   }
-  std::erase_if(retired_, [](const std::unique_ptr<Sequence>& s) { return !s->in_flight; });
+  std::erase_if(retired_, [](const std::unique_ptr<Sequence>& s) { return s->in_flight == 0; });
   ++counters_.steps;
   counters_.step_seconds += seconds_since(started);
   publish_stats();
   return events;
 }
 
+bool Engine::can_run_ahead(const Sequence& s) const {
+  const Request& r = *s.request;
+  return s.in_flight == 1 && !s.awaiting_token && s.finish == FinishReason::kNone &&
+         s.forks.empty() && !r.params.penalized() &&
+         // the token in flight cannot end it by length
+         s.generated() + 1 < r.params.max_new_tokens && int64_t(s.tokens.size()) + 1 < r.capacity;
+}
+
+void Engine::run_ahead(InFlight& newest) {
+  for (InFlightChunk& c : newest.chunks) {
+    Sequence& s = *c.sequence;
+    if (!c.samples || !can_run_ahead(s)) continue;
+    // Its keys and values for the step's positions are written before the next step reads them
+    // (steps run in launch order), so they count as computed now.
+    s.computed += c.tokens;
+    c.advanced = true;
+    s.tokens.push_back(token_placeholder(c.sample));
+    s.awaiting_token = true;
+  }
+}
+
 bool Engine::launch_step() {
+  if (config_.overlap && !in_flight_.empty()) run_ahead(in_flight_.back());
   // Each micro-batch takes about its share of the sequences, so that P of them hold them all.
   int32_t share = INT32_MAX;
   if (config_.micro_batches > 1) {
@@ -281,10 +316,14 @@ bool Engine::launch_step() {
     q.tokens.assign(s.tokens.begin() + s.computed, s.tokens.begin() + s.computed + c.tokens);
     q.block_table = s.table.blocks;
     q.logits = c.tokens == s.pending();  // the sequence's last token: it samples
-    flight.samples.push_back(q.logits);
+    InFlightChunk& chunk = flight.chunks.emplace_back(
+        InFlightChunk{&s, c.tokens, q.logits,
+                      c.tokens == 1 && s.pending() == 1 && s.generated() > 0, s.awaiting_token});
+    counters_.ahead_tokens += chunk.ahead;
     plan.sequences.push_back(std::move(q));
-    s.in_flight = true;
-    if (!flight.samples.back()) continue;
+    ++s.in_flight;
+    if (!chunk.samples) continue;
+    chunk.sample = int32_t(samples.size());
     // It samples its row, and so do the request's other samples waiting for this prefill.
     const int32_t row = rows++;
     std::vector<Sequence*> takers{&s};
@@ -301,7 +340,6 @@ bool Engine::launch_step() {
     }
   }
   plan.sampling = encode_row_samples(samples);
-  flight.chunks = scheduled.chunks;
   const auto forward_started = Clock::now();
   runner_.launch(plan);
   counters_.forward_seconds += seconds_since(forward_started);
@@ -322,16 +360,17 @@ void Engine::finish_step(std::vector<EngineEvent>& events) {
   // Who takes a token: each sampling sequence still running, and the forks that take its
   // prompt now (a fork stopped meanwhile is no longer among them).
   std::vector<Sequence*> takers;
-  for (size_t i = 0; i < flight.chunks.size(); ++i) {
-    Sequence& s = *flight.chunks[i].sequence;
-    const int32_t tokens = flight.chunks[i].tokens;
-    s.in_flight = false;
-    if (s.finish != FinishReason::kNone) continue;  // cancelled or stopped meanwhile
-    const bool decode = tokens == 1 && s.pending() == 1 && s.generated() > 0;
-    if (!decode) counters_.prefill_tokens += tokens;
-    s.computed += tokens;
+  for (const InFlightChunk& c : flight.chunks) {
+    Sequence& s = *c.sequence;
+    --s.in_flight;
+    if (s.finish != FinishReason::kNone) {  // ended meanwhile: its result is dropped
+      counters_.dropped_ahead += c.ahead;
+      continue;
+    }
+    if (!c.decode) counters_.prefill_tokens += c.tokens;
+    if (!c.advanced) s.computed += c.tokens;
     blocks_.cache_full_blocks(s.table, s.tokens, s.computed, s.block_hashes);
-    if (!flight.samples[i]) continue;
+    if (!c.samples) continue;
     takers.push_back(&s);
     // The request's other samples take the prompt just computed.
     for (Sequence* f : s.forks) {

@@ -13,6 +13,15 @@
 // and samples it. A sample cancelled or stopped while its step is in flight ends at once; the
 // step's result for it is dropped when it comes back.
 //
+// With overlap (for a GPU, where the host would otherwise sit idle while a step runs and the
+// GPU while the host plans the next), step() launches step k+1 before step k's tokens are back:
+// every sequence that samples in step k and cannot end by length there decodes a placeholder
+// for that token in step k+1, which the device fills from step k's sampled ids (ModelRunner).
+// When step k's token turns out to end the sequence (EOS, a stop token, an error, a stop or
+// cancel meanwhile), its row of step k+1 is dropped: no extra token is ever emitted, and every
+// sample is the one the engine without overlap makes. Requests with penalties do not run ahead
+// (their logits need the token itself on the host).
+//
 // Nothing a request carries can stop the group: an invalid request, or one whose logits turn
 // NaN, ends alone with an `error` event. MPI stays on the step() thread.
 #pragma once
@@ -45,6 +54,8 @@ struct EngineConfig {
   // Steps in flight at once, each over its own sequences: the pipeline's stage count keeps
   // every stage busy (stage s on micro-batch k while stage s + 1 is on k - 1). 1: one at a time.
   int32_t micro_batches = 1;
+  // Launch step k+1 before step k's tokens are back (see above); needs micro_batches = 1.
+  bool overlap = false;
 };
 
 struct EngineRequest {
@@ -87,6 +98,8 @@ struct EngineStats {
   int64_t prompt_tokens = 0;            // of requests taken in
   int64_t prefill_tokens = 0;           // run through the forward to fill the cache
   int64_t generated_tokens = 0;
+  int64_t ahead_tokens = 0;   // overlap: decoded before the token before them was back
+  int64_t dropped_ahead = 0;  // of those, dropped: the sample had ended meanwhile
   int64_t steps = 0;
   double step_seconds = 0, forward_seconds = 0;  // forward: ModelRunner launch + finish calls
   double sample_seconds = 0;                     // sampling the step's logits rows
@@ -133,12 +146,24 @@ class Engine {
   // Ends a sample: frees its blocks and adds (or completes) its event.
   void finish(Sequence& s, FinishReason reason, std::string error, EngineEvent& event);
   EngineEvent finish_event(Sequence& s, FinishReason reason, std::string error);
+  struct InFlightChunk {
+    Sequence* sequence;
+    int32_t tokens;         // computed by the step, from where the sequence was at launch
+    bool samples;           // its last token's logits are sampled
+    bool decode;            // one generated token (else prompt or recompute: prefill)
+    bool ahead;             // its token is a placeholder for the one of the step before
+    bool advanced = false;  // counted as computed already: the next step runs ahead of it
+    int32_t sample = -1;    // the index of its own RowSample in the step, when it samples
+  };
   struct InFlight {  // a launched step, until its sampled tokens come back
-    std::vector<ScheduledChunk> chunks;
-    std::vector<bool> samples;       // per chunk: its last token's logits are sampled
+    std::vector<InFlightChunk> chunks;
     std::vector<Sequence*> sampled;  // per RowSample of the plan: who takes that token
   };
   bool launch_step();  // schedules and launches one step; false when nothing can run
+  // Overlap: the sequences of the newest step in flight that may decode their next token before
+  // it is back get a placeholder for it.
+  void run_ahead(InFlight& newest);
+  bool can_run_ahead(const Sequence& s) const;
   void finish_step(std::vector<EngineEvent>& events);  // the oldest in flight
   // Appends `outcome` to the sample (or ends it with the outcome's error), and ends it when
   // the token is an end: EOS, a stop token, max_new_tokens or the context.

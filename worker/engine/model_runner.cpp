@@ -74,24 +74,31 @@ bool ModelRunner::samples_on_device(const StepPlan& plan) const {
   return !plan.sampling.empty() && model_.backend().device() == Device::kCuda;
 }
 
-std::optional<ModelRunner::StepResult> ModelRunner::launch_sampling_on_device(
-    const StepPlan& plan) {
+bool ModelRunner::launch_sampling_on_device(const StepPlan& plan, SampledTokens sampled) {
 #if DSMATH_HAVE_CUDA_BACKEND
-  const LogitsOnDevice logits = model_.launch_on_device(plan);
-  if (logits.rows == 0) return std::nullopt;
+  const LogitsOnDevice logits = model_.launch_on_device(plan, sampled);
+  if (logits.rows == 0) return false;
   if (device_sampler_ == nullptr) {
     auto& cuda = static_cast<CudaBackend&>(model_.backend());
     device_sampler_ = std::make_unique<DeviceSampler>(cuda.gpu(), cuda.stream());
   }
-  StepResult result;
-  result.samples = device_sampler_->sample(logits, decode_row_samples(plan.sampling));
-  // Its own time: the forward still running on the GPU when it began is the forward's.
-  result.sample_seconds = device_sampler_->last_seconds();
-  return result;
+  device_sampler_->launch(logits, decode_row_samples(plan.sampling));
+  return true;
 #else
   (void)plan;
+  (void)sampled;
   fail("a ", device_name(model_.backend().device()), " backend in a build without CUDA");
 #endif
+}
+
+ModelRunner::StepResult ModelRunner::collect_device_samples() {
+  StepResult result;
+#if DSMATH_HAVE_CUDA_BACKEND
+  result.samples = device_sampler_->collect();
+  // Its own time: the forward still running on the GPU when it began is the forward's.
+  result.sample_seconds = device_sampler_->last_seconds();
+#endif
+  return result;
 }
 
 ModelRunner::StepResult ModelRunner::step(const StepPlan& plan) {
@@ -99,22 +106,81 @@ ModelRunner::StepResult ModelRunner::step(const StepPlan& plan) {
   return finish();
 }
 
-void ModelRunner::launch(const StepPlan& plan) {
+static bool has_token_placeholders(const StepPlan& plan) {
+  for (const StepSequence& s : plan.sequences)
+    for (int32_t t : s.tokens)
+      if (is_token_placeholder(t)) return true;
+  return false;
+}
+
+SampledTokens ModelRunner::fill_token_placeholders(StepPlan& plan) {
+  DSMATH_CHECK(pending_.size() == 1, "a step plan names the tokens of the step before it, with ",
+               pending_.size(), " steps in flight instead of that one");
+  Pending& previous = pending_.back();
+  DSMATH_CHECK(!previous.ticket,
+               "a step plan names the tokens of a step still in later pipeline stages (overlap "
+               "needs --pp 1)");
+#if DSMATH_HAVE_CUDA_BACKEND
+  // One GPU: the tokens stay there, and the device fills the placeholders from the previous
+  // step's outcomes (sampled before this step, in stream order). With tp > 1 every rank needs
+  // them, and each step's collectives are waited for anyway: the host fills them.
+  if (previous.sampled_on_device && control_.topology().world_size == 1 &&
+      samples_on_device(plan)) {
+    for (StepSequence& s : plan.sequences)
+      for (int32_t& t : s.tokens) {
+        if (!is_token_placeholder(t)) continue;
+        const int32_t outcome =
+            device_sampler_->newest_outcome_index(size_t(placeholder_sample(t)));
+        // A sample that drew no row ends with its error; its next row computes token 0 and is
+        // dropped.
+        t = outcome < 0 ? 0 : token_placeholder(outcome);
+      }
+    return device_sampler_->newest_on_device();
+  }
+#endif
+  if (previous.sampled_on_device) {  // collected now rather than in its finish()
+    previous.sampled = collect_device_samples();
+    previous.sampled_on_device = false;
+  } else if (!previous.sampled) {  // sampled now rather than in its finish()
+    previous.sampled =
+        resolve_step(previous.plan, std::move(previous.logits), size_t(model_.config().vocab_size));
+  }
+  const std::vector<RowOutcome>& outcomes = previous.sampled->samples;
+  for (StepSequence& s : plan.sequences)
+    for (int32_t& t : s.tokens) {
+      if (!is_token_placeholder(t)) continue;
+      const size_t sample = size_t(placeholder_sample(t));
+      DSMATH_CHECK(sample < outcomes.size(), "a step plan names sample ", sample,
+                   " of a step that drew ", outcomes.size());
+      // A sample whose row failed ends with its error when its step is finished; its next row
+      // computes token 0 and is dropped.
+      t = outcomes[sample].error.empty() ? outcomes[sample].token.token : 0;
+    }
+  return {};
+}
+
+void ModelRunner::launch(const StepPlan& given) {
   DSMATH_CHECK(is_driver(), "ModelRunner::launch runs on the driver (rank 0) only");
   idle_sent_ = false;
+  // The engine ran ahead: its plan names tokens the previous step samples.
+  std::optional<StepPlan> filled;
+  SampledTokens from_device;
+  if (has_token_placeholders(given)) from_device = fill_token_placeholders(filled.emplace(given));
+  const StepPlan& plan = filled ? *filled : given;
   if (control_.topology().world_size > 1) send_plan(control_, plan);
-  // On the GPU the logits are sampled at once: the next launch reuses their buffer.
+  // On the GPU the logits are sampled there (collected in finish()); the next launch reuses
+  // their buffer, after the sampling in stream order.
   std::vector<float> logits;
-  std::optional<StepResult> sampled;
+  bool sampled_on_device = false;
   if (samples_on_device(plan))
-    sampled = launch_sampling_on_device(plan);
+    sampled_on_device = launch_sampling_on_device(plan, from_device);
   else
     logits = model_.launch(plan);
   Pending pending;
   pending.plan.sampling = plan.sampling;
   if (model_.logits_holder()) {
     pending.logits = std::move(logits);
-    pending.sampled = std::move(sampled);
+    pending.sampled_on_device = sampled_on_device;
   } else if (const int64_t rows = LlamaModel::logit_rows(plan); rows > 0) {
     // pp > 1: the last stage's tp rank 0 sends the outcomes (or logits) when it gets there.
     const size_t bytes = plan.sampling.empty()
@@ -132,6 +198,7 @@ ModelRunner::StepResult ModelRunner::finish() {
   Pending p = std::move(pending_.front());
   pending_.pop_front();
   if (p.sampled) return std::move(*p.sampled);
+  if (p.sampled_on_device) return collect_device_samples();
   if (!p.ticket)
     return resolve_step(p.plan, std::move(p.logits), size_t(model_.config().vocab_size));
   const std::vector<char> bytes = model_.stage().links->wait_recv(*p.ticket);
@@ -166,8 +233,8 @@ void ModelRunner::follow() {
     if (idle) continue;
     if (samples_on_device(plan)) {
       // The last stage's tp rank 0 (pp > 1) samples on its GPU and sends the outcomes.
-      std::optional<StepResult> sampled = launch_sampling_on_device(plan);
-      if (sampled) model_.stage().links->send_async(encode_outcomes(sampled->samples), 0);
+      if (launch_sampling_on_device(plan))
+        model_.stage().links->send_async(encode_outcomes(collect_device_samples().samples), 0);
       continue;
     }
     std::vector<float> logits = model_.launch(plan);

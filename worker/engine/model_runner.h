@@ -10,6 +10,10 @@
 // samples on the GPU (DeviceSampler) as soon as its part of the step has run: the logits never
 // leave the device, only the outcomes. Up to pp steps can be in flight through the stages
 // (launch ... launch, then finish the oldest).
+//
+// The engine's overlap (engine.h) launches a plan that names the previous step's tokens by
+// placeholder before finishing that step: on one GPU the device fills them from that step's
+// sampling outcomes, still there, so nothing waits; otherwise the host fills them first.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +49,8 @@ class ModelRunner {
   };
   // Driver only: launch(plan) then finish().
   StepResult step(const StepPlan& plan);
-  // Driver only: runs `plan` on every rank without waiting for the later pipeline stages.
+  // Driver only: runs `plan` on every rank without waiting for the later pipeline stages. Its
+  // token placeholders (step_plan.h) are the samples of the step launched just before it.
   void launch(const StepPlan& plan);
   // Driver only: the result of the oldest launched step, once it is back.
   StepResult finish();
@@ -65,15 +70,22 @@ class ModelRunner {
   // Whether this rank samples `plan` on the GPU: it has sampling instructions and the model
   // runs on the CUDA backend.
   bool samples_on_device(const StepPlan& plan) const;
-  // Runs this rank's part of `plan`, leaving the logits on the device, and samples them there
-  // when they are here; nullopt on the other ranks.
-  std::optional<StepResult> launch_sampling_on_device(const StepPlan& plan);
+  // Runs this rank's part of `plan` (its placeholders filled from `sampled` on the device),
+  // leaving the logits there, and launches their sampling when they are here: false on the
+  // other ranks. collect_device_samples() waits for the oldest launched.
+  bool launch_sampling_on_device(const StepPlan& plan, SampledTokens sampled = {});
+  StepResult collect_device_samples();
+  // Replaces the plan's token placeholders by the previous step's sampled tokens: on one GPU by
+  // their places among its sampling outcomes there (returned, for the device to fill them),
+  // otherwise by the tokens themselves, sampling or collecting that step now.
+  SampledTokens fill_token_placeholders(StepPlan& plan);
 
   std::unique_ptr<DeviceSampler> device_sampler_;  // made at the first step that needs it
   struct Pending {                                 // a launched step, on the driver
     StepPlan plan;                                 // its sampling instructions
     std::vector<float> logits;                     // here already (pp 1): sampled in finish()
-    std::optional<StepResult> sampled;             // or sampled on the GPU already (pp 1)
+    std::optional<StepResult> sampled;             // or sampled already
+    bool sampled_on_device = false;                // or being sampled on the GPU (pp 1)
     std::optional<uint64_t> ticket;  // or its outcomes (or logits) on their way from the last stage
   };
   std::deque<Pending> pending_;

@@ -127,8 +127,8 @@ ScheduledStep Scheduler::schedule(int32_t max_sequences) {
   auto victim_for = [&](const Sequence* s) -> Sequence* {
     newer_in_flight = false;
     for (auto it = running_.rbegin(); it != running_.rend() && *it != s; ++it) {
-      newer_in_flight |= (*it)->in_flight;
-      if (!scheduled.count(*it) && !(*it)->in_flight) return *it;
+      newer_in_flight |= (*it)->in_flight > 0;
+      if (!scheduled.count(*it) && (*it)->in_flight == 0) return *it;
     }
     return nullptr;
   };
@@ -145,14 +145,17 @@ ScheduledStep Scheduler::schedule(int32_t max_sequences) {
   std::stable_partition(order.begin(), order.end(),
                         [](const Sequence* s) { return s->pending() == 1; });
   for (Sequence* s : order) {
-    // Preempted by an older sequence this step, or its previous step not back yet.
-    if (s->preempted || s->in_flight || budget == 0) continue;
+    // Preempted by an older sequence this step, or its previous step not back yet (unless the
+    // engine runs ahead of it: its next token is a placeholder for the one in flight).
+    if (s->preempted || budget == 0) continue;
+    if (s->in_flight > (s->awaiting_token ? 1 : 0)) continue;
     if (int32_t(step.chunks.size()) == max_sequences) break;
     const int32_t want = std::min(s->pending(), budget);
     int32_t chunk = tokens_that_fit(s->table, want);
     // A decode must have its token; a prompt chunk must make some progress. Either may take
     // the blocks of newer sequences.
-    while (chunk == 0) {
+    // Running ahead is optional: without room it waits for its step like any other.
+    while (chunk == 0 && s->in_flight == 0) {
       Sequence* victim = victim_for(s);
       if (victim == nullptr) {
         if (newer_in_flight) {

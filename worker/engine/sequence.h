@@ -48,7 +48,12 @@ struct Sequence {
   // The other samples of the request, waiting for this one's prefill to fork it (leader only).
   std::vector<Sequence*> forks;
   bool preempted = false;  // waiting again after a preemption
-  bool in_flight = false;  // in a launched micro-batch whose logits have not come back
+  // Launched steps holding it whose results have not come back: 1, or 2 when the engine runs a
+  // step ahead (EngineConfig::overlap) and launched its next token before this one came back.
+  int32_t in_flight = 0;
+  // Its last token is a placeholder for the one its step in flight samples (overlap): the next
+  // step computes it where the sampled ids are, before the host knows it.
+  bool awaiting_token = false;
   FinishReason finish = FinishReason::kNone;
 
   int32_t generated() const { return int32_t(tokens.size()) - request->prompt_len; }

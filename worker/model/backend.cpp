@@ -19,6 +19,12 @@ void check_f32_on(const Tensor& t, Device device, const char* op) {
   DSMATH_CHECK(t.dtype() == DType::F32, op, ": tensor is ", dtype_name(t.dtype()), ", not f32");
 }
 
+void check_token_ids(std::span<const int32_t> token_ids) {
+  for (size_t i = 0; i < token_ids.size(); ++i)
+    DSMATH_CHECK(token_ids[i] >= 0, "step row ", i, " has token id ", token_ids[i],
+                 ": a placeholder for a sampled token that nothing filled");
+}
+
 StackedWeights Backend::place_stacked(std::span<const WeightView> host_parts) {
   StackedWeights placed;
   for (const WeightView& part : host_parts) placed.parts.push_back(place(part));

@@ -81,6 +81,16 @@ struct AttentionSequence {
   std::span<const int32_t> block_table;
 };
 
+// The previous step's sampled tokens where a GPU sampler left them (its outcomes, opaque here):
+// the source of a step's token placeholders (negative ids, worker/model/step_plan.h).
+struct SampledTokens {
+  const void* outcomes = nullptr;
+  int64_t count = 0;
+};
+
+// Throws unless every id is a token (>= 0): a placeholder must have been filled.
+void check_token_ids(std::span<const int32_t> token_ids);
+
 // Everything a step needs besides activations; the spans must stay valid until the next
 // begin_step.
 struct StepInputs {
@@ -88,6 +98,9 @@ struct StepInputs {
   std::span<const int32_t> positions;  // one per row
   std::span<const AttentionSequence> sequences;
   std::span<const int64_t> logit_rows;  // rows gather_logit_rows picks, in order
+  // Where negative token ids are filled from on the device (GPU backends only). Without it the
+  // ids must all be tokens.
+  SampledTokens sampled = {};
 };
 
 class Backend {

@@ -26,7 +26,10 @@ class CpuBackend final : public Backend {
 
   void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads, int32_t num_blocks,
                int32_t block_size) override;
-  void begin_step(const StepInputs& step) override { step_ = step; }
+  void begin_step(const StepInputs& step) override {
+    check_token_ids(step.token_ids);  // placeholders are filled on the host for the CPU
+    step_ = step;
+  }
   void copy_kv_block(int32_t src, int32_t dst) override;
 
   void embedding(const WeightView& table, int64_t first_row, Tensor& out) override;

@@ -12,6 +12,7 @@
 #include "kernels/cuda/layer_ops.h"
 #include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/prefill_attention.h"
+#include "kernels/cuda/sampling.h"
 
 namespace dsmath {
 namespace {
@@ -281,6 +282,7 @@ void CudaBackend::begin_step(const StepInputs& step) {
   int32_t* tiles = decode_rows + decode_count;
   int32_t* tables = tiles + 3 * tile_count;
   std::copy(step.token_ids.begin(), step.token_ids.end(), ids);
+  if (step.sampled.outcomes == nullptr) check_token_ids(step.token_ids);
   std::copy(step.positions.begin(), step.positions.end(), positions);
   std::fill_n(table_offset, rows, -1);  // a row no sequence covers is an error below
   int32_t offset = 0;
@@ -330,6 +332,11 @@ void CudaBackend::begin_step(const StepInputs& step) {
   DSMATH_CUDA_CHECK(
       cudaMemcpyAsync(staged_.get(), pinned_, words * 4, cudaMemcpyHostToDevice, stream_));
   DSMATH_CUDA_CHECK(cudaEventRecord(staged_copied_, stream_));
+  // Tokens the previous step sampled on this device, not yet seen by the host (overlap).
+  if (step.sampled.outcomes != nullptr)
+    cuda::fill_token_placeholders(static_cast<int32_t*>(staged_.get()), rows,
+                                  static_cast<const cuda::SampleRowOutcome*>(step.sampled.outcomes),
+                                  step.sampled.count, stream_);
   const int32_t* d = static_cast<const int32_t*>(staged_.get());
   ids_ = d;
   positions_ = d + rows;

@@ -71,17 +71,17 @@ std::vector<float> LlamaModel::launch(const StepPlan& plan) {
   return logits_to_host(rows);
 }
 
-LogitsOnDevice LlamaModel::launch_on_device(const StepPlan& plan) {
-  const int64_t rows = run(plan);
+LogitsOnDevice LlamaModel::launch_on_device(const StepPlan& plan, SampledTokens sampled) {
+  const int64_t rows = run(plan, sampled);
   if (rows == 0) return {};
   const Tensor& logits = layout_.tp_size > 1 ? gathered_logits_ : logits_;
   return {logits.data(), rows, config_.vocab_size, layout_.tp_size};
 }
 
-int64_t LlamaModel::run(const StepPlan& plan) {
+int64_t LlamaModel::run(const StepPlan& plan, SampledTokens sampled) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
   const StepRows rows = flatten(plan);
-  backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows});
+  backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows, sampled});
   // A decode step runs the same kernels as every other step of its batch size (what changes
   // is in the staged inputs), so a GPU backend replays them as one graph keyed by that size.
   const int64_t n = int64_t(rows.ids.size());

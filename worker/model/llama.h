@@ -59,8 +59,9 @@ class LlamaModel {
   // (micro-batches of disjoint sequences) may be in flight through the stages at once.
   std::vector<float> launch(const StepPlan& plan);
   // launch() without the copy to the host: the logits stay on the backend's device (rows 0
-  // where launch would return none).
-  LogitsOnDevice launch_on_device(const StepPlan& plan);
+  // where launch would return none). The plan's token placeholders are filled from `sampled`,
+  // the previous step's outcomes on this device.
+  LogitsOnDevice launch_on_device(const StepPlan& plan, SampledTokens sampled = {});
   Backend& backend() const { return backend_; }
   // Whether launch returns this step's logits here: the driver at pp 1, the last stage's tp
   // rank 0 under pipeline parallelism.
@@ -77,7 +78,7 @@ class LlamaModel {
   };
   StepRows flatten(const StepPlan& plan) const;
   // This rank's part of the plan; returns the rows of logits it holds afterwards (0 elsewhere).
-  int64_t run(const StepPlan& plan);
+  int64_t run(const StepPlan& plan, SampledTokens sampled = {});
   void compute(int64_t rows, bool logits);
   void attention_block(int64_t layer, const LayerWeights& w);
   void mlp_block(const LayerWeights& w);

@@ -8,6 +8,19 @@
 
 namespace dsmath {
 
+// A token the previous launched step samples, unknown when this plan was made (the engine's
+// overlap): -1 - i names that step's i-th sample (RowSample). ModelRunner replaces it before the
+// forward, on the host or on the device that holds the sampled ids.
+constexpr int32_t token_placeholder(int32_t sample) {
+  return -1 - sample;
+}
+constexpr bool is_token_placeholder(int32_t token) {
+  return token < 0;
+}
+constexpr int32_t placeholder_sample(int32_t token) {
+  return -1 - token;
+}
+
 struct StepSequence {
   std::vector<int32_t> tokens;       // new tokens: a prompt, a prompt chunk or one decode token
   int32_t first_position = 0;        // position of tokens[0]

@@ -104,6 +104,49 @@ TEST_F(EngineTest, RandomStreamWithMicroBatchesEqualsSoloRuns) {
   testing::expect_samples_equal_alone(r.runner, outcome);
 }
 
+// Overlap: each step launched before the last one's tokens are back, its decodes naming those
+// tokens by placeholder. With stop tokens the model makes often, many samples end a step before
+// the step that ran ahead of them comes back: every sample still equals its solo run (no token
+// after the end), and the ahead rows of ended samples were dropped.
+TEST_F(EngineTest, RandomStreamWithOverlapEqualsSoloRuns) {
+  LocalReplica r(dir_, 24);
+  EngineConfig config;
+  config.max_step_tokens = 32;
+  config.max_running = 8;
+  std::vector<int32_t> frequent;  // the 64 tokens this model makes most often in such a stream
+  {
+    Engine probe(r.runner, config);
+    std::map<int32_t, int> made;
+    for (const auto& [key, c] : testing::run_random_stream(probe, 9, 300).completions)
+      for (int32_t t : c.token_ids) ++made[t];
+    std::vector<std::pair<int, int32_t>> by_count;
+    for (auto [t, n] : made) by_count.push_back({n, t});
+    std::sort(by_count.rbegin(), by_count.rend());
+    for (size_t i = 0; i < std::min<size_t>(64, by_count.size()); ++i)
+      frequent.push_back(by_count[i].second);
+  }
+  config.overlap = true;
+  Engine engine(r.runner, config);
+  const testing::StreamOutcome outcome = testing::run_random_stream(engine, 9, 500, 70, frequent);
+  EXPECT_GT(outcome.stats.preemptions, 0);
+  EXPECT_GT(outcome.stats.ahead_tokens, outcome.stats.generated_tokens / 2);
+  EXPECT_GT(outcome.stats.dropped_ahead, 0) << "no sample ended while a step ran ahead of it";
+  EXPECT_EQ(outcome.stats.kv_blocks_used, 0);
+  EXPECT_EQ(outcome.stats.running + outcome.stats.queued, 0);
+  int stopped = 0;
+  for (const auto& [key, c] : outcome.completions) stopped += c.finish == FinishReason::kStopToken;
+  EXPECT_GT(stopped, 3);
+  testing::expect_samples_equal_alone(r.runner, outcome);
+}
+
+TEST_F(EngineTest, OverlapNeedsOneMicroBatch) {
+  LocalReplica r(dir_, 16);
+  EngineConfig config;
+  config.overlap = true;
+  config.micro_batches = 2;
+  EXPECT_THROW(Engine(r.runner, config), Error);
+}
+
 TEST_F(EngineTest, PrefixCacheComputesASharedPrefixOnce) {
   const std::vector<int32_t> prefix = tokens(200, 48);  // three 16-token blocks
   std::vector<int32_t> a = prefix, b = prefix;
@@ -287,12 +330,18 @@ TEST_F(EngineTest, SeedRngKeyAndSampleIndexDecideTheSamples) {
   EXPECT_EQ(done.at({"a", 1}).token_ids, done.at({"c", 1}).token_ids);
 }
 
-TEST_F(EngineTest, StopTokenEosAndStopEndSamples) {
+// Stop tokens, EOS and Engine::stop, with and without overlap (where the engine learns of the
+// end one step after it ran ahead of it).
+class EngineEndTest : public EngineTest, public ::testing::WithParamInterface<bool> {};
+INSTANTIATE_TEST_SUITE_P(Overlap, EngineEndTest, ::testing::Bool());
+
+TEST_P(EngineEndTest, StopTokenEosAndStopEndSamples) {
+  const bool overlap = GetParam();
   LocalReplica r(dir_, 64);
   const std::vector<int32_t> prompt = tokens(900, 15);
   std::vector<int32_t> free_run;
   {
-    Engine engine(r.runner, {});
+    Engine engine(r.runner, {});  // without overlap: the reference
     engine.add(greedy("free", prompt, 10));
     free_run = run_until_idle(engine).at({"free", 0}).token_ids;
   }
@@ -305,6 +354,7 @@ TEST_F(EngineTest, StopTokenEosAndStopEndSamples) {
   stop_token.params.stop_token_ids = {third};
   EngineConfig eos_config;
   eos_config.eos_token_ids = {third};
+  eos_config.overlap = overlap;
   EngineRequest eos = greedy("eos", prompt, 10);
   eos.params.ignore_eos = false;
   EngineRequest ignored = greedy("eos-ignored", prompt, 10);
@@ -333,6 +383,15 @@ TEST_F(EngineTest, StopTokenEosAndStopEndSamples) {
   EXPECT_EQ(partial.at({"two", 1}).finish, FinishReason::kStop);
   EXPECT_EQ(partial.at({"two", 1}).token_ids.size(), 3u);
   EXPECT_EQ(partial.at({"two", 0}).token_ids, free_run);
+  EXPECT_EQ(partial.at({"two", 1}).completion_tokens, 3);
+  EXPECT_EQ(done.at({"eos", 0}).completion_tokens, int32_t(until_third.size()));
+  const EngineStats stats = engine.stats();
+  if (overlap) {
+    EXPECT_GT(stats.ahead_tokens, 0);
+    EXPECT_GE(stats.dropped_ahead, 3) << "stop token, EOS and stop() each found one step late";
+  } else {
+    EXPECT_EQ(stats.ahead_tokens, 0);
+  }
 }
 
 TEST_F(EngineTest, WaitForWorkTimesOutWhenIdleAndWakesOnAdd) {

@@ -1,6 +1,7 @@
 // Scheduler decisions on hand-made sequences (no model): decodes before prompt chunks, the step
 // budget, chunked prefill, admission only when a whole prompt's blocks are free, preemption
-// of the newest running sequence when a decode finds no block, and micro-batches in flight.
+// of the newest running sequence when a decode finds no block, micro-batches in flight, and
+// sequences that the engine runs ahead of their step (overlap).
 #include "worker/engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -102,19 +103,19 @@ TEST(Scheduler, SequencesInFlightAreNeitherScheduledNorPreempted) {
   const ScheduledStep first = f.scheduler.schedule(/*max_sequences=*/1);
   ASSERT_EQ(first.chunks.size(), 1u) << "one sequence per micro-batch";
   EXPECT_EQ(first.chunks[0].sequence, old);
-  old->in_flight = true;
+  old->in_flight = 1;
   const ScheduledStep second = f.scheduler.schedule(1);
   ASSERT_EQ(second.chunks.size(), 1u);
   EXPECT_EQ(second.chunks[0].sequence, young);
-  young->in_flight = true;
+  young->in_flight = 1;
   EXPECT_TRUE(f.scheduler.schedule(1).chunks.empty()) << "both in flight";
-  old->in_flight = false;
+  old->in_flight = 0;
   f.run(first);  // old is back; its next position needs a third block, the last one free
   const ScheduledStep third = f.scheduler.schedule(1);
   ASSERT_EQ(third.chunks.size(), 1u);
   EXPECT_EQ(third.chunks[0].sequence, old);
-  old->in_flight = true;
-  young->in_flight = false;
+  old->in_flight = 1;
+  young->in_flight = 0;
   f.run(second);
   // young needs a block, none is free, and the only other sequence is in flight (older): young
   // preempts itself, as at one micro-batch.
@@ -129,16 +130,38 @@ TEST(Scheduler, ADecodeWaitsForANewerSequenceInFlightInsteadOfPreemptingItself) 
   Sequence* old = f.add(4);
   Sequence* young = f.add(4);
   f.run(f.scheduler.schedule());  // both prefilled, each block full, none free
-  young->in_flight = true;        // say young's next step were in flight
+  young->in_flight = 1;           // say young's next step were in flight
   const ScheduledStep waits = f.scheduler.schedule();
   EXPECT_TRUE(waits.chunks.empty());
   EXPECT_TRUE(waits.preempted.empty()) << "old waits for young's step to come back";
-  young->in_flight = false;
+  young->in_flight = 0;
   const ScheduledStep s = f.scheduler.schedule();
   ASSERT_EQ(s.preempted.size(), 1u);
   EXPECT_EQ(s.preempted[0], young);
   ASSERT_EQ(s.chunks.size(), 1u);
   EXPECT_EQ(s.chunks[0].sequence, old);
+}
+
+// Overlap: a sequence in flight whose next token is a placeholder for the one its step samples
+// decodes it in the next step where a block is free, but never preempts anyone for it: without
+// room it waits for its step like any sequence in flight (and the newer one preempts itself).
+TEST(Scheduler, ASequenceAwaitingItsTokenRunsAheadOnlyWhereBlocksAreFree) {
+  Fixture f(2);  // 8 positions
+  Sequence* old = f.add(4);
+  Sequence* young = f.add(4);
+  f.run(f.scheduler.schedule());  // both prefilled, each block full, none free
+  old->in_flight = 1;             // its step is out, and the engine ran ahead of it
+  old->awaiting_token = true;
+  const ScheduledStep s = f.scheduler.schedule();
+  EXPECT_TRUE(s.chunks.empty());
+  ASSERT_EQ(s.preempted.size(), 1u);
+  EXPECT_EQ(s.preempted[0], young) << "young preempts itself; old takes nothing";
+  const ScheduledStep ahead = f.scheduler.schedule();  // young's block is free now
+  ASSERT_EQ(ahead.chunks.size(), 1u);
+  EXPECT_EQ(ahead.chunks[0].sequence, old);
+  EXPECT_EQ(ahead.chunks[0].tokens, 1);
+  old->in_flight = 2;  // in both steps: not scheduled a third time
+  EXPECT_TRUE(f.scheduler.schedule().chunks.empty());
 }
 
 TEST(Scheduler, RunningLimitCountsForksAndTheBudgetMustCoverIt) {
