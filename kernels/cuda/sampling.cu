@@ -17,6 +17,8 @@
 // A non-finite raw logit, then a non-finite penalized one, makes the row an error naming the
 // first such token (the host's checked_argmax).
 //
+// Placeholders (the engine's overlap): ids[i] = outcomes[-1 - ids[i]].token where ids[i] < 0.
+//
 // No sort of the vocabulary. The k-th token (top_k, top_logprobs) and the token where the
 // nucleus mass is reached (top_p) come from a radix select over keys (a float's bits mapped so
 // that they order as the float): four passes of 8-bit digits, each a shared-memory histogram

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/core/error.h"
+#include "kernels/cuda/sampling.h"
 #include "worker/engine/device_sampler.h"
 #include "worker/engine/rng.h"
 #include "worker/engine/row_sample.h"
@@ -430,6 +431,55 @@ TEST(CudaSampling, VocabParallelShardsGiveTheSameOutcomes) {
     }
   }
   EXPECT_GT(counted.compared, 3 * counted.skipped);
+}
+
+// The engine's overlap: a second sampling launched before the first is collected, the next
+// step's token placeholders filled on the device from the first's outcomes (a sample that drew
+// no row, or an index outside them, gives token 0), and collects returning them in order.
+TEST(CudaSampling, TwoSamplingsInFlightFillTheNextStepsPlaceholders) {
+  REQUIRE_GPU();
+  Gpu gpu;
+  DeviceSampler sampler(0, gpu.stream);
+  const int64_t vocab = 1000, rows = 3;
+  const std::vector<float> first = normal_logits(rows, vocab, 31, 4.0f);
+  const std::vector<float> second = normal_logits(rows, vocab, 32, 4.0f);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  // Sample 1 names a row outside the step: an error found on the host, no outcome on the device.
+  const std::vector<RowSample> samples = {sample_of(0, greedy, 0), sample_of(7, greedy, 0),
+                                          sample_of(2, greedy, 0)};
+  sampler.launch(gpu.upload(first, rows, vocab), samples);
+  EXPECT_EQ(sampler.newest_outcome_index(1), -1);
+  const SampledTokens on_device = sampler.newest_on_device();
+  EXPECT_EQ(on_device.count, 2);
+  const std::vector<int32_t> ids = {5, token_placeholder(sampler.newest_outcome_index(0)),
+                                    token_placeholder(sampler.newest_outcome_index(2)), 7,
+                                    token_placeholder(99)};
+  int32_t* d_ids = nullptr;
+  ASSERT_EQ(cudaMalloc(&d_ids, ids.size() * sizeof(int32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(d_ids, ids.data(), ids.size() * sizeof(int32_t), cudaMemcpyHostToDevice),
+            cudaSuccess);
+  cuda::fill_token_placeholders(d_ids, int64_t(ids.size()),
+                                static_cast<const cuda::SampleRowOutcome*>(on_device.outcomes),
+                                on_device.count, gpu.stream);
+  sampler.launch(gpu.upload(second, rows, vocab), samples);
+  EXPECT_THROW(sampler.launch(gpu.upload(second, rows, vocab), samples), Error)
+      << "a third sampling before any collect";
+  const std::vector<RowOutcome> got_first = sampler.collect();
+  const std::vector<RowOutcome> got_second = sampler.collect();
+  const std::vector<RowOutcome> want_first = sample_rows(first, size_t(vocab), samples);
+  const std::vector<RowOutcome> want_second = sample_rows(second, size_t(vocab), samples);
+  for (size_t i = 0; i < samples.size(); ++i) {
+    expect_same(got_first[i], want_first[i], cat("first, sample ", i));
+    expect_same(got_second[i], want_second[i], cat("second, sample ", i));
+  }
+  std::vector<int32_t> filled(ids.size());
+  ASSERT_EQ(cudaStreamSynchronize(gpu.stream), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(filled.data(), d_ids, ids.size() * sizeof(int32_t), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  cudaFree(d_ids);
+  EXPECT_EQ(filled,
+            (std::vector<int32_t>{5, want_first[0].token.token, want_first[2].token.token, 7, 0}));
 }
 
 }  // namespace
