@@ -273,10 +273,11 @@ std::vector<EngineEvent> Engine::step() {
   return events;
 }
 
-bool Engine::can_run_ahead(const Sequence& s) const {
+bool Engine::can_run_ahead(const Sequence& s, bool samples) const {
+  if (s.in_flight != 1 || s.ahead || s.finish != FinishReason::kNone) return false;
+  if (!samples) return true;  // its next prompt chunk needs nothing from this step
   const Request& r = *s.request;
-  return s.in_flight == 1 && !s.awaiting_token && s.finish == FinishReason::kNone &&
-         s.forks.empty() && !r.params.penalized() &&
+  return s.forks.empty() && !r.params.penalized() &&
          // the token in flight cannot end it by length
          s.generated() + 1 < r.params.max_new_tokens && int64_t(s.tokens.size()) + 1 < r.capacity;
 }
@@ -284,11 +285,13 @@ bool Engine::can_run_ahead(const Sequence& s) const {
 void Engine::run_ahead(InFlight& newest) {
   for (InFlightChunk& c : newest.chunks) {
     Sequence& s = *c.sequence;
-    if (!c.samples || !can_run_ahead(s)) continue;
+    if (!can_run_ahead(s, c.samples)) continue;
     // Its keys and values for the step's positions are written before the next step reads them
     // (steps run in launch order), so they count as computed now.
     s.computed += c.tokens;
     c.advanced = true;
+    s.ahead = true;
+    if (!c.samples) continue;
     s.tokens.push_back(token_placeholder(c.sample));
     s.awaiting_token = true;
   }
@@ -363,6 +366,7 @@ void Engine::finish_step(std::vector<EngineEvent>& events) {
   for (const InFlightChunk& c : flight.chunks) {
     Sequence& s = *c.sequence;
     --s.in_flight;
+    if (c.advanced) s.ahead = false;        // back: no longer ahead of it
     if (s.finish != FinishReason::kNone) {  // ended meanwhile: its result is dropped
       counters_.dropped_ahead += c.ahead;
       continue;

@@ -16,7 +16,8 @@
 // With overlap (for a GPU, where the host would otherwise sit idle while a step runs and the
 // GPU while the host plans the next), step() launches step k+1 before step k's tokens are back:
 // every sequence that samples in step k and cannot end by length there decodes a placeholder
-// for that token in step k+1, which the device fills from step k's sampled ids (ModelRunner).
+// for that token in step k+1, which the device fills from step k's sampled ids (ModelRunner),
+// and a prompt chunked over steps gets its next chunk.
 // When step k's token turns out to end the sequence (EOS, a stop token, an error, a stop or
 // cancel meanwhile), its row of step k+1 is dropped: no extra token is ever emitted, and every
 // sample is the one the engine without overlap makes. Requests with penalties do not run ahead
@@ -163,7 +164,7 @@ class Engine {
   // Overlap: the sequences of the newest step in flight that may decode their next token before
   // it is back get a placeholder for it.
   void run_ahead(InFlight& newest);
-  bool can_run_ahead(const Sequence& s) const;
+  bool can_run_ahead(const Sequence& s, bool samples) const;
   void finish_step(std::vector<EngineEvent>& events);  // the oldest in flight
   // Appends `outcome` to the sample (or ends it with the outcome's error), and ends it when
   // the token is an end: EOS, a stop token, max_new_tokens or the context.

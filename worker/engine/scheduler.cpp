@@ -146,9 +146,9 @@ ScheduledStep Scheduler::schedule(int32_t max_sequences) {
                         [](const Sequence* s) { return s->pending() == 1; });
   for (Sequence* s : order) {
     // Preempted by an older sequence this step, or its previous step not back yet (unless the
-    // engine runs ahead of it: its next token is a placeholder for the one in flight).
+    // engine runs ahead of it).
     if (s->preempted || budget == 0) continue;
-    if (s->in_flight > (s->awaiting_token ? 1 : 0)) continue;
+    if (s->in_flight > (s->ahead ? 1 : 0)) continue;
     if (int32_t(step.chunks.size()) == max_sequences) break;
     const int32_t want = std::min(s->pending(), budget);
     int32_t chunk = tokens_that_fit(s->table, want);

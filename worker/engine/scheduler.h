@@ -15,9 +15,9 @@
 // Under pipeline parallelism several steps (micro-batches) are in flight at once, each over its
 // own sequences: a sequence in flight is neither scheduled again nor preempted until its step
 // comes back, and each step takes at most its share of the sequences (max_sequences). The one
-// exception is the engine's overlap: a sequence whose next token is a placeholder for the one its
-// step in flight samples (Sequence::awaiting_token) decodes it in the next step if blocks allow,
-// without preempting anyone for it.
+// exception is the engine's overlap: a sequence that the engine runs ahead of its step in flight
+// (Sequence::ahead: its next prompt chunk, or a placeholder for the token that step samples)
+// is scheduled in the next step if blocks allow, without preempting anyone for it.
 #pragma once
 
 #include <climits>

@@ -51,8 +51,10 @@ struct Sequence {
   // Launched steps holding it whose results have not come back: 1, or 2 when the engine runs a
   // step ahead (EngineConfig::overlap) and launched its next token before this one came back.
   int32_t in_flight = 0;
-  // Its last token is a placeholder for the one its step in flight samples (overlap): the next
-  // step computes it where the sampled ids are, before the host knows it.
+  // Overlap: `computed` already counts the positions of its step in flight, so the next step
+  // may take its next prompt chunk, or (awaiting_token) decode a placeholder for the token that
+  // step samples, computed where the sampled ids are before the host knows it.
+  bool ahead = false;
   bool awaiting_token = false;
   FinishReason finish = FinishReason::kNone;
 

@@ -109,7 +109,7 @@ TEST_F(EngineTest, RandomStreamWithMicroBatchesEqualsSoloRuns) {
 // the step that ran ahead of them comes back: every sample still equals its solo run (no token
 // after the end), and the ahead rows of ended samples were dropped.
 TEST_F(EngineTest, RandomStreamWithOverlapEqualsSoloRuns) {
-  LocalReplica r(dir_, 24);
+  LocalReplica r(dir_, 16);
   EngineConfig config;
   config.max_step_tokens = 32;
   config.max_running = 8;

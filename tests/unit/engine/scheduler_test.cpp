@@ -151,7 +151,7 @@ TEST(Scheduler, ASequenceAwaitingItsTokenRunsAheadOnlyWhereBlocksAreFree) {
   Sequence* young = f.add(4);
   f.run(f.scheduler.schedule());  // both prefilled, each block full, none free
   old->in_flight = 1;             // its step is out, and the engine ran ahead of it
-  old->awaiting_token = true;
+  old->ahead = true;
   const ScheduledStep s = f.scheduler.schedule();
   EXPECT_TRUE(s.chunks.empty());
   ASSERT_EQ(s.preempted.size(), 1u);
