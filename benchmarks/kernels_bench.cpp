@@ -8,7 +8,8 @@
 //   through >= 1 GiB of copies so weights come from DRAM as they do in a real forward.
 //   linear_chunked: the row-parallel layers' fixed-order sum (8 chunks at tp 1) against the
 //     plain sum (chunks 1) on the best path, hot, for the cost of bitwise-equal tp.
-//   attention: one decode step over a 1024-token cache, 32 heads x 128.
+//   attention: one decode step over a 1024-token cache, 32 heads x 128; a 512-token prompt.
+//   silu_mul: 64 rows x 11008 on each instruction set, against the scalar std::exp loop.
 //   Each linear path (avx512-bf16, avx512, avx2, portable) is measured; linear() takes the
 //   best one.
 // Run: kernels_bench --benchmark_min_time=0.2
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "common/core/dtype.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/support/random_floats.h"
@@ -164,6 +166,64 @@ void BM_AttentionDecode(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_AttentionDecode)->Arg(1024)->ArgName("kv_len")->UseRealTime();
+
+// A prompt's attention (q_len = kv_len = 512, 32 heads x 128).
+void BM_AttentionPrefill(benchmark::State& state) {
+  const int64_t len = state.range(0), heads = 32, d = 128;
+  const auto q = random_floats(size_t(len * heads * d), 1);
+  const auto k = random_floats(size_t(len * heads * d), 2);
+  const auto v = random_floats(size_t(len * heads * d), 3);
+  std::vector<float> out(size_t(len * heads * d));
+  const dsmath::cpu::AttentionShape s{len, len, heads, heads, d, heads * d};
+  for (auto _ : state) {
+    dsmath::cpu::causal_attention(q.data(), k.data(), v.data(), s, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_AttentionPrefill)
+    ->Arg(512)
+    ->ArgName("len")
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// SiLU x up over a step's MLP activations (m rows x 11008): each instruction set's path, and
+// "scalar_exp", the plain loop with std::exp it replaced (silu_mul_reference, on as many
+// threads). Counter:
+// Melem/s, millions of elements per second (all threads).
+enum class SiluPath { ScalarExp, Portable, Avx2, Avx512 };
+void BM_SiluMul(benchmark::State& state, SiluPath path) {
+  using dsmath::cpu::detail::Isa;
+  const Isa isa = path == SiluPath::Avx512 ? Isa::Avx512
+                  : path == SiluPath::Avx2 ? Isa::Avx2
+                                           : Isa::Portable;
+  if (isa > dsmath::cpu::detail::hardware_isa()) {
+    state.SkipWithError("this CPU lacks the instruction set");
+    return;
+  }
+  const int64_t n = state.range(0) * 11008;
+  const auto g = random_floats(size_t(n), 1, 6.0f), u = random_floats(size_t(n), 2);
+  std::vector<float> out(static_cast<size_t>(n));
+  for (auto _ : state) {
+    if (path == SiluPath::ScalarExp) {  // threaded as silu_mul is
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; i += 4096)
+        dsmath::cpu::silu_mul_reference(&g[size_t(i)], &u[size_t(i)],
+                                        std::min<int64_t>(4096, n - i), &out[size_t(i)]);
+    } else {
+      dsmath::cpu::silu_mul_on(isa, g.data(), u.data(), n, out.data());
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["Melem/s"] =
+      benchmark::Counter(double(n) * double(state.iterations()) / 1e6, benchmark::Counter::kIsRate);
+}
+BENCHMARK_CAPTURE(BM_SiluMul, scalar_exp, SiluPath::ScalarExp)
+    ->Arg(64)
+    ->ArgName("m")
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_SiluMul, portable, SiluPath::Portable)->Arg(64)->ArgName("m")->UseRealTime();
+BENCHMARK_CAPTURE(BM_SiluMul, avx2, SiluPath::Avx2)->Arg(64)->ArgName("m")->UseRealTime();
+BENCHMARK_CAPTURE(BM_SiluMul, avx512, SiluPath::Avx512)->Arg(64)->ArgName("m")->UseRealTime();
 
 }  // namespace
 
