@@ -153,11 +153,12 @@ EngineConfig ModelGroup::engine_config() const {
   config.micro_batches = options_.micro_batches > 0 ? options_.micro_batches : topology_.pp_size;
   // Pipeline stages overlap through micro-batches instead; on the CPU the host is the device.
   config.overlap =
-      options_.overlap == "on" ||
-      (options_.overlap == "auto" && options_.device == Device::kCuda && config.micro_batches == 1);
-  DSMATH_CHECK(!config.overlap || config.micro_batches == 1,
-               "--overlap on runs one step ahead of the last, which --micro-batches ",
-               config.micro_batches, " (pipeline stages) already does; use --overlap off or auto");
+      options_.overlap == "on" || (options_.overlap == "auto" && options_.device == Device::kCuda &&
+                                   topology_.pp_size == 1 && config.micro_batches == 1);
+  DSMATH_CHECK(!config.overlap || (topology_.pp_size == 1 && config.micro_batches == 1),
+               "--overlap on needs --pp 1 and --micro-batches 1 (got --pp ", topology_.pp_size,
+               ", --micro-batches ", config.micro_batches,
+               "): pipeline stages overlap through micro-batches; use --overlap off or auto");
   config.eos_token_ids =
       eos_token_ids(checkpoint_->config(), checkpoint_->generation_config(), *tokenizer_);
   return config;

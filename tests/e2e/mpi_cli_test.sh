@@ -43,6 +43,14 @@ ahead = [json.loads(l) for l in open(f"{sys.argv[1]}/overlap2.jsonl")]
 assert [r["token_ids"] for r in ahead] == [r["token_ids"] for r in one]
 PY
 then ok "--overlap on at -np 2: the tokens of one process"; else bad "--overlap on tokens"; fi
+if timeout 120 "${MPIRUN[@]}" -np 2 "$BIN/dsmath-worker" generate --model "$TMP/model" --pp 2 \
+    --overlap on --prompt hi --threads 1 > /dev/null 2> "$TMP/err"; then
+  bad "--overlap on with --pp 2: exited 0"
+elif grep -q -- "--overlap on needs --pp 1" "$TMP/err"; then
+  ok "--overlap on with --pp 2 is refused by name"
+else
+  bad "--overlap on with --pp 2: message missing"; cat "$TMP/err"
+fi
 
 # Pipeline stages: --pp 2 at -np 2 (tp 1 x pp 2) and -np 4 (tp 2 x pp 2), two micro-batches in
 # flight, give the tokens of one process.

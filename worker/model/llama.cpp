@@ -80,7 +80,7 @@ LogitsOnDevice LlamaModel::launch_on_device(const StepPlan& plan, SampledTokens 
 
 int64_t LlamaModel::run(const StepPlan& plan, SampledTokens sampled) {
   for (const KVBlockCopy& copy : plan.copies) backend_.copy_kv_block(copy.src, copy.dst);
-  const StepRows rows = flatten(plan);
+  const StepRows rows = flatten(plan, sampled);
   backend_.begin_step({rows.ids, rows.positions, rows.seqs, rows.logit_rows, sampled});
   // A decode step runs the same kernels as every other step of its batch size (what changes
   // is in the staged inputs), so a GPU backend replays them as one graph keyed by that size.
@@ -95,7 +95,7 @@ int64_t LlamaModel::run(const StepPlan& plan, SampledTokens sampled) {
 
 // The plan as the backend takes it: the step's tokens, sequence after sequence, and where each
 // sequence's rows are.
-LlamaModel::StepRows LlamaModel::flatten(const StepPlan& plan) const {
+LlamaModel::StepRows LlamaModel::flatten(const StepPlan& plan, SampledTokens sampled) const {
   const ModelConfig& c = config_;
   StepRows rows;
   rows.decode = !plan.all_logits;
@@ -108,9 +108,16 @@ LlamaModel::StepRows LlamaModel::flatten(const StepPlan& plan) const {
     rows.seqs.push_back(
         {int64_t(rows.ids.size()), int64_t(s.tokens.size()), s.first_position, s.block_table});
     for (size_t i = 0; i < s.tokens.size(); ++i) {
-      // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros.
-      DSMATH_CHECK(s.tokens[i] >= 0 && s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
-                   " is outside the vocabulary of ", c.vocab_size);
+      // Checked here: the vocab-parallel embedding would turn a bad id into silent zeros. A
+      // placeholder (overlap) must name one of the outcomes the device fills it from.
+      if (is_token_placeholder(s.tokens[i])) {
+        DSMATH_CHECK(sampled.outcomes != nullptr && placeholder_sample(s.tokens[i]) < sampled.count,
+                     "step plan: token placeholder ", s.tokens[i], " names none of the ",
+                     sampled.count, " sampled tokens on the device");
+      } else {
+        DSMATH_CHECK(s.tokens[i] < c.vocab_size, "token id ", s.tokens[i],
+                     " is outside the vocabulary of ", c.vocab_size);
+      }
       if (plan.all_logits || (s.logits && i + 1 == s.tokens.size()))
         rows.logit_rows.push_back(int64_t(rows.ids.size()));  // all, or the last that samples
       rows.ids.push_back(s.tokens[i]);

@@ -76,7 +76,7 @@ class LlamaModel {
     std::vector<int64_t> logit_rows;
     bool decode = false;  // one sampled token per sequence
   };
-  StepRows flatten(const StepPlan& plan) const;
+  StepRows flatten(const StepPlan& plan, SampledTokens sampled) const;
   // This rank's part of the plan; returns the rows of logits it holds afterwards (0 elsewhere).
   int64_t run(const StepPlan& plan, SampledTokens sampled = {});
   void compute(int64_t rows, bool logits);

@@ -139,6 +139,32 @@ TEST_F(EngineTest, RandomStreamWithOverlapEqualsSoloRuns) {
   testing::expect_samples_equal_alone(r.runner, outcome);
 }
 
+// A plan's token placeholder passes the model's checks only with the outcomes it names (on a
+// GPU, where the device fills it); the CPU backend, whose placeholders the host fills, refuses
+// any that reaches it.
+TEST_F(EngineTest, TokenPlaceholdersNeedTheirSampledTokens) {
+  LocalReplica r(dir_, 16);
+  auto error_of = [&](int32_t token, SampledTokens sampled) {
+    StepPlan plan;
+    plan.sequences.push_back({{token}, 0, {0}, true});
+    try {
+      r.model.launch_on_device(plan, sampled);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const int32_t outcome = 0;  // stands for the device's outcomes: never read on the CPU
+  EXPECT_NE(error_of(token_placeholder(0), {}).find("names none of the 0 sampled tokens"),
+            std::string::npos);
+  EXPECT_NE(error_of(token_placeholder(1), {&outcome, 1}).find("names none of the 1"),
+            std::string::npos);
+  EXPECT_NE(error_of(token_placeholder(0), {&outcome, 1}).find("that nothing filled"),
+            std::string::npos)
+      << "past the model's checks, to the CPU backend";
+  EXPECT_NE(error_of(1 << 30, {}).find("outside the vocabulary"), std::string::npos);
+}
+
 TEST_F(EngineTest, OverlapNeedsOneMicroBatch) {
   LocalReplica r(dir_, 16);
   EngineConfig config;
