@@ -109,6 +109,7 @@ void BM_Linear(benchmark::State& state, dsmath::cpu::LinearPath path) {
       double(state.iterations());
   const double bytes = double(rows * cols) * double(dsmath::dtype_size(t));
   state.counters["weight_GB/s"] = bytes * 1e-9 / per_call;
+  state.counters["GFLOP/s"] = 2.0 * double(m * rows * cols) * 1e-9 / per_call;
   state.counters["us_per_token"] = per_call * 1e6 / double(m);
   state.counters["vs_ref"] = ref / per_call;
   state.SetLabel(std::string(dsmath::dtype_name(t)) + (cold ? " cold" : " hot"));

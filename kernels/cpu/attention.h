@@ -5,7 +5,8 @@
 //   q:    [q_len, n_heads, head_dim]
 //   k, v: kv_len rows; row t starts at k + t * kv_row_stride and holds n_kv_heads x head_dim
 //   out:  [q_len, n_heads, head_dim]
-// Softmax is computed in f32 with the running-max trick. Parallel over (query, head).
+// Softmax is computed in f32 with the running-max trick. Parallel over (block of queries, run
+// of heads); a query gets the same bits whatever else is in the call.
 //
 // Paged variant: the kv_len rows live in fixed-size blocks of a shared pool,
 //   row t of k = k_blocks + (block_table[t / block_size] * block_size + t % block_size) *
