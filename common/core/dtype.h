@@ -11,7 +11,7 @@ namespace dsmath {
 
 enum class DType : uint8_t { F32, F16, BF16 };
 
-inline size_t dtype_size(DType t) {
+constexpr size_t dtype_size(DType t) {
   return t == DType::F32 ? 4 : 2;
 }
 
