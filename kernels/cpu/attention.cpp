@@ -414,7 +414,8 @@ void run_attention(const float* q, const Rows& k, const Rows& v, const Attention
 #pragma omp parallel if (blocks * tasks_per_block > 1)
   {
 #if DSMATH_HAVE_X86_SIMD
-    thread_local BlockState block_state;
+    thread_local BlockState block_state;  // sized here, on every thread, whether or not it
+    if (blocked) block_state.reserve(block, per, s.head_dim);  // gets a task this time
 #endif
     thread_local HeadState st;  // grown and never shrunk: no allocation per call once warm
     if (st.acc.size() < size_t(per * s.head_dim) || st.run_max.size() < size_t(per)) {

@@ -117,7 +117,8 @@ void linear_portable_impl(const float* x, int64_t m, const WeightView& w, int64_
   const auto* base = static_cast<const unsigned char*>(w.data);
 #pragma omp parallel
   {
-    std::vector<float> row(static_cast<size_t>(k_dim));
+    thread_local std::vector<float> row;  // grown and never shrunk: no allocation per call
+    if (row.size() < size_t(k_dim)) row.resize(size_t(k_dim));
     float part[kMaxChunks];
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < n_out; ++n) {

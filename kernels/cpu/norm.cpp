@@ -16,11 +16,14 @@ void check(int64_t rows, int64_t dim, const void* gamma) {
   DSMATH_CHECK(gamma != nullptr, "rms_norm: gamma is null");
 }
 
-// gamma is read once per call into f32 (dim is at most a few thousand floats).
-std::vector<float> gamma_f32(const void* gamma, DType t, int64_t dim) {
-  std::vector<float> g(static_cast<size_t>(dim));
+// gamma as f32: itself when it is f32, else widened once per call (dim is at most a few
+// thousand) into the calling thread's buffer, grown and never shrunk: no allocation per call.
+const float* gamma_f32(const void* gamma, DType t, int64_t dim) {
+  if (t == DType::F32) return static_cast<const float*>(gamma);
+  thread_local std::vector<float> g;
+  if (g.size() < size_t(dim)) g.resize(size_t(dim));
   for (int64_t i = 0; i < dim; ++i) g[size_t(i)] = load_as_f32(gamma, t, size_t(i));
-  return g;
+  return g.data();
 }
 
 }  // namespace
@@ -28,7 +31,7 @@ std::vector<float> gamma_f32(const void* gamma, DType t, int64_t dim) {
 void rms_norm(const float* x, int64_t rows, int64_t dim, const void* gamma, DType gamma_dtype,
               float eps, float* y) {
   check(rows, dim, gamma);
-  const std::vector<float> g = gamma_f32(gamma, gamma_dtype, dim);
+  const float* g = gamma_f32(gamma, gamma_dtype, dim);
   [[maybe_unused]] const bool simd = detail::cpu_has_avx2();
 #pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
@@ -41,7 +44,7 @@ void rms_norm(const float* x, int64_t rows, int64_t dim, const void* gamma, DTyp
 #endif
     const float inv = 1.0f / std::sqrt(ss / float(dim) + eps);
     // Same order as HF: normalize first, then scale by the weight.
-    for (int64_t i = 0; i < dim; ++i) yr[i] = g[size_t(i)] * (xr[i] * inv);
+    for (int64_t i = 0; i < dim; ++i) yr[i] = g[i] * (xr[i] * inv);
   }
 }
 

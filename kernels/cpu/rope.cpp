@@ -2,6 +2,7 @@
 #include "kernels/cpu/rope.h"
 
 #include <cmath>
+#include <vector>
 
 #include "common/core/error.h"
 
@@ -47,7 +48,8 @@ void apply_rope(float* x, int64_t tokens, int64_t heads, const int32_t* position
   // cos/sin depend only on (token, j): computed once per token, applied to every head.
 #pragma omp parallel if (tokens * heads * d >= (1 << 14))
   {
-    std::vector<float> cs(static_cast<size_t>(d));
+    thread_local std::vector<float> cs;  // grown and never shrunk: no allocation per call
+    if (cs.size() < size_t(d)) cs.resize(size_t(d));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tokens; ++t) {
       for (int64_t j = 0; j < half; ++j) {

@@ -1,0 +1,118 @@
+// The CPU kernels allocate nothing per call once warm (issue 9: scratch is per thread, grown
+// and never shrunk). This binary replaces the global operator new with one that counts, warms
+// every kernel up at a shape, then calls it again at that shape and expects no new allocation.
+// OpenMP's own thread pool allocates through malloc, which is not counted.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "common/core/dtype.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/embedding.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
+#include "tests/support/random_floats.h"
+
+namespace {
+std::atomic<long> g_allocations{0};
+}
+
+void* operator new(std::size_t n) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+
+namespace dsmath::cpu {
+namespace {
+
+using dsmath::testing::random_floats;
+
+// Allocations made by the second and third of three calls of fn.
+template <class Fn>
+long allocations_once_warm(Fn fn) {
+  fn();
+  const long before = g_allocations.load();
+  fn();
+  fn();
+  return g_allocations.load() - before;
+}
+
+std::vector<uint16_t> as_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_bf16(v[i]);
+  return out;
+}
+
+TEST(NoAllocationPerCall, LinearOnEveryPathAndChunked) {
+  const int64_t n = 96, k = 512;
+  const auto x = random_floats(size_t(16 * k), 1);
+  const auto w = as_bf16(random_floats(size_t(n * k), 2));
+  const WeightView view{w.data(), DType::BF16, n, k};
+  std::vector<float> y(size_t(16 * n));
+  for (LinearPath path :
+       {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512, LinearPath::Avx512Bf16}) {
+    if (!linear_path_supported(path)) continue;
+    for (int64_t m : {1, 16}) {
+      EXPECT_EQ(0, allocations_once_warm(
+                       [&] { linear_chunked_on_path(path, x.data(), m, view, 8, y.data()); }))
+          << "path " << int(path) << " m " << m;
+    }
+  }
+}
+
+TEST(NoAllocationPerCall, NormRopeSiluEmbedding) {
+  const int64_t rows = 8, dim = 256, heads = 4, d = 64;
+  const auto x = random_floats(size_t(rows * dim), 3);
+  const auto gamma = as_bf16(random_floats(size_t(dim), 4));
+  std::vector<float> y(x.size()), q = x;
+  EXPECT_EQ(0, allocations_once_warm([&] {
+              rms_norm(x.data(), rows, dim, gamma.data(), DType::BF16, 1e-6f, y.data());
+            }));
+  const RopeTable table(d, 10000.0, 1.0);
+  const std::vector<int32_t> positions{0, 1, 2, 3, 4, 5, 6, 7};
+  EXPECT_EQ(0, allocations_once_warm(
+                   [&] { apply_rope(q.data(), rows, heads, positions.data(), table); }));
+  EXPECT_EQ(0, allocations_once_warm([&] { silu_mul(x.data(), x.data(), rows * dim, y.data()); }));
+  const WeightView embed{gamma.data(), DType::BF16, 4, dim / 4};
+  const std::vector<int32_t> ids{3, 0, 2};
+  EXPECT_EQ(0, allocations_once_warm([&] { embedding_lookup(embed, ids.data(), 3, y.data()); }));
+}
+
+TEST(NoAllocationPerCall, AttentionPrefillAndDecodeF32AndBf16Cache) {
+  const int64_t heads = 8, kv_heads = 2, d = 64, len = 40, block = 16;
+  const int64_t stride = kv_heads * d, blocks = (len + block - 1) / block;
+  const auto q = random_floats(size_t(len * heads * d), 5);
+  const auto kv = random_floats(size_t(blocks * block * stride), 6);
+  const auto kv16 = as_bf16(kv);
+  std::vector<int32_t> table(static_cast<size_t>(blocks));
+  for (int64_t b = 0; b < blocks; ++b) table[size_t(b)] = int32_t(blocks - 1 - b);
+  std::vector<float> out(q.size());
+  for (int64_t q_len : {len, int64_t(1)}) {
+    const AttentionShape s{q_len, len, heads, kv_heads, d, stride};
+    EXPECT_EQ(0, allocations_once_warm([&] {
+                causal_attention_paged(q.data(), kv.data(), kv.data(), table.data(), block, s,
+                                       out.data());
+              }))
+        << "q_len " << q_len;
+    EXPECT_EQ(0, allocations_once_warm([&] {
+                causal_attention_paged(q.data(), kv16.data(), kv16.data(), table.data(), block, s,
+                                       out.data());
+              }))
+        << "bf16, q_len " << q_len;
+  }
+}
+
+}  // namespace
+}  // namespace dsmath::cpu
