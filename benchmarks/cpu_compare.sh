@@ -6,6 +6,8 @@
 # bound (dsmath-cpu-probe: read bandwidth for decode, peak bf16/AMX flops for prefill).
 # Usage: benchmarks/cpu_compare.sh [BUILD_DIR] [PRESET...]   (defaults: build; small deepseek-math-7b)
 # Environment: THREADS (nproc), NEW_TOKENS (decode steps + 1: 64, or 8 for the 7B preset),
+#   PEERS (which peers to run: "llama torch"; torch's bf16 on a CPU without AVX512-BF16 runs
+#   ~100x slower than the others, hours for the 7B: PEERS=llama leaves it out),
 #   DSMATH_BENCH_VENV (/opt/benchvenv), OUT (a folder for the results; benchmarks/results),
 #   CMAKE_BUILD_PARALLEL_LEVEL (jobs of the llama.cpp compile and of the dsmath builds).
 # Installs what is missing: Debian's python3-torch (launch/install-reference.sh), a venv with
@@ -58,10 +60,16 @@ dsmath() {
 # ---- measurements: each appends JSON lines to $RESULTS -------------------------------------------
 probe=$("$BIN/dsmath-cpu-probe" --threads "$T")
 echo "{\"system\":\"probe\",${probe#\{}" >> "$RESULTS"
+# --matmul-precision medium changes only the AVX512-BF16 path: elsewhere it is the same run.
+precisions=(highest)
+python3 -c "import json, sys; sys.exit(not json.loads(sys.argv[1])['cpu_flags']['avx512_bf16'])" \
+  "$probe" && precisions+=(medium)
+PEERS=${PEERS:-llama torch}
 for P in "${PRESETS[@]}"; do
   M=models/$P
   [ -f "$M/config.json" ] || "$BIN/dsmath-make-model" --preset "$P" --seed 0 --out "$M"
-  if [ ! -f "$M/model-bf16.gguf" ]; then  # written once; via .tmp so a killed run leaves none
+  if [[ " $PEERS " == *" llama "* && ! -f "$M/model-bf16.gguf" ]]; then  # written once; via .tmp
+    # so that a killed run leaves none
     "$PY" tools/write_gguf.py "$M" "$M/model-bf16.gguf.tmp"
     mv "$M/model-bf16.gguf.tmp" "$M/model-bf16.gguf"
   fi
@@ -76,17 +84,22 @@ for P in "${PRESETS[@]}"; do
   # Read the weights into the page cache once so the first run does not pay for the disk
   # (dsmath-bench-decode's untimed warm-up token then faults the mapping in).
   cat "$M"/*.safetensors > /dev/null
-  for precision in highest medium; do
+  for precision in "${precisions[@]}"; do
     dsmath prefill 1 64 1 $precision
     dsmath prefill 1 512 1 $precision
     for B in 1 16 64; do dsmath decode "$B" "$DECODE_PROMPT" "$NEW" $precision; done
   done
   peers=(--preset "$P" --threads "$T" --prefill 64 512 --decode-prompt "$DECODE_PROMPT"
     --new-tokens "$NEW")
-  echo "== $P: llama.cpp"
-  "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" >> "$RESULTS"
-  echo "== $P: torch"
-  "$PY" benchmarks/cpu_compare_peers.py torch --model "$M" --decode-batches 1 16 "${peers[@]}" >> "$RESULTS"
+  if [[ " $PEERS " == *" llama "* ]]; then
+    echo "== $P: llama.cpp"
+    "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" >> "$RESULTS"
+  fi
+  if [[ " $PEERS " == *" torch "* ]]; then
+    echo "== $P: torch"
+    "$PY" benchmarks/cpu_compare_peers.py torch --model "$M" --decode-batches 1 16 "${peers[@]}" \
+      >> "$RESULTS"
+  fi
 done
 echo
 "$PY" benchmarks/cpu_compare_peers.py report "$RESULTS"
