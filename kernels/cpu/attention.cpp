@@ -333,8 +333,8 @@ DSMATH_AVX2 void attend_block_avx2(const float* q, const Rows& k, const Rows& v,
           const __m256 keep =
               _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(int(len[u] - jj)), lane));
           const __m256 e = _mm256_and_ps(
-              keep, detail::exp_avx2(_mm256_min_ps(_mm256_sub_ps(_mm256_loadu_ps(sc + jj), mx),
-                                                   _mm256_setzero_ps())));
+              keep, detail::exp_avx2(_mm256_min_ps(  // min(0, NaN) is NaN: it propagates
+                        _mm256_setzero_ps(), _mm256_sub_ps(_mm256_loadu_ps(sc + jj), mx))));
           _mm256_storeu_ps(sc + jj, e);
           sum = _mm256_add_ps(sum, e);
         }

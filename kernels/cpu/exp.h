@@ -1,6 +1,6 @@
 // Internal to the CPU kernels: e^x for x <= 0 in f32, the sampler's, softmax's and SiLU's.
 //
-//   x = max(x, -86)                 e^-86 ~ 4e-38, still a normal float
+//   x = max(x, -86)                 e^-86 ~ 4e-38, still a normal float (a NaN stays NaN)
 //   n = round(x log2 e)             by adding and subtracting 1.5 x 2^23
 //   g = x - n ln2                   ln 2 in two parts (Cody-Waite), so g keeps full precision
 //   e^x = 2^n (1 + g + g^2/2! + ... + g^6/6!)   |g| <= ln2 / 2: within 5e-7 relative
@@ -40,7 +40,7 @@ inline float exp_nonpositive(float x) {
 
 #if DSMATH_HAVE_X86_SIMD
 DSMATH_AVX2 inline __m256 exp_avx2(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(kMinExponent));
+  x = _mm256_max_ps(_mm256_set1_ps(kMinExponent), x);  // max(c, NaN) is NaN: it propagates
   const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(kLog2e));
   const __m256 rounded = _mm256_add_ps(t, _mm256_set1_ps(kRound));
   const __m256 n = _mm256_sub_ps(rounded, _mm256_set1_ps(kRound));
@@ -56,7 +56,7 @@ DSMATH_AVX2 inline __m256 exp_avx2(__m256 x) {
 }
 
 DSMATH_AVX512 inline __m512 exp_avx512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(kMinExponent));
+  x = _mm512_max_ps(_mm512_set1_ps(kMinExponent), x);
   const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(kLog2e));
   const __m512 rounded = _mm512_add_ps(t, _mm512_set1_ps(kRound));
   const __m512 n = _mm512_sub_ps(rounded, _mm512_set1_ps(kRound));

@@ -447,6 +447,28 @@ TEST(Attention, SameBitsForAnyThreadCount) {
   omp_set_num_threads(saved);
 }
 
+// A NaN in a query makes that (query, head)'s output NaN, on the blocked path (d 16) and the
+// per-query one (d 13), rather than a finite average that would hide it; other heads stay finite.
+TEST(Attention, NanInAQueryPropagatesToItsHeadOnly) {
+  for (int64_t d : {16, 13}) {
+    const int64_t q_len = 5, kv_len = 70, heads = 4, kv_heads = 2, stride = kv_heads * d;
+    auto q = random_floats(size_t(q_len * heads * d), 41, 2.0f);
+    const auto k = random_floats(size_t(kv_len * stride), 42, 2.0f);
+    const auto v = random_floats(size_t(kv_len * stride), 43);
+    q[size_t((2 * heads + 1) * d + 3)] = NAN;  // query 2, head 1
+    std::vector<float> out(q.size());
+    causal_attention(q.data(), k.data(), v.data(), {q_len, kv_len, heads, kv_heads, d, stride},
+                     out.data());
+    for (int64_t i = 0; i < q_len; ++i)
+      for (int64_t h = 0; h < heads; ++h) {
+        const bool poisoned = i == 2 && h == 1;
+        for (int64_t c = 0; c < d; ++c)
+          ASSERT_EQ(std::isnan(out[size_t((i * heads + h) * d + c)]), poisoned)
+              << "d " << d << " query " << i << " head " << h;
+      }
+  }
+}
+
 TEST(Attention, SingleKeyReturnsItsValue) {
   const float q[] = {1, -2, 3, 0.5f}, k[] = {0.3f, 0.1f, -1, 2}, v[] = {5, 6, 7, 8};
   float out[4];
@@ -459,8 +481,8 @@ TEST(Attention, SingleKeyReturnsItsValue) {
 // grouped (the AVX2 path takes them four at a time; 7 queries over 70 past keys cross a
 // 64-key chunk inside a group; d 13 takes the per-query path).
 TEST(Attention, CausalMaskMatchesShorterCacheBitForBit) {
-  for (auto [q_len, past, d] : {std::tuple<int64_t, int64_t, int64_t>{4, 9, 16}, {7, 70, 16},
-                                {9, 0, 32}, {5, 60, 13}}) {
+  for (auto [q_len, past, d] :
+       {std::tuple<int64_t, int64_t, int64_t>{4, 9, 16}, {7, 70, 16}, {9, 0, 32}, {5, 60, 13}}) {
     const int64_t heads = 4, kv_heads = 2, stride = kv_heads * d, kv_len = past + q_len;
     const auto q = random_floats(size_t(q_len * heads * d), 7, 2.0f);
     const auto k = random_floats(size_t(kv_len * stride), 8, 2.0f);

@@ -101,6 +101,14 @@ TEST(NoAllocationPerCall, AttentionPrefillAndDecodeF32AndBf16Cache) {
   std::vector<float> out(q.size());
   for (int64_t q_len : {len, int64_t(1)}) {
     const AttentionShape s{q_len, len, heads, kv_heads, d, stride};
+    EXPECT_EQ(0, allocations_once_warm(
+                     [&] { causal_attention(q.data(), kv.data(), kv.data(), s, out.data()); }))
+        << "contiguous, q_len " << q_len;
+    // head_dim 12 (not a multiple of 8): the per-query path and its own state
+    const AttentionShape odd{q_len, len, heads, kv_heads, 12, stride};
+    EXPECT_EQ(0, allocations_once_warm(
+                     [&] { causal_attention(q.data(), kv.data(), kv.data(), odd, out.data()); }))
+        << "head_dim 12, q_len " << q_len;
     EXPECT_EQ(0, allocations_once_warm([&] {
                 causal_attention_paged(q.data(), kv.data(), kv.data(), table.data(), block, s,
                                        out.data());
