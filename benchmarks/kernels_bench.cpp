@@ -127,7 +127,7 @@ void LinearShapes(benchmark::internal::Benchmark* b) {
   b->Args({int64_t(DType::F32), 1, 4096, 4096, 1});
   b->Args({bf16, 128, 4096, 4096, 1});
   b->Args({bf16, 128, 4096, 11008, 1});  // down_proj in prefill: 22 KiB rows
-  b->Args({bf16, 1, 102400, 384, 1});  // the `small` preset's lm_head: short rows
+  b->Args({bf16, 1, 102400, 384, 1});    // the `small` preset's lm_head: short rows
   b->ArgNames({"dtype", "m", "n", "k", "cold"});
   b->UseRealTime();
 }
