@@ -55,6 +55,11 @@ struct HeadState {
   std::vector<float> acc, scores, run_max, run_sum;
 };
 
+// Per-thread scratch grows to n and never shrinks: no allocation per call once warm.
+inline void grow(std::vector<float>& v, int64_t n) {
+  if (v.size() < size_t(n)) v.resize(size_t(n));
+}
+
 // A cached element as f32: itself, or a bf16 (the top half of an f32) widened.
 __attribute__((always_inline)) inline float widen(float v) {
   return v;
@@ -239,11 +244,10 @@ DSMATH_AVX2 inline void weighted_values(const VRow& vrow, const float* p, int64_
 struct BlockState {  // per thread, grown and never shrunk: no allocation per call once warm
   std::vector<float> acc, scores, run_max, run_sum;
   void reserve(int64_t nq, int64_t nh, int64_t d) {
-    if (acc.size() >= size_t(nq * nh * d) && run_max.size() >= size_t(nq * nh)) return;
-    acc.resize(size_t(nq * nh * d));
-    scores.resize(size_t(nq * nh * kChunk));
-    run_max.resize(size_t(nq * nh));
-    run_sum.resize(size_t(nq * nh));
+    grow(acc, nq * nh * d);
+    grow(scores, nq * nh * kChunk);
+    grow(run_max, nq * nh);
+    grow(run_sum, nq * nh);
   }
 };
 
@@ -417,12 +421,12 @@ void run_attention(const float* q, const Rows& k, const Rows& v, const Attention
     thread_local BlockState block_state;  // sized here, on every thread, whether or not it
     if (blocked) block_state.reserve(block, per, s.head_dim);  // gets a task this time
 #endif
-    thread_local HeadState st;  // grown and never shrunk: no allocation per call once warm
-    if (st.acc.size() < size_t(per * s.head_dim) || st.run_max.size() < size_t(per)) {
-      st.acc.resize(size_t(per * s.head_dim));
-      st.scores.resize(size_t(per * kChunk));
-      st.run_max.resize(size_t(per));
-      st.run_sum.resize(size_t(per));
+    thread_local HeadState st;  // the per-query path's: grown and never shrunk
+    if (!blocked) {
+      grow(st.acc, per * s.head_dim);
+      grow(st.scores, per * kChunk);
+      grow(st.run_max, per);
+      grow(st.run_sum, per);
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < blocks * tasks_per_block; ++task) {
