@@ -221,6 +221,7 @@ DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, int64_t chunks,
 // measured 1.3x faster than 2 x 4 at m = 16 (fewer x loads per FMA).
 struct Avx2Blocks {
   static constexpr int64_t kTokens = 4;
+  static constexpr int64_t kDecodeRows = 24;  // the row group when m is 1
   template <DType DT>
   DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
@@ -251,6 +252,12 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
   }
 }
 
+// One token reads W as one stream: two rows at a time, prefetched as one linear stream
+// kDecodeAhead bytes on, in groups of kDecodeRowGroup rows (eight rows in lockstep were more
+// streams than an EPYC Zen 5 core's prefetchers kept up with; gemm_bf16.cpp measures the same).
+constexpr uintptr_t kDecodeAhead = 64 * 1024;
+constexpr int64_t kDecodeRowGroup = 96;
+
 // The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
 template <DType DT, int R, int T>
 DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
@@ -264,6 +271,12 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     int64_t k = c * kc;
     for (; k + 16 <= k_end; k += 16) {
+      if constexpr (T == 1) {  // the R rows as one linear stream (see kDecodeAhead)
+        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kDecodeAhead +
+                                uintptr_t(k / 16 * R * 16 * int64_t(dtype_size(DT)));
+        for (int64_t b = 0; b < R * 16 * int64_t(dtype_size(DT)); b += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(ahead + uintptr_t(b)), _MM_HINT_T0);
+      }
       __m512 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
       for (int t = 0; t < T; ++t) {
@@ -298,13 +311,14 @@ DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
 struct Avx512Blocks {
   static constexpr int64_t kTokens = 6;
+  static constexpr int64_t kDecodeRows = kDecodeRowGroup;
   template <DType DT>
   DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
                                 float* y, int64_t ldy) {
     switch (tokens) {
       case 1:
-        return rows_block512<DT, 8, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 2, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 2:
         return rows_block512<DT, 8, 2>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 3:
@@ -319,19 +333,19 @@ struct Avx512Blocks {
   }
 };
 
-// Groups of kRowGroup rows are handed out dynamically: cores that share a machine with
-// other work (or run at different clocks) still finish together. 24 is a multiple of every
-// row block above, so only the last group has a ragged end.
+// Groups of rows are handed out dynamically: cores that share a machine with other work (or
+// run at different clocks) still finish together. 24 (and each kDecodeRows) is a multiple of
+// every row block above, so only the last group has a ragged end.
 template <class Blocks, DType DT>
 void linear_blocked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
-  constexpr int64_t kRowGroup = 24;
+  const int64_t row_group = m == 1 ? Blocks::kDecodeRows : 24;
   const int64_t n_out = w.rows, k_dim = w.cols;
   const size_t row_bytes = size_t(k_dim) * dtype_size(DT);
   const auto* base = static_cast<const unsigned char*>(w.data);
-  const int64_t groups = (n_out + kRowGroup - 1) / kRowGroup;
+  const int64_t groups = (n_out + row_group - 1) / row_group;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n0 = g * kRowGroup, n1 = std::min(n_out, n0 + kRowGroup);
+    const int64_t n0 = g * row_group, n1 = std::min(n_out, n0 + row_group);
     for (int64_t t = 0; t < m; t += Blocks::kTokens)
       Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, chunks, base,
                                row_bytes, n0, n1, y + t * n_out, n_out);
