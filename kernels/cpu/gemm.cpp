@@ -225,7 +225,7 @@ struct Avx2Blocks {
   template <DType DT>
   DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
-                              float* y, int64_t ldy) {
+                              float* y, int64_t ldy, bool /*first: short rows prefetch always*/) {
     switch (tokens) {
       case 1:
         return rows_block<DT, 4, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
@@ -255,11 +255,13 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
 // One token reads W as one stream: two rows at a time, prefetched as one linear stream
 // kDecodeAhead bytes on, in groups of kDecodeRowGroup rows (eight rows in lockstep were more
 // streams than an EPYC Zen 5 core's prefetchers kept up with; gemm_bf16.cpp measures the same).
+// The first token block of a batch, which reads a row group from memory, prefetches its rows
+// as one stream too.
 constexpr uintptr_t kDecodeAhead = 64 * 1024;
 constexpr int64_t kDecodeRowGroup = 96;
 
 // The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
-template <DType DT, int R, int T>
+template <DType DT, int R, int T, bool kStream>
 DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
                             size_t row_bytes, float* y, int64_t ldy) {
   const int64_t kc = k_dim / chunks;
@@ -271,7 +273,7 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     int64_t k = c * kc;
     for (; k + 16 <= k_end; k += 16) {
-      if constexpr (T == 1) {  // the R rows as one linear stream (see kDecodeAhead)
+      if constexpr (kStream) {  // the R rows as one linear stream (see kDecodeAhead)
         const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kDecodeAhead +
                                 uintptr_t(k / 16 * R * 16 * int64_t(dtype_size(DT)));
         for (int64_t b = 0; b < R * 16 * int64_t(dtype_size(DT)); b += 64)
@@ -297,15 +299,15 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
     for (int t = 0; t < T; ++t) y[t * ldy + r] = chunk_tree_sum(part[r][t], chunks);
 }
 
-template <DType DT, int R, int T>
+template <DType DT, int R, int T, bool kStream>
 DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
                                  const unsigned char* base, size_t row_bytes, int64_t n0,
                                  int64_t n1, float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro512<DT, R, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro512<DT, R, T, kStream>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
   for (; n < n1; ++n)
-    micro512<DT, 1, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro512<DT, 1, T, kStream>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
 }
 
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
@@ -315,20 +317,28 @@ struct Avx512Blocks {
   template <DType DT>
   DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
-                                float* y, int64_t ldy) {
+                                float* y, int64_t ldy, bool first) {
+    return first ? run_rows<DT, true>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy)
+                 : run_rows<DT, false>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+  }
+  // kStream: the first token block, which reads the rows from memory (see kDecodeAhead).
+  template <DType DT, bool kStream>
+  DSMATH_AVX512 static void run_rows(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
+                                     const unsigned char* base, size_t row_bytes, int64_t n0,
+                                     int64_t n1, float* y, int64_t ldy) {
     switch (tokens) {
       case 1:
-        return rows_block512<DT, 2, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 2, 1, true>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 2:
-        return rows_block512<DT, 8, 2>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 8, 2, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 3:
-        return rows_block512<DT, 6, 3>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 3, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 4:
-        return rows_block512<DT, 6, 4>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 4, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       case 5:
-        return rows_block512<DT, 4, 5>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 5, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
       default:
-        return rows_block512<DT, 4, 6>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 6, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
     }
   }
 };
@@ -348,7 +358,7 @@ void linear_blocked(const float* x, int64_t m, const WeightView& w, int64_t chun
     const int64_t n0 = g * row_group, n1 = std::min(n_out, n0 + row_group);
     for (int64_t t = 0; t < m; t += Blocks::kTokens)
       Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, chunks, base,
-                               row_bytes, n0, n1, y + t * n_out, n_out);
+                               row_bytes, n0, n1, y + t * n_out, n_out, t == 0);
   }
 }
 
