@@ -37,6 +37,11 @@ if ! "$PY" -c 'import llama_cpp, gguf, torch, transformers' 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check llama-cpp-python==0.3.36 gguf==0.19.0 \
     transformers==4.40.2 tokenizers==0.19.1 safetensors==0.4.3
 fi
+if [[ " ${PEERS:-llama torch} " == *" torch "* ]] && ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "cpu_compare: $VENV does not see Debian's torch (a venv made by another python, or without" \
+    "--system-site-packages): remove it and run again, or set PEERS=llama" >&2
+  exit 1
+fi
 for t in dsmath-bench-decode dsmath-cpu-probe dsmath-make-model; do
   if [ ! -x "$BIN/$t" ]; then
     cmake -S . -B "$BUILD" > /dev/null  # configure anew: an older build tree may lack the target
