@@ -221,7 +221,7 @@ DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, int64_t chunks,
 // measured 1.3x faster than 2 x 4 at m = 16 (fewer x loads per FMA).
 struct Avx2Blocks {
   static constexpr int64_t kTokens = 4;
-  static constexpr int64_t kDecodeRows = 24;  // the row group when m is 1
+  static constexpr int64_t kDecodeRowGroup = 24;  // rows handed out at a time when m is 1
   template <DType DT>
   DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
@@ -253,12 +253,11 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
 }
 
 // One token reads W as one stream: two rows at a time, prefetched as one linear stream
-// kDecodeAhead bytes on, in groups of kDecodeRowGroup rows (eight rows in lockstep were more
+// kDecodeAhead bytes on, in groups of 96 rows (Avx512Blocks; eight rows in lockstep were more
 // streams than an EPYC Zen 5 core's prefetchers kept up with; gemm_bf16.cpp measures the same).
 // The first token block of a batch, which reads a row group from memory, prefetches its rows
 // as one stream too.
 constexpr uintptr_t kDecodeAhead = 64 * 1024;
-constexpr int64_t kDecodeRowGroup = 96;
 
 // The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
 template <DType DT, int R, int T, bool kStream>
@@ -313,7 +312,7 @@ DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
 struct Avx512Blocks {
   static constexpr int64_t kTokens = 6;
-  static constexpr int64_t kDecodeRows = kDecodeRowGroup;
+  static constexpr int64_t kDecodeRowGroup = 96;  // rows handed out at a time when m is 1
   template <DType DT>
   DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
@@ -344,11 +343,11 @@ struct Avx512Blocks {
 };
 
 // Groups of rows are handed out dynamically: cores that share a machine with other work (or
-// run at different clocks) still finish together. 24 (and each kDecodeRows) is a multiple of
+// run at different clocks) still finish together. 24 (and each kDecodeRowGroup) is a multiple of
 // every row block above, so only the last group has a ragged end.
 template <class Blocks, DType DT>
 void linear_blocked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
-  const int64_t row_group = m == 1 ? Blocks::kDecodeRows : 24;
+  const int64_t row_group = m == 1 ? Blocks::kDecodeRowGroup : 24;
   const int64_t n_out = w.rows, k_dim = w.cols;
   const size_t row_bytes = size_t(k_dim) * dtype_size(DT);
   const auto* base = static_cast<const unsigned char*>(w.data);
