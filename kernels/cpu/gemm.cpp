@@ -252,14 +252,9 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
   }
 }
 
-// One token reads W as one stream: two rows at a time, prefetched as one linear stream
-// kDecodeAhead bytes on, in groups of 96 rows (Avx512Blocks; eight rows in lockstep were more
-// streams than an EPYC Zen 5 core's prefetchers kept up with; gemm_bf16.cpp measures the same).
-// The first token block of a batch, which reads a row group from memory, prefetches its rows
-// as one stream too.
-constexpr uintptr_t kDecodeAhead = 64 * 1024;
-
 // The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
+// kStream: the rows are read as one prefetched stream (simd.h): one token (two rows at a time)
+// and the first token block of a batch, the one that reads a row group from memory.
 template <DType DT, int R, int T, bool kStream>
 DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
                             size_t row_bytes, float* y, int64_t ldy) {
@@ -272,11 +267,9 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     int64_t k = c * kc;
     for (; k + 16 <= k_end; k += 16) {
-      if constexpr (kStream) {  // the R rows as one linear stream (see kDecodeAhead)
-        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kDecodeAhead +
-                                uintptr_t(k / 16 * R * 16 * int64_t(dtype_size(DT)));
-        for (int64_t b = 0; b < R * 16 * int64_t(dtype_size(DT)); b += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + uintptr_t(b)), _MM_HINT_T0);
+      if constexpr (kStream) {  // the R rows as one linear stream (simd.h)
+        constexpr int64_t kStepBytes = R * 16 * int64_t(dtype_size(DT));
+        detail::prefetch_stream(w, k / 16 * kStepBytes, kStepBytes);
       }
       __m512 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
@@ -312,7 +305,7 @@ DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
 struct Avx512Blocks {
   static constexpr int64_t kTokens = 6;
-  static constexpr int64_t kDecodeRowGroup = 96;  // rows handed out at a time when m is 1
+  static constexpr int64_t kDecodeRowGroup = detail::kStreamRowGroup;  // when m is 1
   template <DType DT>
   DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
@@ -320,7 +313,7 @@ struct Avx512Blocks {
     return first ? run_rows<DT, true>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy)
                  : run_rows<DT, false>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
   }
-  // kStream: the first token block, which reads the rows from memory (see kDecodeAhead).
+  // kStream: the first token block, which reads the rows from memory (micro512).
   template <DType DT, bool kStream>
   DSMATH_AVX512 static void run_rows(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                      const unsigned char* base, size_t row_bytes, int64_t n0,

@@ -52,16 +52,12 @@ namespace {
 constexpr int64_t kMaxChunks = 8;
 constexpr int64_t kBlock = 32;  // columns per vdpbf16ps
 
-// One token (batch-1 decode) is bound by reading W. Eight rows in lockstep are eight streams,
-// which an EPYC (Zen 5) core's prefetchers followed at ~30 GB/s for two cores where one linear
-// stream ran at ~40. So one token takes two rows at a time and prefetches its rows as one linear
-// stream kPrefetchAhead bytes on (the rows of a weight are contiguous; two rows are enough
-// independent sums to hide vdpbf16ps' latency at memory speed), in groups of kDecodeRowGroup
-// rows. kernels_bench BM_Linear m 1 cold, 2 threads, medians of 3 runs interleaved with the
-// old kernel: 11008 x 4096 33.5 -> 46.9 GB/s, 4096 x 11008 30.3 -> 47.2, 102400 x 384 18.3 -> 31.2.
+// One token (batch-1 decode) is bound by reading W: it takes two rows at a time (enough
+// independent sums to hide vdpbf16ps' latency at memory speed) and reads them as one prefetched
+// stream (simd.h). kernels_bench BM_Linear m 1 cold, 2 threads, medians of 3 runs interleaved
+// with eight rows in lockstep: 11008 x 4096 33.5 -> 46.9 GB/s, 4096 x 11008 30.3 -> 47.2,
+// 102400 x 384 18.3 -> 31.2.
 constexpr int kDecodeRows = 2;
-constexpr uintptr_t kPrefetchAhead = 64 * 1024;  // 32 and 128 KiB: no better
-constexpr int64_t kDecodeRowGroup = 96;          // 48 and 192: no better
 
 // x packed for the kernel: token t's chunk c, block b starts at
 // data + t * token_stride + (c * blocks + b) * 64 (hi then lo, 32 each).
@@ -128,14 +124,8 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
     for (int64_t b = 0; b < x.blocks; ++b) {
       const int64_t k = b * kBlock;
       const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
-      if constexpr (kStream) {  // the R rows as one linear stream, kPrefetchAhead bytes on
-        // As an integer: past the last rows the address is beyond the weight (a prefetch never
-        // faults, but a pointer may not point there).
-        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kPrefetchAhead +
-                                uintptr_t((c * x.blocks + b) * R * 64);
-        for (int r = 0; r < R; ++r)
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + uintptr_t(r * 64)), _MM_HINT_T0);
-      }
+      if constexpr (kStream)  // the R rows as one linear stream, R lines a block
+        prefetch_stream(w, (c * x.blocks + b) * R * 64, R * 64);
       __m512bh wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wc + r * row_elems + k);
@@ -215,7 +205,7 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
   const PackedX px{xp, token_stride, blocks, block_stride};
   const auto* wb = static_cast<const uint16_t*>(w.data);
 
-  const int64_t row_group = m == 1 ? kDecodeRowGroup : 24;  // a multiple of every R above
+  const int64_t row_group = m == 1 ? kStreamRowGroup : 24;  // a multiple of every R above
   const int64_t groups = (n_out + row_group - 1) / row_group;
   // Packing is ~1% of the products' work; done here, it saves the threads a barrier.
   for (int64_t t = 0; t < m; ++t)
