@@ -178,12 +178,7 @@ DSMATH_AVX2 void micro(const float* x, int64_t k_dim, int64_t chunks, const unsi
     for (; k + 8 <= k_end; k += 8) {
       if (prefetch) {  // this step's share of the rows kPrefetchBlocks blocks on
         constexpr int64_t kStepBytes = R * 8 * int64_t(dtype_size(DT));
-        // As an integer: past the last rows the address is beyond the weight (a prefetch never
-        // faults, but a pointer may not point there).
-        const uintptr_t ahead = reinterpret_cast<uintptr_t>(w) + kPrefetchBlocks * R * row_bytes +
-                                uintptr_t(k / 8 * kStepBytes);
-        for (int64_t b = 0; b < kStepBytes; b += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + uintptr_t(b)), _MM_HINT_T0);
+        detail::prefetch_stream(w, kPrefetchBlocks * R * row_bytes, k / 8 * kStepBytes, kStepBytes);
       }
       __m256 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load8<DT>(w + r * row_bytes, k);
@@ -269,7 +264,7 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
     for (; k + 16 <= k_end; k += 16) {
       if constexpr (kStream) {  // the R rows as one linear stream (simd.h)
         constexpr int64_t kStepBytes = R * 16 * int64_t(dtype_size(DT));
-        detail::prefetch_stream(w, k / 16 * kStepBytes, kStepBytes);
+        detail::prefetch_stream(w, detail::kStreamAhead, k / 16 * kStepBytes, kStepBytes);
       }
       __m512 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);

@@ -125,7 +125,7 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
       const int64_t k = b * kBlock;
       const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
       if constexpr (kStream)  // the R rows as one linear stream, R lines a block
-        prefetch_stream(w, (c * x.blocks + b) * R * 64, R * 64);
+        prefetch_stream(w, kStreamAhead, (c * x.blocks + b) * R * 64, R * 64);
       __m512bh wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wc + r * row_elems + k);

@@ -38,17 +38,20 @@ inline bool cpu_has_avx2() {
 }
 
 #if DSMATH_HAVE_X86_SIMD
-// Batch-1 decode, and the first token block of a batch, read a weight's R rows as one linear
-// stream (the AVX-512 kernels of gemm.cpp and gemm_bf16.cpp): eight rows in lockstep are eight
-// streams, which an EPYC Zen 5 core's prefetchers followed at ~30 GB/s for two cores where one
-// linear stream ran at ~40. Each step prefetches its `bytes` of the R rows' span, `consumed`
-// bytes in, kStreamAhead on; the rows are handed out kStreamRowGroup at a time when m is 1.
+// Prefetches `bytes` of a weight's rows read as one linear stream: the span starting `ahead` +
+// `consumed` bytes past `rows` (the rows of a weight are contiguous, so R rows read in lockstep
+// are one span of R * row bytes). Used where the hardware prefetchers fall behind:
+// - batch-1 decode and the first token block of a batch on AVX-512 (gemm.cpp, gemm_bf16.cpp):
+//   eight rows in lockstep are eight streams, which an EPYC Zen 5 core's prefetchers followed
+//   at ~30 GB/s for two cores where one linear stream ran at ~40; the kernels take two rows at
+//   a time, kStreamAhead on, handed out kStreamRowGroup rows at a time when m is 1;
+// - short rows on AVX2 (gemm.cpp): streams a few hundred bytes long.
 constexpr uintptr_t kStreamAhead = 64 * 1024;  // 32 and 128 KiB: no better
 constexpr int64_t kStreamRowGroup = 96;        // 48 and 192: no better
-inline void prefetch_stream(const void* rows, int64_t consumed, int64_t bytes) {
+inline void prefetch_stream(const void* rows, uintptr_t ahead, int64_t consumed, int64_t bytes) {
   // As an integer: past the last rows the address is beyond the weight (a prefetch never
   // faults, but a pointer may not point there).
-  const uintptr_t at = reinterpret_cast<uintptr_t>(rows) + kStreamAhead + uintptr_t(consumed);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(rows) + ahead + uintptr_t(consumed);
   for (int64_t b = 0; b < bytes; b += 64)
     _mm_prefetch(reinterpret_cast<const char*>(at + uintptr_t(b)), _MM_HINT_T0);
 }
