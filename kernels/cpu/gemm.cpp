@@ -20,6 +20,7 @@
 
 #include "common/core/error.h"
 #include "kernels/cpu/gemm_bf16.h"
+#include "kernels/cpu/row_groups.h"
 #include "kernels/cpu/simd.h"
 
 #if DSMATH_HAVE_X86_SIMD
@@ -163,9 +164,9 @@ constexpr int64_t kPrefetchBlocks = 4;  // 1 and 2: 5-10% slower; 8: slower agai
 // y[t * ldy + r] = dot(W row r, x row t) for r < R, t < T, taken as
 // `chunks` dot products over equal ranges of k added by chunk_tree_sum (one chunk: the plain
 // dot product).
-template <DType DT, int R, int T>
+template <DType DT, int R, int T, detail::Fetch F>
 DSMATH_AVX2 void micro(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
-                       size_t row_bytes, float* y, int64_t ldy) {
+                       size_t row_bytes, detail::LaterRows& later, float* y, int64_t ldy) {
   const bool prefetch = row_bytes <= kShortRowBytes;
   const int64_t kc = k_dim / chunks;
   float part[R][T][kMaxChunks];
@@ -180,6 +181,7 @@ DSMATH_AVX2 void micro(const float* x, int64_t k_dim, int64_t chunks, const unsi
         constexpr int64_t kStepBytes = R * 8 * int64_t(dtype_size(DT));
         detail::prefetch_stream(w, kPrefetchBlocks * R * row_bytes, k / 8 * kStepBytes, kStepBytes);
       }
+      if constexpr (F == detail::Fetch::kLater) later.step();
       __m256 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load8<DT>(w + r * row_bytes, k);
       for (int t = 0; t < T; ++t) {
@@ -201,35 +203,50 @@ DSMATH_AVX2 void micro(const float* x, int64_t k_dim, int64_t chunks, const unsi
 }
 
 // Rows [n0, n1) for tokens [0, T) with the widest row block that fits the registers.
-template <DType DT, int R, int T>
+template <DType DT, int R, int T, detail::Fetch F>
 DSMATH_AVX2 void rows_block(const float* x, int64_t k_dim, int64_t chunks,
                             const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
-                            float* y, int64_t ldy) {
+                            detail::LaterRows& later, float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro<DT, R, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro<DT, R, T, F>(x, k_dim, chunks, base + n * row_bytes, row_bytes, later, y + n, ldy);
   for (; n < n1; ++n)
-    micro<DT, 1, T>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro<DT, 1, T, F>(x, k_dim, chunks, base + n * row_bytes, row_bytes, later, y + n, ldy);
 }
 
 // 16 ymm registers: R*T accumulators + R weight vectors + 1 x vector must fit. 3 x 4
 // measured 1.3x faster than 2 x 4 at m = 16 (fewer x loads per FMA).
 struct Avx2Blocks {
   static constexpr int64_t kTokens = 4;
+  static constexpr int64_t kLanes = 8;
   static constexpr int64_t kDecodeRowGroup = 24;  // rows handed out at a time when m is 1
+  static constexpr int64_t rows_per_micro(int64_t tokens) { return tokens <= 2 ? 4 : 3; }
+  // The first block does not stream: the hardware prefetchers follow a 7B row block here (short
+  // rows prefetch in micro()); the last blocks fetch the next group (row_groups.h).
   template <DType DT>
   DSMATH_AVX2 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                               const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
-                              float* y, int64_t ldy, bool /*first: short rows prefetch always*/) {
-    switch (tokens) {
+                              detail::Fetch fetch, detail::LaterRows& later, float* y,
+                              int64_t ldy) {
+    return fetch == detail::Fetch::kLater
+               ? run_rows<DT, detail::Fetch::kLater>(x, tokens, k_dim, chunks, base, row_bytes, n0,
+                                                     n1, later, y, ldy)
+               : run_rows<DT, detail::Fetch::kNone>(x, tokens, k_dim, chunks, base, row_bytes, n0,
+                                                    n1, later, y, ldy);
+  }
+  template <DType DT, detail::Fetch F>
+  DSMATH_AVX2 static void run_rows(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
+                                   const unsigned char* base, size_t row_bytes, int64_t n0,
+                                   int64_t n1, detail::LaterRows& later, float* y, int64_t ldy) {
+    switch (tokens) {  // rows_per_micro above
       case 1:
-        return rows_block<DT, 4, 1>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 4, 1, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       case 2:
-        return rows_block<DT, 4, 2>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 4, 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       case 3:
-        return rows_block<DT, 3, 3>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 3, 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       default:
-        return rows_block<DT, 3, 4>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block<DT, 3, 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
     }
   }
 };
@@ -250,9 +267,9 @@ DSMATH_AVX512 inline __m512 load16(const unsigned char* row, int64_t k) {
 // The AVX-512 twin of micro(): 16-lane accumulators, the same scalar tail and chunk tree.
 // kStream: the rows are read as one prefetched stream (simd.h): one token (two rows at a time)
 // and the first token block of a batch, the one that reads a row group from memory.
-template <DType DT, int R, int T, bool kStream>
+template <DType DT, int R, int T, detail::Fetch F>
 DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const unsigned char* w,
-                            size_t row_bytes, float* y, int64_t ldy) {
+                            size_t row_bytes, detail::LaterRows& later, float* y, int64_t ldy) {
   const int64_t kc = k_dim / chunks;
   float part[R][T][kMaxChunks];
   for (int64_t c = 0; c < chunks; ++c) {
@@ -262,10 +279,11 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
       for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
     int64_t k = c * kc;
     for (; k + 16 <= k_end; k += 16) {
-      if constexpr (kStream) {  // the R rows as one linear stream (simd.h)
+      if constexpr (F == detail::Fetch::kStream) {  // the R rows as one linear stream (simd.h)
         constexpr int64_t kStepBytes = R * 16 * int64_t(dtype_size(DT));
         detail::prefetch_stream(w, detail::kStreamAhead, k / 16 * kStepBytes, kStepBytes);
       }
+      if constexpr (F == detail::Fetch::kLater) later.step();
       __m512 wv[R];
       for (int r = 0; r < R; ++r) wv[r] = load16<DT>(w + r * row_bytes, k);
       for (int t = 0; t < T; ++t) {
@@ -286,67 +304,80 @@ DSMATH_AVX512 void micro512(const float* x, int64_t k_dim, int64_t chunks, const
     for (int t = 0; t < T; ++t) y[t * ldy + r] = chunk_tree_sum(part[r][t], chunks);
 }
 
-template <DType DT, int R, int T, bool kStream>
+template <DType DT, int R, int T, detail::Fetch F>
 DSMATH_AVX512 void rows_block512(const float* x, int64_t k_dim, int64_t chunks,
                                  const unsigned char* base, size_t row_bytes, int64_t n0,
-                                 int64_t n1, float* y, int64_t ldy) {
+                                 int64_t n1, detail::LaterRows& later, float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro512<DT, R, T, kStream>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro512<DT, R, T, F>(x, k_dim, chunks, base + n * row_bytes, row_bytes, later, y + n, ldy);
   for (; n < n1; ++n)
-    micro512<DT, 1, T, kStream>(x, k_dim, chunks, base + n * row_bytes, row_bytes, y + n, ldy);
+    micro512<DT, 1, T, F>(x, k_dim, chunks, base + n * row_bytes, row_bytes, later, y + n, ldy);
 }
 
 // 32 zmm registers: R*T accumulators + R weight vectors + 1 x vector must fit.
 struct Avx512Blocks {
   static constexpr int64_t kTokens = 6;
+  static constexpr int64_t kLanes = 16;
   static constexpr int64_t kDecodeRowGroup = detail::kStreamRowGroup;  // when m is 1
+  static constexpr int64_t rows_per_micro(int64_t tokens) {
+    return tokens == 1 ? 2 : tokens == 2 ? 8 : tokens <= 4 ? 6 : 4;
+  }
   template <DType DT>
   DSMATH_AVX512 static void run(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                 const unsigned char* base, size_t row_bytes, int64_t n0, int64_t n1,
-                                float* y, int64_t ldy, bool first) {
-    return first ? run_rows<DT, true>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy)
-                 : run_rows<DT, false>(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+                                detail::Fetch fetch, detail::LaterRows& later, float* y,
+                                int64_t ldy) {
+    using detail::Fetch;
+    const auto rows = fetch == Fetch::kStream  ? run_rows<DT, Fetch::kStream>
+                      : fetch == Fetch::kLater ? run_rows<DT, Fetch::kLater>
+                                               : run_rows<DT, Fetch::kNone>;
+    return rows(x, tokens, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
   }
-  // kStream: the first token block, which reads the rows from memory (micro512).
-  template <DType DT, bool kStream>
+  template <DType DT, detail::Fetch F>
   DSMATH_AVX512 static void run_rows(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                      const unsigned char* base, size_t row_bytes, int64_t n0,
-                                     int64_t n1, float* y, int64_t ldy) {
-    switch (tokens) {
+                                     int64_t n1, detail::LaterRows& later, float* y, int64_t ldy) {
+    // One token reads its rows as a stream unless it is fetching the next group's.
+    constexpr auto kOne = F == detail::Fetch::kLater ? F : detail::Fetch::kStream;
+    switch (tokens) {  // rows_per_micro above
       case 1:
-        return rows_block512<DT, 2, 1, true>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 2, 1, kOne>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y,
+                                             ldy);
       case 2:
-        return rows_block512<DT, 8, 2, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 8, 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       case 3:
-        return rows_block512<DT, 6, 3, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       case 4:
-        return rows_block512<DT, 6, 4, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 6, 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       case 5:
-        return rows_block512<DT, 4, 5, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 5, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
       default:
-        return rows_block512<DT, 4, 6, kStream>(x, k_dim, chunks, base, row_bytes, n0, n1, y, ldy);
+        return rows_block512<DT, 4, 6, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
     }
   }
 };
 
-// Groups of rows are handed out dynamically: cores that share a machine with other work (or
-// run at different clocks) still finish together. 24 (and each kDecodeRowGroup) is a multiple of
+// Groups of rows are walked as row_groups.h says. 24 (and each kDecodeRowGroup) is a multiple of
 // every row block above, so only the last group has a ragged end.
 template <class Blocks, DType DT>
 void linear_blocked(const float* x, int64_t m, const WeightView& w, int64_t chunks, float* y) {
-  const int64_t row_group = m == 1 ? Blocks::kDecodeRowGroup : 24;
   const int64_t n_out = w.rows, k_dim = w.cols;
   const size_t row_bytes = size_t(k_dim) * dtype_size(DT);
   const auto* base = static_cast<const unsigned char*>(w.data);
-  const int64_t groups = (n_out + row_group - 1) / row_group;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n0 = g * row_group, n1 = std::min(n_out, n0 + row_group);
-    for (int64_t t = 0; t < m; t += Blocks::kTokens)
-      Blocks::template run<DT>(x + t * k_dim, std::min(Blocks::kTokens, m - t), k_dim, chunks, base,
-                               row_bytes, n0, n1, y + t * n_out, n_out, t == 0);
-  }
+  const detail::RowWalk walk{m,    Blocks::kTokens,   n_out, m == 1 ? Blocks::kDecodeRowGroup : 24,
+                             base, int64_t(row_bytes)};
+  const int64_t vectors = k_dim / chunks / Blocks::kLanes;  // per chunk
+  detail::walk_row_groups(
+      walk,
+      [&](int64_t tokens, int64_t rows) {
+        return detail::micro_calls(rows, Blocks::rows_per_micro(tokens)) * chunks * vectors;
+      },
+      [&](int64_t t, int64_t tokens, int64_t n0, int64_t n1, detail::Fetch fetch,
+          detail::LaterRows& later) {
+        Blocks::template run<DT>(x + t * k_dim, tokens, k_dim, chunks, base, row_bytes, n0, n1,
+                                 fetch, later, y + t * n_out, n_out);
+      });
 }
 
 template <class Blocks>

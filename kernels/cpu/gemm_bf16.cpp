@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/core/error.h"
+#include "kernels/cpu/row_groups.h"
 #include "kernels/cpu/simd.h"
 
 namespace dsmath::cpu::detail {
@@ -111,9 +112,9 @@ DSMATH_AVX512BF16 inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) 
 // first token block of a batch, which is what reads the row group from memory (batch 16 of the
 // 7B shape: +21%, matching the f32 path; later blocks find the rows in L2). Prefetching each row
 // 512-2048 bytes ahead instead had been 5-30% slower than none.
-template <int R, int T, bool kSplit, bool kStream>
+template <int R, int T, bool kSplit, Fetch F>
 DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_elems, int64_t chunks,
-                             int64_t kc, float* y, int64_t ldy) {
+                             int64_t kc, LaterRows& later, float* y, int64_t ldy) {
   constexpr int N = R * T, N4 = (N + 3) / 4 * 4;
   alignas(64) float part[kMaxChunks][N4];
   for (int64_t c = 0; c < chunks; ++c) {
@@ -124,8 +125,9 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
     for (int64_t b = 0; b < x.blocks; ++b) {
       const int64_t k = b * kBlock;
       const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
-      if constexpr (kStream)  // the R rows as one linear stream, R lines a block
+      if constexpr (F == Fetch::kStream)  // the R rows as one linear stream, R lines a block
         prefetch_stream(w, kStreamAhead, (c * x.blocks + b) * R * 64, R * 64);
+      if constexpr (F == Fetch::kLater) later.step();
       __m512bh wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wc + r * row_elems + k);
@@ -150,37 +152,53 @@ DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_el
     for (int t = 0; t < T; ++t) y[t * ldy + r] = part[0][r * T + t];
 }
 
-template <int R, int T, bool kSplit, bool kStream>
+template <int R, int T, bool kSplit, Fetch F>
 DSMATH_AVX512BF16 void rows_block(const PackedX& x, const uint16_t* w, int64_t row_elems,
-                                  int64_t chunks, int64_t kc, int64_t n0, int64_t n1, float* y,
-                                  int64_t ldy) {
+                                  int64_t chunks, int64_t kc, int64_t n0, int64_t n1,
+                                  LaterRows& later, float* y, int64_t ldy) {
   int64_t n = n0;
   for (; n + R <= n1; n += R)
-    micro<R, T, kSplit, kStream>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+    micro<R, T, kSplit, F>(x, w + n * row_elems, row_elems, chunks, kc, later, y + n, ldy);
   for (; n < n1; ++n)
-    micro<1, T, kSplit, kStream>(x, w + n * row_elems, row_elems, chunks, kc, y + n, ldy);
+    micro<1, T, kSplit, F>(x, w + n * row_elems, row_elems, chunks, kc, later, y + n, ldy);
 }
 
 // 32 zmm registers: R*T accumulators + R weight vectors + hi and lo must fit.
 constexpr int64_t kTokens = 6;
-template <bool kSplit, bool kStream>
+constexpr int rows_per_micro(int64_t tokens) {
+  constexpr int kRows[kTokens + 1] = {0, kDecodeRows, 8, 6, 6, 4, 4};
+  return kRows[std::min(tokens, kTokens)];
+}
+
+template <bool kSplit, Fetch F>
 DSMATH_AVX512BF16 void run_block(const PackedX& x, int64_t tokens, const uint16_t* w,
                                  int64_t row_elems, int64_t chunks, int64_t kc, int64_t n0,
-                                 int64_t n1, float* y, int64_t ldy) {
+                                 int64_t n1, LaterRows& later, float* y, int64_t ldy) {
+  // One token reads its rows as a stream unless it is fetching the next group's.
+  constexpr Fetch kOne = F == Fetch::kLater ? F : Fetch::kStream;
   switch (tokens) {
     case 1:
-      return rows_block<kDecodeRows, 1, kSplit, true>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<kDecodeRows, 1, kSplit, kOne>(x, w, row_elems, chunks, kc, n0, n1, later, y,
+                                                      ldy);
     case 2:
-      return rows_block<8, 2, kSplit, kStream>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<8, 2, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
     case 3:
-      return rows_block<6, 3, kSplit, kStream>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<6, 3, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
     case 4:
-      return rows_block<6, 4, kSplit, kStream>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<6, 4, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
     case 5:
-      return rows_block<4, 5, kSplit, kStream>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<4, 5, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
     default:
-      return rows_block<4, 6, kSplit, kStream>(x, w, row_elems, chunks, kc, n0, n1, y, ldy);
+      return rows_block<4, 6, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
   }
+}
+
+template <Fetch F>
+DSMATH_AVX512BF16 void run_block(bool split, const PackedX& x, int64_t tokens, const uint16_t* w,
+                                 int64_t row_elems, int64_t chunks, int64_t kc, int64_t n0,
+                                 int64_t n1, LaterRows& later, float* y, int64_t ldy) {
+  (split ? run_block<true, F> : run_block<false, F>)(x, tokens, w, row_elems, chunks, kc, n0, n1,
+                                                     later, y, ldy);
 }
 
 }  // namespace
@@ -205,22 +223,23 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
   const PackedX px{xp, token_stride, blocks, block_stride};
   const auto* wb = static_cast<const uint16_t*>(w.data);
 
-  const int64_t row_group = m == 1 ? kStreamRowGroup : 24;  // a multiple of every R above
-  const int64_t groups = (n_out + row_group - 1) / row_group;
   // Packing is ~1% of the products' work; done here, it saves the threads a barrier.
   for (int64_t t = 0; t < m; ++t)
     pack_token(x + t * k_dim, chunks, kc, blocks, split, xp + t * token_stride);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n0 = g * row_group, n1 = std::min(n_out, n0 + row_group);
-    for (int64_t t = 0; t < m; t += kTokens) {
-      const PackedX block{px.data + t * token_stride, token_stride, blocks, block_stride};
-      // The first token block reads the group's rows from memory: as one stream, prefetched.
-      const auto run = t == 0 ? (split ? run_block<true, true> : run_block<false, true>)
-                              : (split ? run_block<true, false> : run_block<false, false>);
-      run(block, std::min(kTokens, m - t), wb, k_dim, chunks, kc, n0, n1, y + t * n_out, n_out);
-    }
-  }
+  const RowWalk walk{m,  kTokens,  n_out, m == 1 ? kStreamRowGroup : 24,  // a multiple of every R
+                     wb, k_dim * 2};
+  walk_row_groups(
+      walk,
+      [&](int64_t tokens, int64_t rows) {
+        return micro_calls(rows, rows_per_micro(tokens)) * chunks * blocks;
+      },
+      [&](int64_t t, int64_t tokens, int64_t n0, int64_t n1, Fetch fetch, LaterRows& later) {
+        const PackedX block{px.data + t * token_stride, token_stride, blocks, block_stride};
+        const auto run = fetch == Fetch::kStream  ? run_block<Fetch::kStream>
+                         : fetch == Fetch::kLater ? run_block<Fetch::kLater>
+                                                  : run_block<Fetch::kNone>;
+        run(split, block, tokens, wb, k_dim, chunks, kc, n0, n1, later, y + t * n_out, n_out);
+      });
 }
 
 #else  // no x86 SIMD: never chosen
