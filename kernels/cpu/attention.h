@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/simd.h"
+
 namespace dsmath::cpu {
 
 struct AttentionShape {
@@ -32,6 +34,11 @@ struct AttentionShape {
 
 void causal_attention(const float* q, const float* k, const float* v, const AttentionShape& s,
                       float* out);
+// causal_attention on a given instruction set (tests compare them; one at or below the CPU's).
+// AVX-512 and AVX2 run the blocked kernel where head_dim is a multiple of 16 or 8; the bits differ
+// between instruction sets (their sums are split into 16 or 8 lanes), never within one.
+void causal_attention_on(detail::Isa isa, const float* q, const float* k, const float* v,
+                         const AttentionShape& s, float* out);
 
 // block_table holds at least ceil(kv_len / block_size) valid block ids (the caller's block
 // manager guarantees it; the kernel cannot check ids against the pool size).

@@ -33,6 +33,14 @@ namespace {
 
 using dsmath::testing::random_floats;
 
+// The instruction sets this CPU has: each kernel's path for each is tested against the others.
+std::vector<detail::Isa> isas() {
+  std::vector<detail::Isa> out{detail::Isa::Portable};
+  if (detail::hardware_isa() >= detail::Isa::Avx2) out.push_back(detail::Isa::Avx2);
+  if (detail::hardware_isa() >= detail::Isa::Avx512) out.push_back(detail::Isa::Avx512);
+  return out;
+}
+
 // A tensor stored in `t` (bytes) built from f32 values.
 std::vector<unsigned char> store(const std::vector<float>& v, DType t) {
   std::vector<unsigned char> out(v.size() * dtype_size(t));
@@ -410,16 +418,20 @@ void check_attention(const AttnCase& c, uint32_t seed) {
   const auto q = random_floats(size_t(c.q_len * c.n_heads * c.head_dim), seed, 2.0f);
   const auto k = random_floats(size_t(c.kv_len * stride), seed + 1, 2.0f);
   const auto v = random_floats(size_t(c.kv_len * stride), seed + 2);
-  std::vector<float> out(q.size(), NAN), ref(q.size());
-  causal_attention(q.data(), k.data(), v.data(), s, out.data());
+  std::vector<float> ref(q.size());
   causal_attention_reference(q.data(), k.data(), v.data(), s, ref.data());
-  for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << i;
+  for (detail::Isa isa : isas()) {
+    std::vector<float> out(q.size(), NAN);
+    causal_attention_on(isa, q.data(), k.data(), v.data(), s, out.data());
+    for (size_t i = 0; i < out.size(); ++i)
+      ASSERT_NEAR(out[i], ref[i], 1e-5) << i << " isa " << int(isa);
+  }
 }
 
 TEST(Attention, MatchesReferenceMhaAndGqa) {
   uint32_t seed = 100;
   for (auto [heads, kv_heads] : {std::pair<int64_t, int64_t>{4, 4}, {8, 2}, {6, 1}})
-    for (int64_t d : {8, 13, 128})
+    for (int64_t d : {8, 13, 16, 128})
       for (auto [q_len, kv_len] :
            {std::pair<int64_t, int64_t>{1, 1}, {1, 7}, {3, 3}, {5, 70}, {17, 17}, {2, 200}})
         for (int64_t pad : {0, 5})
@@ -437,35 +449,44 @@ TEST(Attention, SameBitsForAnyThreadCount) {
     const auto v = random_floats(size_t(kv_len * 4 * 32), 53);
     std::vector<float> first, out(q.size()), ref(q.size());
     causal_attention_reference(q.data(), k.data(), v.data(), s, ref.data());
-    for (int threads : {1, 2, 3, 5, 16}) {
-      omp_set_num_threads(threads);
-      causal_attention(q.data(), k.data(), v.data(), s, out.data());
-      for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << threads;
-      if (first.empty()) first = out;
-      EXPECT_EQ(out, first) << "threads " << threads << " q_len " << q_len;
+    for (detail::Isa isa : isas()) {
+      first.clear();
+      for (int threads : {1, 2, 3, 5, 16}) {
+        omp_set_num_threads(threads);
+        causal_attention_on(isa, q.data(), k.data(), v.data(), s, out.data());
+        for (size_t i = 0; i < out.size(); ++i) ASSERT_NEAR(out[i], ref[i], 1e-5) << threads;
+        if (first.empty()) first = out;
+        EXPECT_EQ(out, first) << "threads " << threads << " q_len " << q_len << " isa " << int(isa);
+      }
     }
   }
   omp_set_num_threads(saved);
 }
 
-// A NaN in a query makes that (query, head)'s output NaN, on the blocked path (d 16) and the
-// per-query one (d 13), rather than a finite average that would hide it; other heads stay finite.
+// A NaN in a query makes that (query, head)'s output NaN, on the blocked paths (d 16; d 8 takes
+// the AVX2 one on an AVX-512 CPU) and the per-query one (d 13), rather than a finite average that
+// would hide it; other heads stay finite.
 TEST(Attention, NanInAQueryPropagatesToItsHeadOnly) {
-  for (int64_t d : {16, 13}) {
+  for (auto [d, isa] : [] {
+         std::vector<std::pair<int64_t, detail::Isa>> cases;
+         for (detail::Isa isa : isas())
+           for (int64_t d : {16, 8, 13}) cases.emplace_back(d, isa);
+         return cases;
+       }()) {
     const int64_t q_len = 5, kv_len = 70, heads = 4, kv_heads = 2, stride = kv_heads * d;
     auto q = random_floats(size_t(q_len * heads * d), 41, 2.0f);
     const auto k = random_floats(size_t(kv_len * stride), 42, 2.0f);
     const auto v = random_floats(size_t(kv_len * stride), 43);
     q[size_t((2 * heads + 1) * d + 3)] = NAN;  // query 2, head 1
     std::vector<float> out(q.size());
-    causal_attention(q.data(), k.data(), v.data(), {q_len, kv_len, heads, kv_heads, d, stride},
-                     out.data());
+    causal_attention_on(isa, q.data(), k.data(), v.data(),
+                        {q_len, kv_len, heads, kv_heads, d, stride}, out.data());
     for (int64_t i = 0; i < q_len; ++i)
       for (int64_t h = 0; h < heads; ++h) {
         const bool poisoned = i == 2 && h == 1;
         for (int64_t c = 0; c < d; ++c)
           ASSERT_EQ(std::isnan(out[size_t((i * heads + h) * d + c)]), poisoned)
-              << "d " << d << " query " << i << " head " << h;
+              << "d " << d << " query " << i << " head " << h << " isa " << int(isa);
       }
   }
 }
@@ -479,25 +500,31 @@ TEST(Attention, SingleKeyReturnsItsValue) {
 
 // Query i of a prefill sees exactly the keys up to its own position: the same bits as a
 // decode step over the shorter cache, whatever the later keys hold and however the queries are
-// grouped (the AVX2 path takes them four at a time; 7 queries over 70 past keys cross a
-// 64-key chunk inside a group; d 13 takes the per-query path).
+// grouped, on every instruction set (the blocked paths take eight at a time; 7 queries over 70
+// past keys cross a 64-key chunk inside a block; d 8 takes the AVX2 blocked path on an AVX-512
+// CPU, d 13 the per-query path).
 TEST(Attention, CausalMaskMatchesShorterCacheBitForBit) {
-  for (auto [q_len, past, d] :
-       {std::tuple<int64_t, int64_t, int64_t>{4, 9, 16}, {7, 70, 16}, {9, 0, 32}, {5, 60, 13}}) {
-    const int64_t heads = 4, kv_heads = 2, stride = kv_heads * d, kv_len = past + q_len;
-    const auto q = random_floats(size_t(q_len * heads * d), 7, 2.0f);
-    const auto k = random_floats(size_t(kv_len * stride), 8, 2.0f);
-    const auto v = random_floats(size_t(kv_len * stride), 9);
-    std::vector<float> full(q.size()), one(size_t(heads * d));
-    causal_attention(q.data(), k.data(), v.data(), {q_len, kv_len, heads, kv_heads, d, stride},
-                     full.data());
-    for (int64_t i = 0; i < q_len; ++i) {
-      causal_attention(q.data() + i * heads * d, k.data(), v.data(),
-                       {1, past + i + 1, heads, kv_heads, d, stride}, one.data());
-      ASSERT_EQ(0, std::memcmp(one.data(), full.data() + i * heads * d, one.size() * 4))
-          << "query " << i << " of " << q_len << " after " << past << ", d " << d;
+  for (auto [q_len, past, d] : {std::tuple<int64_t, int64_t, int64_t>{4, 9, 16},
+                                {7, 70, 16},
+                                {9, 0, 32},
+                                {5, 60, 13},
+                                {11, 40, 8}})
+    for (detail::Isa isa : isas()) {
+      const int64_t heads = 4, kv_heads = 2, stride = kv_heads * d, kv_len = past + q_len;
+      const auto q = random_floats(size_t(q_len * heads * d), 7, 2.0f);
+      const auto k = random_floats(size_t(kv_len * stride), 8, 2.0f);
+      const auto v = random_floats(size_t(kv_len * stride), 9);
+      std::vector<float> full(q.size()), one(size_t(heads * d));
+      causal_attention_on(isa, q.data(), k.data(), v.data(),
+                          {q_len, kv_len, heads, kv_heads, d, stride}, full.data());
+      for (int64_t i = 0; i < q_len; ++i) {
+        causal_attention_on(isa, q.data() + i * heads * d, k.data(), v.data(),
+                            {1, past + i + 1, heads, kv_heads, d, stride}, one.data());
+        ASSERT_EQ(0, std::memcmp(one.data(), full.data() + i * heads * d, one.size() * 4))
+            << "query " << i << " of " << q_len << " after " << past << ", d " << d << " isa "
+            << int(isa);
+      }
     }
-  }
 }
 
 TEST(Attention, RejectsBadShapes) {
@@ -582,13 +609,6 @@ TEST(Embedding, OutOfRangeIdIsAClearError) {
 
 namespace dsmath::cpu {
 namespace {
-
-std::vector<detail::Isa> isas() {
-  std::vector<detail::Isa> out{detail::Isa::Portable};
-  if (detail::hardware_isa() >= detail::Isa::Avx2) out.push_back(detail::Isa::Avx2);
-  if (detail::hardware_isa() >= detail::Isa::Avx512) out.push_back(detail::Isa::Avx512);
-  return out;
-}
 
 // Every instruction set's silu_mul is within 1e-6 of the reference (exp.h's polynomial), keeps
 // the signs and zeros of SiLU, and gives each element the bits it gets alone: where it sits
