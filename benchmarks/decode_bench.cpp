@@ -4,10 +4,12 @@
 //                                      [--new-tokens 32] [--threads T] [--kv-dtype f32|bf16]
 //                                      [--matmul-precision highest|medium] [--pp P]
 //                                      [--micro-batches M] [--device cpu|cuda]
-//                                      [--format text|json]
+//                                      [--shared-prompt] [--format text|json]
 // --pp P splits the layers over P stages (tp = N / P); decode then runs the batch as M
 // micro-batches (default P) with up to M steps in flight, as the engine does, so that every
 // stage works at once; --micro-batches 1 runs one step at a time for comparison.
+// --shared-prompt makes the batch n samples of one prompt, as a batch job's --n does: the prompt
+// is prefilled once and its blocks shared by every sequence (forked), which then decode apart.
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
 // whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
 // and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
@@ -80,6 +82,9 @@ int main(int argc, char** argv) {
   app.add_option("--pp", pp, "Pipeline stages (tp = ranks / pp)")->capture_default_str();
   app.add_option("--micro-batches", micro_batches, "Decode micro-batches in flight (default: --pp)")
       ->check(CLI::Range(1, 64));
+  bool shared_prompt = false;
+  app.add_flag("--shared-prompt", shared_prompt,
+               "The batch is samples of one prompt: prefilled once, its blocks shared");
   app.add_option("--format", format, "text or json")->check(CLI::IsMember({"text", "json"}));
   CLI11_PARSE(app, argc, argv);
   try {
@@ -111,14 +116,20 @@ int main(int argc, char** argv) {
     const int32_t block_size = 16;
     const int32_t blocks_per_seq =
         int32_t((prompt_tokens + new_tokens + block_size - 1) / block_size);
+    // Shared: the prompt's blocks once, then each sequence's own (a copy of the prompt's partial
+    // last block, and its new tokens). The extra block is the warm-up token's.
+    const int32_t kv_blocks =
+        shared_prompt ? int32_t((prompt_tokens + block_size - 1) / block_size +
+                                batch * ((new_tokens + block_size - 1) / block_size + 1) + 1)
+                      : int32_t(batch) * blocks_per_seq + 1;
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
       PipelineStage stage =
           PipelineStage::make(ckpt->config(), topo, {}, pp > 1 ? comm.get() : nullptr);
       stage.activations = stage_links.get();
-      model.emplace(*ckpt, *backend, model_comm ? *model_comm : tp_comm,
-                    int32_t(batch) * blocks_per_seq + 1, block_size, stage);
+      model.emplace(*ckpt, *backend, model_comm ? *model_comm : tp_comm, kv_blocks, block_size,
+                    stage);
     });
     const double load_s = seconds_since(t_load);
     const ModelConfig& c = model->config();
@@ -138,6 +149,7 @@ int main(int argc, char** argv) {
         StepPlan plan;
         std::vector<RowSample> greedy;
         for (int64_t b = first; b < end; ++b) {
+          if (step == 0 && shared_prompt && b > 0) break;  // forked after the prefill
           BlockTable& t = tables[size_t(b)];
           StepSequence s;
           s.first_position = t.num_tokens;
@@ -145,7 +157,8 @@ int main(int argc, char** argv) {
           for (int64_t i = 0; i < n; ++i)
             s.tokens.push_back(
                 int32_t((1000 + 37 * (s.first_position + i) + 11 * b) % c.vocab_size));
-          blocks.append(t, int32_t(n));
+          for (const BlockCopy& copy : blocks.append(t, int32_t(n)))  // a shared partial block
+            plan.copies.push_back({copy.src, copy.dst});
           s.block_table = t.blocks;
           plan.sequences.push_back(std::move(s));
           RowSample g;
@@ -172,6 +185,8 @@ int main(int argc, char** argv) {
       const auto t_prefill = std::chrono::steady_clock::now();
       runner.step(plan_of(0, 0, batch));
       prefill_s = seconds_since(t_prefill);
+      if (shared_prompt)
+        for (int64_t b = 1; b < batch; ++b) tables[size_t(b)] = blocks.fork(tables[0]);
       // Decode: micro-batch g's step i goes in once its step i - 1 is back (the oldest in
       // flight), as the engine schedules them; at most micro_batches steps in flight.
       const auto t_decode = std::chrono::steady_clock::now();
@@ -200,7 +215,8 @@ int main(int argc, char** argv) {
     if (!topo.is_driver()) return 0;
 
     const double weight_gib = double(ckpt->weight_bytes()) / double(1ull << 30);
-    const double prefill_tps = double(batch * prompt_tokens) / prefill_s;
+    const int64_t prompts = shared_prompt ? 1 : batch;  // prefilled
+    const double prefill_tps = double(prompts * prompt_tokens) / prefill_s;
     const double decode_tps = new_tokens > 1 ? double(batch * (new_tokens - 1)) / decode_s : 0.0;
     // Products per token of one layer's matmuls (tp-wide), and attention's q.k and p.v.
     const double hd = double(c.head_dim), hidden = double(c.hidden_size);
@@ -211,7 +227,7 @@ int main(int argc, char** argv) {
     const double pairs = double(prompt_tokens) * double(prompt_tokens + 1) / 2;  // causal
     const double prefill_flop =
         double(c.num_hidden_layers) *
-        (2 * layer_params * double(batch * prompt_tokens) + 4 * pairs * q_dim * double(batch));
+        (2 * layer_params * double(prompts * prompt_tokens) + 4 * pairs * q_dim * double(prompts));
     const double prefill_tflops = prefill_flop / prefill_s / 1e12;
     // A decode step reads every layer's weights and the lm_head once (bf16 on a GPU, as
     // stored on the CPU), spread over the ranks.
@@ -238,6 +254,7 @@ int main(int argc, char** argv) {
                           {"threads", omp_get_max_threads()},
                           {"batch", batch},
                           {"prompt_tokens", prompt_tokens},
+                          {"shared_prompt", shared_prompt},
                           {"kv_dtype", kv_dtype},
                           {"matmul_precision", precision},
                           {"device", device},
@@ -258,7 +275,7 @@ int main(int argc, char** argv) {
                 omp_get_max_threads(), (long long)micro_batches);
     std::printf("load             %.2f s\n", load_s);
     std::printf("prefill          %.1f tokens/s (batch %lld x %lld tokens)\n", prefill_tps,
-                (long long)batch, (long long)prompt_tokens);
+                (long long)prompts, (long long)prompt_tokens);
     if (new_tokens > 1)
       std::printf("decode           %.2f tokens/s (batch %lld, %lld steps, %.1f ms/step)\n",
                   decode_tps, (long long)batch, (long long)(new_tokens - 1),

@@ -170,6 +170,57 @@ void BM_AttentionDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionDecode)->Arg(1024)->ArgName("kv_len")->UseRealTime();
 
+// One decode step of `count` samples forked from a prompt of `prompt` tokens (16-token blocks,
+// each sample 1-16 tokens past it), heads x d as a model's: each sample alone over its blocks
+// (shared:0) or the group through decode_attention_shared (shared:1), which reads the prompt's
+// keys once for eight samples.
+void BM_AttentionForks(benchmark::State& state) {
+  const int64_t count = state.range(0), prompt = state.range(1), heads = state.range(2),
+                d = state.range(3), shared = state.range(4), block = 16, stride = heads * d;
+  const int64_t prompt_blocks = prompt / block;
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(count));
+  std::vector<int64_t> kv_lens;
+  int32_t next = int32_t(prompt_blocks);
+  for (auto& t : tables) {
+    for (int32_t b = 0; b < prompt_blocks; ++b) t.push_back(b);
+    t.push_back(next++);
+    kv_lens.push_back(prompt + 1 + int64_t(t.size()) % 16);
+  }
+  // 16 layers' pools, visited in turn, so each call finds its keys in memory, not in cache.
+  constexpr int64_t kLayers = 16;
+  const auto kv = random_floats(size_t(kLayers * next * block * stride), 2);
+  int64_t layer = 0;
+  const auto q = random_floats(size_t(count * stride), 1);
+  std::vector<float> out(q.size());
+  std::vector<const int32_t*> table_ptrs;
+  std::vector<float*> outs;
+  for (int64_t i = 0; i < count; ++i) {
+    table_ptrs.push_back(tables[size_t(i)].data());
+    outs.push_back(out.data() + i * stride);
+  }
+  const int64_t shared_keys = prompt / dsmath::cpu::kAttentionChunk * dsmath::cpu::kAttentionChunk;
+  const dsmath::cpu::SharedDecode sd{q.data(), table_ptrs.data(), kv_lens.data(), outs.data(),
+                                     count,    shared_keys,       block};
+  for (auto _ : state) {
+    const float* pool = kv.data() + (layer++ % kLayers) * next * block * stride;
+    if (shared) {
+      dsmath::cpu::decode_attention_shared(sd, pool, pool, {1, 1, heads, heads, d, stride});
+    } else {
+      for (int64_t i = 0; i < count; ++i)
+        dsmath::cpu::causal_attention_paged(
+            q.data() + i * stride, pool, pool, table_ptrs[size_t(i)], block,
+            {1, kv_lens[size_t(i)], heads, heads, d, stride}, outs[size_t(i)]);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_AttentionForks)
+    ->ArgsProduct({{32}, {1024}, {6}, {64}, {0, 1}})    // small
+    ->ArgsProduct({{16}, {1024}, {32}, {128}, {0, 1}})  // the 7B shape
+    ->ArgNames({"count", "prompt", "heads", "d", "shared"})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
 // A prompt's attention (q_len = kv_len = 512, 32 heads x 128).
 void BM_AttentionPrefill(benchmark::State& state) {
   const int64_t len = state.range(0), heads = 32, d = 128;

@@ -49,7 +49,7 @@ namespace {
 // then the exp-weighted values. Each head's arithmetic is the same whatever [h0, h1) is.
 // always_inline: compiled once into an AVX2 wrapper and once into a portable one, so the
 // plain loops below vectorize for whichever CPU runs them.
-constexpr int64_t kChunk = 64;
+constexpr int64_t kChunk = kAttentionChunk;
 
 struct HeadState {
   std::vector<float> acc, scores, run_max, run_sum;
@@ -161,6 +161,15 @@ __attribute__((always_inline)) inline void attend(const float* q, const Rows& k,
 // prefill 512 28.7 -> 20.9 ms and decode over 1024 keys 0.87 -> 0.66 ms (medians, interleaved).
 constexpr int64_t kQueryBlock = 8;  // 4: 1.3x the time of 8 at 512 tokens; 16: no faster
 
+// The running softmax of a block of queries x a run of nh heads, rows [u][h]: the
+// un-normalized output (d floats), the running max and the running sum of e^(score - max).
+struct RunningSoftmax {
+  float *acc, *max, *sum;
+  RunningSoftmax query(int64_t u, int64_t nh, int64_t d) const {
+    return {acc + u * nh * d, max + u * nh, sum + u * nh};
+  }
+};
+
 struct BlockState {  // per thread, grown and never shrunk: no allocation per call once warm
   std::vector<float> acc, scores, run_max, run_sum;
   void reserve(int64_t nq, int64_t nh, int64_t d) {
@@ -168,6 +177,13 @@ struct BlockState {  // per thread, grown and never shrunk: no allocation per ca
     grow(scores, nq * nh * kChunk);
     grow(run_max, nq * nh);
     grow(run_sum, nq * nh);
+  }
+  RunningSoftmax start(int64_t nq, int64_t nh, int64_t d) {  // no key seen yet
+    reserve(nq, nh, d);
+    std::fill(acc.begin(), acc.begin() + nq * nh * d, 0.0f);
+    std::fill(run_max.begin(), run_max.begin() + nq * nh, -std::numeric_limits<float>::infinity());
+    std::fill(run_sum.begin(), run_sum.begin() + nq * nh, 0.0f);
+    return {acc.data(), run_max.data(), run_sum.data()};
   }
 };
 
@@ -421,6 +437,72 @@ void causal_attention_paged(const float* q, const uint16_t* k_blocks_bf16,
                             const uint16_t* v_blocks_bf16, const int32_t* block_table,
                             int64_t block_size, const AttentionShape& s, float* out) {
   run_paged(q, k_blocks_bf16, v_blocks_bf16, block_table, block_size, s, out);
+}
+
+namespace {
+template <typename T>
+void run_shared(const SharedDecode& sd, const T* k_blocks, const T* v_blocks,
+                const AttentionShape& shape) {
+  const AttentionShape s{
+      1, 1, shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.kv_row_stride};
+  check(s);
+  DSMATH_CHECK(sd.block_size > 0 && sd.shared_keys >= 0 && sd.shared_keys % kChunk == 0,
+               "shared decode attention: shared_keys ", sd.shared_keys, " is not a multiple of ",
+               kChunk);
+  for (int64_t i = 0; i < sd.count; ++i)
+    DSMATH_CHECK(sd.kv_lens[i] >= std::max<int64_t>(1, sd.shared_keys),
+                 "shared decode attention: sequence ", i, " holds ", sd.kv_lens[i],
+                 " positions, fewer than the ", sd.shared_keys, " shared");
+  const int64_t width = s.n_heads * s.head_dim;
+  const auto alone = [&](int64_t i) {
+    run_attention(detail::cpu_isa(), sd.q + i * width,
+                  PagedRows<T>{k_blocks, sd.block_tables[i], sd.block_size, s.kv_row_stride},
+                  PagedRows<T>{v_blocks, sd.block_tables[i], sd.block_size, s.kv_row_stride},
+                  {1, sd.kv_lens[i], s.n_heads, s.n_kv_heads, s.head_dim, s.kv_row_stride},
+                  sd.out[i]);
+  };
+  const Kernel kernel = kernel_for(detail::cpu_isa(), s.head_dim);
+  if (sd.count < 2 || sd.shared_keys == 0 ||
+      (kernel != Kernel::kBlockedAvx2 && kernel != Kernel::kBlockedAvx512)) {
+    for (int64_t i = 0; i < sd.count; ++i) alone(i);  // the same bits, one sequence at a time
+    return;
+  }
+#if DSMATH_HAVE_X86_SIMD
+  const float divisor = softmax_divisor(s.head_dim);
+  // Tasks as in run_attention: (block of up to eight sequences, run of heads).
+  const int64_t blocks = (sd.count + kQueryBlock - 1) / kQueryBlock;
+  const int64_t threads = omp_get_max_threads();
+  const int64_t splits = std::clamp<int64_t>((2 * threads + blocks - 1) / blocks, 1, s.n_heads);
+  const int64_t per = (s.n_heads + splits - 1) / splits;
+  const int64_t tasks_per_block = (s.n_heads + per - 1) / per;
+#pragma omp parallel
+  {
+    thread_local BlockState block_state;  // sized here, on every thread, whether or not it
+    block_state.reserve(kQueryBlock, per, s.head_dim);  // gets a task this time
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < blocks * tasks_per_block; ++task) {
+      const int64_t b0 = task / tasks_per_block * kQueryBlock;
+      const int64_t nq = std::min(kQueryBlock, sd.count - b0);
+      const int64_t h0 = task % tasks_per_block * per, h1 = std::min(s.n_heads, h0 + per);
+      if (kernel == Kernel::kBlockedAvx512)
+        avx512::attend_shared(sd, sd.q, k_blocks, v_blocks, s, divisor, b0, nq, h0, h1,
+                              block_state);
+      else
+        avx2::attend_shared(sd, sd.q, k_blocks, v_blocks, s, divisor, b0, nq, h0, h1, block_state);
+    }
+  }
+#endif
+}
+}  // namespace
+
+void decode_attention_shared(const SharedDecode& sd, const float* k_blocks, const float* v_blocks,
+                             const AttentionShape& shape) {
+  run_shared(sd, k_blocks, v_blocks, shape);
+}
+
+void decode_attention_shared(const SharedDecode& sd, const uint16_t* k_blocks_bf16,
+                             const uint16_t* v_blocks_bf16, const AttentionShape& shape) {
+  run_shared(sd, k_blocks_bf16, v_blocks_bf16, shape);
 }
 
 void causal_attention_reference(const float* q, const float* k, const float* v,

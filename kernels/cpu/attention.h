@@ -49,6 +49,26 @@ void causal_attention_paged(const float* q, const uint16_t* k_blocks_bf16,
                             const uint16_t* v_blocks_bf16, const int32_t* block_table,
                             int64_t block_size, const AttentionShape& s, float* out);
 
+// Decode attention of `count` sequences, one query each, whose caches start with the same
+// `shared_keys` positions in the same blocks: n samples forked from one prompt. The shared keys
+// are read once for each eight of the sequences instead of once per sequence (a batch of 64
+// samples of a 2,000-token prompt otherwise reads the prompt's K and V 64 times a step). Each
+// query gets exactly the bits causal_attention_paged gives it alone. shared_keys must be a
+// multiple of kAttentionChunk and at most every kv_len; the caller checks the blocks are shared.
+constexpr int64_t kAttentionChunk = 64;  // keys per softmax rescale: results depend on it
+struct SharedDecode {
+  const float* q;                      // [count][n_heads * head_dim]
+  const int32_t* const* block_tables;  // count tables; the first shared_keys positions alike
+  const int64_t* kv_lens;              // count cached lengths, each query's own key included
+  float* const* out;                   // count rows of n_heads * head_dim
+  int64_t count = 0, shared_keys = 0, block_size = 0;
+};
+// shape: heads, head_dim and kv_row_stride (q_len and kv_len are per sequence, in sd).
+void decode_attention_shared(const SharedDecode& sd, const float* k_blocks, const float* v_blocks,
+                             const AttentionShape& shape);
+void decode_attention_shared(const SharedDecode& sd, const uint16_t* k_blocks_bf16,
+                             const uint16_t* v_blocks_bf16, const AttentionShape& shape);
+
 void causal_attention_reference(const float* q, const float* k, const float* v,
                                 const AttentionShape& s, float* out);
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #include "common/core/error.h"
@@ -164,9 +165,20 @@ void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, cons
   DSMATH_CHECK(q.cols() == q_width && k.cols() == kv_width && v.cols() == kv_width,
                "attention: q, k, v widths do not match the prepared heads");
   resize(out, q.rows(), q_width);
-  for (const AttentionSequence& s : step_.sequences) {
+  // Every write first: a sequence reads its own blocks and full blocks of earlier steps, and a
+  // block two sequences share is never written (the step's copy-on-write copies came first).
+  for (const AttentionSequence& s : step_.sequences)
     kv_->write(layer, s.block_table, s.first_position, s.tokens, k.data() + s.row * kv_width,
                v.data() + s.row * kv_width);
+  std::vector<bool> done(step_.sequences.size());
+  for (size_t i = 0; i < step_.sequences.size(); ++i) {
+    if (done[i]) continue;
+    const std::vector<size_t> group = shared_prefix_group(i, done);
+    if (group.size() > 1) {
+      shared_decode(layer, group, q, out);
+      continue;
+    }
+    const AttentionSequence& s = step_.sequences[i];
     const cpu::AttentionShape shape{
         s.tokens, s.first_position + s.tokens, heads_, kv_heads_, head_dim_, kv_width};
     float* o = out.data() + s.row * q_width;
@@ -178,6 +190,61 @@ void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, cons
       cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
                                   s.block_table.data(), kv_->block_size(), shape, o);
   }
+}
+
+// Decode sequences (one token) not yet done whose tables start with the same block as sequence
+// i's: the samples forked from one prompt, or prompts that start alike (the prefix cache's shared
+// blocks). Marks them done; i alone if it is not a decode. The blocks two decodes share are
+// full: each writes its own last block (copy-on-write made it so).
+std::vector<size_t> CpuBackend::shared_prefix_group(size_t i, std::vector<bool>& done) const {
+  std::vector<size_t> group{i};
+  done[i] = true;
+  const AttentionSequence& first = step_.sequences[i];
+  if (first.tokens != 1 || first.block_table.empty()) return group;
+  for (size_t j = i + 1; j < step_.sequences.size(); ++j) {
+    const AttentionSequence& s = step_.sequences[j];
+    if (done[j] || s.tokens != 1 || s.block_table.empty() ||
+        s.block_table[0] != first.block_table[0])
+      continue;
+    group.push_back(j);
+    done[j] = true;
+  }
+  return group;
+}
+
+// The group's attention through cpu::decode_attention_shared: the whole chunks of keys in the
+// blocks every member's table starts with are read once per eight members, not once per member.
+void CpuBackend::shared_decode(int64_t layer, const std::vector<size_t>& group, const Tensor& q,
+                               Tensor& out) {
+  const int64_t q_width = heads_ * head_dim_, block = kv_->block_size();
+  const AttentionSequence& first = step_.sequences[group[0]];
+  int64_t shared_blocks = int64_t(first.block_table.size()),
+          shortest = std::numeric_limits<int64_t>::max();
+  std::vector<const int32_t*> tables;
+  std::vector<int64_t> kv_lens;
+  std::vector<float*> outs;
+  shared_q_.resize(group.size() * size_t(q_width));
+  for (size_t m = 0; m < group.size(); ++m) {
+    const AttentionSequence& s = step_.sequences[group[m]];
+    const auto same = std::mismatch(first.block_table.begin(), first.block_table.end(),
+                                    s.block_table.begin(), s.block_table.end());
+    shared_blocks = std::min<int64_t>(shared_blocks, same.first - first.block_table.begin());
+    tables.push_back(s.block_table.data());
+    kv_lens.push_back(s.first_position + 1);
+    shortest = std::min(shortest, kv_lens.back());
+    outs.push_back(out.data() + s.row * q_width);
+    std::copy_n(q.data() + s.row * q_width, q_width, shared_q_.data() + m * size_t(q_width));
+  }
+  // Whole blocks, whole softmax chunks, and never past a member's own last key.
+  const int64_t shared_keys =
+      std::min(shared_blocks * block, shortest - 1) / cpu::kAttentionChunk * cpu::kAttentionChunk;
+  const cpu::SharedDecode sd{shared_q_.data(),      tables.data(), kv_lens.data(), outs.data(),
+                             int64_t(group.size()), shared_keys,   block};
+  const cpu::AttentionShape shape{1, 1, heads_, kv_heads_, head_dim_, kv_heads_ * head_dim_};
+  if (kv_->dtype() == DType::BF16)
+    cpu::decode_attention_shared(sd, kv_->keys_bf16(layer), kv_->values_bf16(layer), shape);
+  else
+    cpu::decode_attention_shared(sd, kv_->keys(layer), kv_->values(layer), shape);
 }
 
 }  // namespace dsmath

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "kernels/cpu/rope.h"
 #include "worker/model/backend.h"
@@ -49,11 +50,15 @@ class CpuBackend final : public Backend {
   void gather_logit_rows(const Tensor& x, Tensor& out) override;
 
  private:
+  std::vector<size_t> shared_prefix_group(size_t i, std::vector<bool>& done) const;
+  void shared_decode(int64_t layer, const std::vector<size_t>& group, const Tensor& q, Tensor& out);
+
   DType kv_dtype_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   std::optional<cpu::RopeTable> rope_;
   std::unique_ptr<PagedKVCache> kv_;
   StepInputs step_;
+  std::vector<float> shared_q_;  // a shared decode group's queries, side by side
 };
 
 }  // namespace dsmath

@@ -142,6 +142,39 @@ TEST_F(EngineTest, RandomStreamWithOverlapEqualsSoloRuns) {
 // A plan's token placeholder passes the model's checks only with the outcomes it names (on a
 // GPU, where the device fills it); the CPU backend, whose placeholders the host fills, refuses
 // any that reaches it.
+// Samples forked from one prompt decode together over its shared blocks (the CPU backend reads
+// those keys once for the group, cpu::decode_attention_shared): each fork's logits must have the
+// bits of the same fork decoded alone. A 150-token prompt fills 9 blocks of 16 (128 shared keys,
+// two softmax chunks); five forks copy its partial last block and decode a token each.
+TEST_F(EngineTest, ForksDecodingTogetherHaveTheLogitsOfEachAlone) {
+  const int32_t block = 16, prompt_len = 150, forks = 5;
+  LocalReplica r(dir_, 32);
+  std::vector<int32_t> table;
+  for (int32_t b = 0; b * block < prompt_len; ++b) table.push_back(b);  // blocks 0..9
+  StepPlan prefill;
+  prefill.sequences.push_back({tokens(200, prompt_len), 0, table, true});
+  r.model.forward(prefill);
+  StepPlan together;
+  std::vector<StepSequence> fork;
+  for (int32_t f = 0; f < forks; ++f) {
+    std::vector<int32_t> own = table;
+    own.back() = 10 + f;  // its copy of the partial last block
+    together.copies.push_back({table.back(), own.back()});
+    fork.push_back({{int32_t(300 + 7 * f)}, prompt_len, own, true});
+    together.sequences.push_back(fork.back());
+  }
+  const std::vector<float> batched = r.model.forward(together);
+  const size_t vocab = batched.size() / forks;
+  for (int32_t f = 0; f < forks; ++f) {
+    StepPlan alone;
+    alone.sequences.push_back(fork[size_t(f)]);  // rewrites its position with the same K and V
+    const std::vector<float> logits = r.model.forward(alone);
+    ASSERT_EQ(logits.size(), vocab);
+    EXPECT_EQ(0, std::memcmp(logits.data(), batched.data() + f * vocab, vocab * sizeof(float)))
+        << "fork " << f;
+  }
+}
+
 TEST_F(EngineTest, TokenPlaceholdersNeedTheirSampledTokens) {
   LocalReplica r(dir_, 16);
   auto error_of = [&](int32_t token, SampledTokens sampled) {

@@ -122,5 +122,25 @@ TEST(NoAllocationPerCall, AttentionPrefillAndDecodeF32AndBf16Cache) {
   }
 }
 
+TEST(NoAllocationPerCall, SharedDecodeF32AndBf16Cache) {
+  // Three decodes that share their first 64 positions (one chunk), then 6 to 40 keys of their own.
+  const int64_t heads = 8, kv_heads = 2, d = 64, block = 16, stride = kv_heads * d, blocks = 13;
+  const auto q = random_floats(size_t(3 * heads * d), 7);
+  const auto kv = random_floats(size_t(blocks * block * stride), 8);
+  const auto kv16 = as_bf16(kv);
+  std::vector<int32_t> a{0, 1, 2, 3, 4, 5, 6}, b{0, 1, 2, 3, 7, 8, 9}, c{0, 1, 2, 3, 10, 11, 12};
+  const int32_t* tables[] = {a.data(), b.data(), c.data()};
+  const int64_t kv_lens[] = {104, 70, 112};
+  std::vector<float> out(q.size());
+  float* outs[] = {out.data(), out.data() + heads * d, out.data() + 2 * heads * d};
+  const SharedDecode sd{q.data(), tables, kv_lens, outs, 3, 64, block};
+  const AttentionShape shape{1, 1, heads, kv_heads, d, stride};
+  EXPECT_EQ(
+      0, allocations_once_warm([&] { decode_attention_shared(sd, kv.data(), kv.data(), shape); }));
+  EXPECT_EQ(0, allocations_once_warm(
+                   [&] { decode_attention_shared(sd, kv16.data(), kv16.data(), shape); }))
+      << "bf16";
+}
+
 }  // namespace
 }  // namespace dsmath::cpu

@@ -171,6 +171,89 @@ TEST(PagedAttention, SequencesSharingPrefixBlocks) {
   }
 }
 
+// n samples forked from one prompt: a pool whose first `shared` blocks every table starts with,
+// then blocks of each sequence's own. Each query of decode_attention_shared must have the bits of
+// causal_attention_paged over its table alone, for any count (across blocks of eight), suffix
+// lengths (none, inside the next chunk, chunks beyond), thread count and element type.
+template <typename T>
+void expect_shared_decode_is_each_alone(int64_t count, int64_t head_dim, int64_t shared_keys,
+                                        uint32_t seed) {
+  SCOPED_TRACE(
+      cat("count ", count, " d ", head_dim, " shared ", shared_keys, " bf16 ", sizeof(T) == 2));
+  const int64_t block = 16, heads = 8, kv_heads = 2, stride = kv_heads * head_dim;
+  const int64_t shared_blocks = (shared_keys + 40) / block;  // more full blocks than shared_keys
+  std::vector<int64_t> kv_lens;
+  for (int64_t i = 0; i < count; ++i)
+    kv_lens.push_back(shared_blocks * block + 1 + (i * 37) % 150);  // 1 to 150 keys of its own
+  std::vector<std::vector<int32_t>> tables(static_cast<size_t>(count));
+  int32_t next = 0;
+  for (int64_t b = 0; b < shared_blocks; ++b)
+    for (auto& t : tables) t.push_back(next + int32_t(b));
+  next += int32_t(shared_blocks);
+  for (size_t i = 0; i < tables.size(); ++i)
+    while (int64_t(tables[i].size()) * block < kv_lens[i]) tables[i].push_back(next++);
+  const auto k32 = random_floats(size_t(next * block * stride), seed, 2.0f);
+  const auto v32 = random_floats(size_t(next * block * stride), seed + 1);
+  std::vector<T> k(k32.size()), v(v32.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    if constexpr (sizeof(T) == 2) {
+      k[i] = f32_to_bf16(k32[i]);
+      v[i] = f32_to_bf16(v32[i]);
+    } else {
+      k[i] = k32[i];
+      v[i] = v32[i];
+    }
+  }
+  const int64_t width = heads * head_dim;
+  const auto q = random_floats(size_t(count * width), seed + 2, 2.0f);
+  std::vector<float> want(q.size()), got(q.size(), NAN);
+  std::vector<const int32_t*> table_ptrs;
+  std::vector<float*> outs;
+  for (int64_t i = 0; i < count; ++i) {
+    table_ptrs.push_back(tables[size_t(i)].data());
+    outs.push_back(got.data() + i * width);
+    causal_attention_paged(q.data() + i * width, k.data(), v.data(), tables[size_t(i)].data(),
+                           block, {1, kv_lens[size_t(i)], heads, kv_heads, head_dim, stride},
+                           want.data() + i * width);
+  }
+  const SharedDecode sd{q.data(), table_ptrs.data(), kv_lens.data(), outs.data(),
+                        count,    shared_keys,       block};
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 5}) {
+    omp_set_num_threads(threads);
+    std::fill(got.begin(), got.end(), NAN);
+    decode_attention_shared(sd, k.data(), v.data(), {1, 1, heads, kv_heads, head_dim, stride});
+    ASSERT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+        << "threads " << threads;
+  }
+  omp_set_num_threads(saved);
+}
+
+TEST(PagedAttention, SharedDecodeGivesEachSequenceItsBitsAlone) {
+  uint32_t seed = 300;
+  for (int64_t count : {2, 8, 11})
+    for (int64_t d : {16, 8, 128, 13})  // 13: no blocked kernel, one sequence at a time
+      for (int64_t shared : {64, 192}) {
+        expect_shared_decode_is_each_alone<float>(count, d, shared, ++seed);
+        expect_shared_decode_is_each_alone<uint16_t>(count, d, shared, ++seed);
+      }
+}
+
+TEST(PagedAttention, SharedDecodeRejectsUnalignedOrLongerSharedKeys) {
+  float buf[64] = {};
+  const int32_t table[] = {0};
+  const int32_t* tables[] = {table, table};
+  float* outs[] = {buf, buf};
+  const int64_t short_lens[] = {64, 10};
+  const int64_t lens[] = {100, 100};
+  EXPECT_THROW(
+      decode_attention_shared({buf, tables, lens, outs, 2, 48, 64}, buf, buf, {1, 1, 1, 1, 4, 4}),
+      Error);  // 48 is not a whole chunk
+  EXPECT_THROW(decode_attention_shared({buf, tables, short_lens, outs, 2, 64, 64}, buf, buf,
+                                       {1, 1, 1, 1, 4, 4}),
+               Error);  // the second holds 10 positions
+}
+
 TEST(PagedAttention, RejectsBadShapesAndBlockSize) {
   float buf[64] = {};
   const int32_t table[] = {0};
