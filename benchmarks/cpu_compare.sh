@@ -6,6 +6,7 @@
 # bound (dsmath-cpu-probe: read bandwidth for decode, peak bf16/AMX flops for prefill).
 # Usage: benchmarks/cpu_compare.sh [BUILD_DIR] [PRESET...]   (defaults: build; small deepseek-math-7b)
 # Environment: THREADS (nproc), NEW_TOKENS (decode steps + 1: 64, or 8 for the 7B preset),
+#   ROUNDS (3: alternated rounds of batch-1 decode, dsmath then llama.cpp, reported as medians),
 #   PEERS (which peers to run: "llama torch"; torch's bf16 on a CPU without AVX512-BF16 runs
 #   ~100x slower than the others, hours for the 7B: PEERS=llama leaves it out),
 #   DSMATH_BENCH_VENV (/opt/benchvenv), OUT (a folder for the results; benchmarks/results),
@@ -99,6 +100,19 @@ for P in "${PRESETS[@]}"; do
   if [[ " $PEERS " == *" llama "* ]]; then
     echo "== $P: llama.cpp"
     "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" >> "$RESULTS"
+  fi
+  if [[ " $PEERS " == *" llama "* ]]; then
+    # Batch-1 decode is bound by memory, whose speed on a shared VM moves from minute to minute:
+    # ROUNDS alternated runs, each after reading its own weights into the page cache (both 7B
+    # files do not fit in it together), compared as medians.
+    for ((round = 1; round <= ${ROUNDS:-3}; round++)); do
+      echo "== $P: batch-1 decode, alternated round $round"
+      cat "$M"/*.safetensors > /dev/null
+      dsmath decode-alt 1 "$DECODE_PROMPT" "$NEW" highest
+      cat "$M/model-bf16.gguf" > /dev/null
+      "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" \
+        --prefill --decode-work decode-alt >> "$RESULTS"
+    done
   fi
   if [[ " $PEERS " == *" torch "* ]]; then
     echo "== $P: torch"

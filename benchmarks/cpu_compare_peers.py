@@ -16,6 +16,7 @@ prompt position, dsmath and llama.cpp (logits_all=False) for the last.
 import argparse
 import json
 import os
+import statistics
 import time
 
 
@@ -72,7 +73,8 @@ def run_llama(a):
     t0 = time.perf_counter()
     for i in range(a.new_tokens - 1):
         llm.eval(toks(V, 1, 1, a.decode_prompt + i)[0])
-    emit("llama.cpp", "decode", 1, a.decode_prompt, (a.new_tokens - 1) / (time.perf_counter() - t0))
+    emit("llama.cpp", a.decode_work, 1, a.decode_prompt,
+         (a.new_tokens - 1) / (time.perf_counter() - t0))
 
 
 def model_costs(model_dir):
@@ -113,12 +115,17 @@ def report(path):
               f"{'/torch':>9}{'bound':>10}{'of bound':>10}{'dsmath-bf16':>13}{'/llama.cpp':>12}"
               f"{'/torch':>9}")
         for work, batch, prompt in dict.fromkeys((r["work"], r["batch"], r["prompt"]) for r in rows):
-            tps = {r["system"]: r["tokens_per_s"] for r in rows
-                   if (r["work"], r["batch"], r["prompt"]) == (work, batch, prompt)}
+            runs = {}  # system -> its runs (several for alternated rounds)
+            for r in rows:
+                if (r["work"], r["batch"], r["prompt"]) == (work, batch, prompt):
+                    runs.setdefault(r["system"], []).append(r["tokens_per_s"])
+            tps = {k: statistics.median(v) for k, v in runs.items()}
             if work == "prefill":
                 label, bound = f"prefill {prompt}", peak / prefill_flops(prompt)
             else:  # roofline: the weights are read once a step for the whole batch
                 label = f"decode b{batch}"
+                if work == "decode-alt":
+                    label += f" alt x{max(len(v) for v in runs.values())}"
                 bound = min(batch * bw / read_bytes, peak / decode_flops(prompt))
             d, l, t, m = (tps.get(k) for k in ("dsmath", "llama.cpp", "torch", "dsmath-bf16"))
             num = lambda x, w: f"{x:{w}.1f}" if x else f"{'-':>{w}}"
@@ -129,6 +136,9 @@ def report(path):
     print("\ndsmath: default precision (f32-grade activations, within 1e-3 of f32 transformers); "
           "dsmath-bf16: --matmul-precision medium, bf16 activations like torch's and llama.cpp's "
           "bf16 products.")
+    print("decode b1 alt xN: N rounds of dsmath and llama.cpp run one after the other, each after "
+          "reading its own weight file, and the median of each (on a VM whose memory speed "
+          "changes from minute to minute, a single pair of runs can differ by 1.5x).")
     print(f"tokens/s throughout. bound: prefill = {peaks[0] if peaks else 'peak'} / flops per "
           "token; decode = min(batch x read bandwidth / weight bytes, peak / flops per token).")
 
@@ -145,5 +155,7 @@ if __name__ == "__main__":
     ap.add_argument("--decode-batches", type=int, nargs="*", default=[1])
     ap.add_argument("--decode-prompt", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--decode-work", default="decode",
+                    help="the work name of the decode lines (decode-alt: a round of alternated runs)")
     A = ap.parse_args()
     {"torch": run_torch, "llama": run_llama, "report": lambda a: report(a.path)}[A.what](A)
