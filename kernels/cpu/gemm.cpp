@@ -238,15 +238,19 @@ struct Avx2Blocks {
   DSMATH_AVX2 static void run_rows(const float* x, int64_t tokens, int64_t k_dim, int64_t chunks,
                                    const unsigned char* base, size_t row_bytes, int64_t n0,
                                    int64_t n1, detail::LaterRows& later, float* y, int64_t ldy) {
-    switch (tokens) {  // rows_per_micro above
+    switch (tokens) {
       case 1:
-        return rows_block<DT, 4, 1, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block<DT, rows_per_micro(1), 1, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                       later, y, ldy);
       case 2:
-        return rows_block<DT, 4, 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block<DT, rows_per_micro(2), 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                       later, y, ldy);
       case 3:
-        return rows_block<DT, 3, 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block<DT, rows_per_micro(3), 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                       later, y, ldy);
       default:
-        return rows_block<DT, 3, 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block<DT, rows_per_micro(4), 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                       later, y, ldy);
     }
   }
 };
@@ -340,20 +344,25 @@ struct Avx512Blocks {
                                      int64_t n1, detail::LaterRows& later, float* y, int64_t ldy) {
     // One token reads its rows as a stream unless it is fetching the next group's.
     constexpr auto kOne = F == detail::Fetch::kLater ? F : detail::Fetch::kStream;
-    switch (tokens) {  // rows_per_micro above
+    switch (tokens) {
       case 1:
-        return rows_block512<DT, 2, 1, kOne>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y,
-                                             ldy);
+        return rows_block512<DT, rows_per_micro(1), 1, kOne>(x, k_dim, chunks, base, row_bytes, n0,
+                                                             n1, later, y, ldy);
       case 2:
-        return rows_block512<DT, 8, 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block512<DT, rows_per_micro(2), 2, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                          later, y, ldy);
       case 3:
-        return rows_block512<DT, 6, 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block512<DT, rows_per_micro(3), 3, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                          later, y, ldy);
       case 4:
-        return rows_block512<DT, 6, 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block512<DT, rows_per_micro(4), 4, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                          later, y, ldy);
       case 5:
-        return rows_block512<DT, 4, 5, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block512<DT, rows_per_micro(5), 5, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                          later, y, ldy);
       default:
-        return rows_block512<DT, 4, 6, F>(x, k_dim, chunks, base, row_bytes, n0, n1, later, y, ldy);
+        return rows_block512<DT, rows_per_micro(6), 6, F>(x, k_dim, chunks, base, row_bytes, n0, n1,
+                                                          later, y, ldy);
     }
   }
 };

@@ -178,18 +178,23 @@ DSMATH_AVX512BF16 void run_block(const PackedX& x, int64_t tokens, const uint16_
   constexpr Fetch kOne = F == Fetch::kLater ? F : Fetch::kStream;
   switch (tokens) {
     case 1:
-      return rows_block<kDecodeRows, 1, kSplit, kOne>(x, w, row_elems, chunks, kc, n0, n1, later, y,
-                                                      ldy);
+      return rows_block<rows_per_micro(1), 1, kSplit, kOne>(x, w, row_elems, chunks, kc, n0, n1,
+                                                            later, y, ldy);
     case 2:
-      return rows_block<8, 2, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
+      return rows_block<rows_per_micro(2), 2, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later,
+                                                         y, ldy);
     case 3:
-      return rows_block<6, 3, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
+      return rows_block<rows_per_micro(3), 3, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later,
+                                                         y, ldy);
     case 4:
-      return rows_block<6, 4, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
+      return rows_block<rows_per_micro(4), 4, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later,
+                                                         y, ldy);
     case 5:
-      return rows_block<4, 5, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
+      return rows_block<rows_per_micro(5), 5, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later,
+                                                         y, ldy);
     default:
-      return rows_block<4, 6, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later, y, ldy);
+      return rows_block<rows_per_micro(6), 6, kSplit, F>(x, w, row_elems, chunks, kc, n0, n1, later,
+                                                         y, ldy);
   }
 }
 
