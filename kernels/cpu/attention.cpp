@@ -224,9 +224,9 @@ inline V vadd(V a, V b) {
 inline V vsub(V a, V b) {
   return _mm256_sub_ps(a, b);
 }
-inline V vmin(V a, V b) {
+inline V vmin(V a, V b) {  // b where either is NaN
   return _mm256_min_ps(a, b);
-}  // b where either is NaN
+}
 inline V vexp(V x) {
   return detail::exp_avx2(x);
 }
@@ -288,25 +288,22 @@ inline V vadd(V a, V b) {
 inline V vsub(V a, V b) {
   return _mm512_sub_ps(a, b);
 }
-inline V vmin(V a, V b) {
+inline V vmin(V a, V b) {  // b where either is NaN
   return _mm512_min_ps(a, b);
-}  // b where either is NaN
+}
 inline V vexp(V x) {
   return detail::exp_avx512(x);
-}
-inline float vhsum(V v) {  // the two halves added, then the 8-lane sum of hsum
-  const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-  return detail::hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
 }
 inline __m256 fold_halves(V v) {  // lane i + lane i + 8
   const __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
   return _mm256_add_ps(_mm512_castps512_ps256(v), high);
 }
-// vsum4 of AVX2 on each vector's halves folded.
+// The AVX2 sums of the folded halves: one reduction tree, written once.
+inline float vhsum(V v) {
+  return avx2::vhsum(fold_halves(v));
+}
 inline void vsum4(V a, V b, V c, V d, float* out) {
-  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(fold_halves(a), fold_halves(b)),
-                                     _mm256_hadd_ps(fold_halves(c), fold_halves(d)));
-  _mm_store_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+  avx2::vsum4(fold_halves(a), fold_halves(b), fold_halves(c), fold_halves(d), out);
 }
 inline V vkeep_first(V v, int64_t n) {  // lanes [n, 16) zeroed
   return _mm512_maskz_mov_ps(__mmask16(n >= 16 ? 0xFFFF : (1u << n) - 1u), v);
