@@ -158,6 +158,54 @@ void CpuBackend::copy_kv_block(int32_t src, int32_t dst) {
   kv_->copy_block(src, dst);
 }
 
+void CpuBackend::begin_step(const StepInputs& step) {
+  check_token_ids(step.token_ids);  // placeholders are filled on the host for the CPU
+  step_ = step;
+  group_shared_prefixes();
+}
+
+// Decode sequences (one token) whose tables start with the same block form a group: samples
+// forked from one prompt, or prompts that start alike (the prefix cache's shared blocks). The
+// blocks two decodes share are full: each writes its own last block (copy-on-write made it so).
+// A group reads the whole softmax chunks of the blocks all its members start with together,
+// never past a member's own last key; any other sequence is a group of one.
+void CpuBackend::group_shared_prefixes() {
+  const std::span<const AttentionSequence> seqs = step_.sequences;
+  groups_.clear();
+  members_.clear();
+  member_tables_.clear();
+  member_kv_lens_.clear();
+  grouped_.assign(seqs.size(), 0);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (grouped_[i]) continue;
+    AttentionGroup g{members_.size(), 0, 0};
+    const AttentionSequence& first = seqs[i];
+    const bool decode = first.tokens == 1 && !first.block_table.empty();
+    int64_t shared_blocks = int64_t(first.block_table.size());
+    int64_t shortest = std::numeric_limits<int64_t>::max();
+    for (size_t j = i; j < seqs.size(); ++j) {
+      const AttentionSequence& s = seqs[j];
+      if (j > i && (!decode || grouped_[j] || s.tokens != 1 || s.block_table.empty() ||
+                    s.block_table[0] != first.block_table[0]))
+        continue;
+      grouped_[j] = 1;
+      members_.push_back(j);
+      member_tables_.push_back(s.block_table.data());
+      member_kv_lens_.push_back(s.first_position + s.tokens);
+      const auto same = std::mismatch(first.block_table.begin(), first.block_table.end(),
+                                      s.block_table.begin(), s.block_table.end());
+      shared_blocks = std::min<int64_t>(shared_blocks, same.first - first.block_table.begin());
+      shortest = std::min(shortest, member_kv_lens_.back());
+      if (!decode) break;
+    }
+    g.count = members_.size() - g.first;
+    if (g.count > 1)
+      g.shared_keys = std::min(shared_blocks * kv_->block_size(), shortest - 1) /
+                      cpu::kAttentionChunk * cpu::kAttentionChunk;
+    groups_.push_back(g);
+  }
+}
+
 void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, const Tensor& v,
                            Tensor& out) {
   for (const Tensor* t : {&q, &k, &v}) check_f32_on(*t, Device::kCpu, "attention");
@@ -170,76 +218,48 @@ void CpuBackend::attention(int64_t layer, const Tensor& q, const Tensor& k, cons
   for (const AttentionSequence& s : step_.sequences)
     kv_->write(layer, s.block_table, s.first_position, s.tokens, k.data() + s.row * kv_width,
                v.data() + s.row * kv_width);
-  std::vector<bool> done(step_.sequences.size());
-  for (size_t i = 0; i < step_.sequences.size(); ++i) {
-    if (done[i]) continue;
-    const std::vector<size_t> group = shared_prefix_group(i, done);
-    if (group.size() > 1) {
-      shared_decode(layer, group, q, out);
-      continue;
-    }
-    const AttentionSequence& s = step_.sequences[i];
-    const cpu::AttentionShape shape{
-        s.tokens, s.first_position + s.tokens, heads_, kv_heads_, head_dim_, kv_width};
-    float* o = out.data() + s.row * q_width;
-    if (kv_->dtype() == DType::BF16)
-      cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys_bf16(layer),
-                                  kv_->values_bf16(layer), s.block_table.data(), kv_->block_size(),
-                                  shape, o);
+  for (const AttentionGroup& g : groups_) {
+    if (g.count == 1)
+      attend_alone(layer, step_.sequences[members_[g.first]], q, out);
     else
-      cpu::causal_attention_paged(q.data() + s.row * q_width, kv_->keys(layer), kv_->values(layer),
-                                  s.block_table.data(), kv_->block_size(), shape, o);
+      shared_decode(layer, g, q, out);
   }
 }
 
-// Decode sequences (one token) not yet done whose tables start with the same block as sequence
-// i's: the samples forked from one prompt, or prompts that start alike (the prefix cache's shared
-// blocks). Marks them done; i alone if it is not a decode. The blocks two decodes share are
-// full: each writes its own last block (copy-on-write made it so).
-std::vector<size_t> CpuBackend::shared_prefix_group(size_t i, std::vector<bool>& done) const {
-  std::vector<size_t> group{i};
-  done[i] = true;
-  const AttentionSequence& first = step_.sequences[i];
-  if (first.tokens != 1 || first.block_table.empty()) return group;
-  for (size_t j = i + 1; j < step_.sequences.size(); ++j) {
-    const AttentionSequence& s = step_.sequences[j];
-    if (done[j] || s.tokens != 1 || s.block_table.empty() ||
-        s.block_table[0] != first.block_table[0])
-      continue;
-    group.push_back(j);
-    done[j] = true;
-  }
-  return group;
+void CpuBackend::attend_alone(int64_t layer, const AttentionSequence& s, const Tensor& q,
+                              Tensor& out) {
+  const int64_t q_width = heads_ * head_dim_, kv_width = kv_heads_ * head_dim_;
+  const cpu::AttentionShape shape{
+      s.tokens, s.first_position + s.tokens, heads_, kv_heads_, head_dim_, kv_width};
+  const float* qs = q.data() + s.row * q_width;
+  float* o = out.data() + s.row * q_width;
+  if (kv_->dtype() == DType::BF16)
+    cpu::causal_attention_paged(qs, kv_->keys_bf16(layer), kv_->values_bf16(layer),
+                                s.block_table.data(), kv_->block_size(), shape, o);
+  else
+    cpu::causal_attention_paged(qs, kv_->keys(layer), kv_->values(layer), s.block_table.data(),
+                                kv_->block_size(), shape, o);
 }
 
-// The group's attention through cpu::decode_attention_shared: the whole chunks of keys in the
-// blocks every member's table starts with are read once per eight members, not once per member.
-void CpuBackend::shared_decode(int64_t layer, const std::vector<size_t>& group, const Tensor& q,
+// The group's attention through cpu::decode_attention_shared: its members' queries side by side,
+// their output rows of this layer's `out`.
+void CpuBackend::shared_decode(int64_t layer, const AttentionGroup& g, const Tensor& q,
                                Tensor& out) {
-  const int64_t q_width = heads_ * head_dim_, block = kv_->block_size();
-  const AttentionSequence& first = step_.sequences[group[0]];
-  int64_t shared_blocks = int64_t(first.block_table.size()),
-          shortest = std::numeric_limits<int64_t>::max();
-  std::vector<const int32_t*> tables;
-  std::vector<int64_t> kv_lens;
-  std::vector<float*> outs;
-  shared_q_.resize(group.size() * size_t(q_width));
-  for (size_t m = 0; m < group.size(); ++m) {
-    const AttentionSequence& s = step_.sequences[group[m]];
-    const auto same = std::mismatch(first.block_table.begin(), first.block_table.end(),
-                                    s.block_table.begin(), s.block_table.end());
-    shared_blocks = std::min<int64_t>(shared_blocks, same.first - first.block_table.begin());
-    tables.push_back(s.block_table.data());
-    kv_lens.push_back(s.first_position + 1);
-    shortest = std::min(shortest, kv_lens.back());
-    outs.push_back(out.data() + s.row * q_width);
-    std::copy_n(q.data() + s.row * q_width, q_width, shared_q_.data() + m * size_t(q_width));
+  const int64_t q_width = heads_ * head_dim_;
+  shared_q_.resize(g.count * size_t(q_width));
+  member_outs_.clear();
+  for (size_t m = 0; m < g.count; ++m) {
+    const int64_t row = step_.sequences[members_[g.first + m]].row;
+    std::copy_n(q.data() + row * q_width, q_width, shared_q_.data() + m * size_t(q_width));
+    member_outs_.push_back(out.data() + row * q_width);
   }
-  // Whole blocks, whole softmax chunks, and never past a member's own last key.
-  const int64_t shared_keys =
-      std::min(shared_blocks * block, shortest - 1) / cpu::kAttentionChunk * cpu::kAttentionChunk;
-  const cpu::SharedDecode sd{shared_q_.data(),      tables.data(), kv_lens.data(), outs.data(),
-                             int64_t(group.size()), shared_keys,   block};
+  const cpu::SharedDecode sd{shared_q_.data(),
+                             member_tables_.data() + g.first,
+                             member_kv_lens_.data() + g.first,
+                             member_outs_.data(),
+                             int64_t(g.count),
+                             g.shared_keys,
+                             kv_->block_size()};
   const cpu::AttentionShape shape{1, 1, heads_, kv_heads_, head_dim_, kv_heads_ * head_dim_};
   if (kv_->dtype() == DType::BF16)
     cpu::decode_attention_shared(sd, kv_->keys_bf16(layer), kv_->values_bf16(layer), shape);

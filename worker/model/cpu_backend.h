@@ -27,10 +27,7 @@ class CpuBackend final : public Backend {
 
   void prepare(const ModelConfig& config, int64_t heads, int64_t kv_heads, int32_t num_blocks,
                int32_t block_size) override;
-  void begin_step(const StepInputs& step) override {
-    check_token_ids(step.token_ids);  // placeholders are filled on the host for the CPU
-    step_ = step;
-  }
+  void begin_step(const StepInputs& step) override;
   void copy_kv_block(int32_t src, int32_t dst) override;
 
   void embedding(const WeightView& table, int64_t first_row, Tensor& out) override;
@@ -50,15 +47,29 @@ class CpuBackend final : public Backend {
   void gather_logit_rows(const Tensor& x, Tensor& out) override;
 
  private:
-  std::vector<size_t> shared_prefix_group(size_t i, std::vector<bool>& done) const;
-  void shared_decode(int64_t layer, const std::vector<size_t>& group, const Tensor& q, Tensor& out);
+  // The step's sequences as attention runs them: groups of decodes whose caches start in the
+  // same blocks (cpu::decode_attention_shared), and everything else alone. Found once a step in
+  // begin_step (the block tables are the same for every layer); the vectors are reused.
+  struct AttentionGroup {
+    size_t first = 0, count = 0;  // members_[first, first + count)
+    int64_t shared_keys = 0;      // the keys every member reads together
+  };
+  void group_shared_prefixes();
+  void attend_alone(int64_t layer, const AttentionSequence& s, const Tensor& q, Tensor& out);
+  void shared_decode(int64_t layer, const AttentionGroup& g, const Tensor& q, Tensor& out);
 
   DType kv_dtype_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   std::optional<cpu::RopeTable> rope_;
   std::unique_ptr<PagedKVCache> kv_;
   StepInputs step_;
-  std::vector<float> shared_q_;  // a shared decode group's queries, side by side
+  std::vector<AttentionGroup> groups_;
+  std::vector<size_t> members_;                // indices into step_.sequences, group by group
+  std::vector<const int32_t*> member_tables_;  // each member's block table
+  std::vector<int64_t> member_kv_lens_;        // each member's cached length, its own key included
+  std::vector<float*> member_outs_;            // a group's output rows (this layer's `out`)
+  std::vector<char> grouped_;
+  std::vector<float> shared_q_;  // a group's queries, side by side
 };
 
 }  // namespace dsmath
