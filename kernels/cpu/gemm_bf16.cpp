@@ -116,24 +116,27 @@ template <int R, int T, bool kSplit, Fetch F>
 DSMATH_AVX512BF16 void micro(const PackedX& x, const uint16_t* w, int64_t row_elems, int64_t chunks,
                              int64_t kc, LaterRows& later, float* y, int64_t ldy) {
   constexpr int N = R * T, N4 = (N + 3) / 4 * 4;
+  constexpr int64_t kXBlock = kSplit ? 2 * kBlock : kBlock;  // x.block_stride, known here
+  // Locals, not x's fields: read through the reference, they were reloaded every block.
+  const int64_t blocks = x.blocks, token_stride = x.token_stride;
   alignas(64) float part[kMaxChunks][N4];
   for (int64_t c = 0; c < chunks; ++c) {
     __m512 acc[N4];
     for (int i = 0; i < N4; ++i) acc[i] = _mm512_setzero_ps();
     const uint16_t* wc = w + c * kc;
-    const uint16_t* xc = x.data + c * x.blocks * x.block_stride;
-    for (int64_t b = 0; b < x.blocks; ++b) {
+    const uint16_t* xc = x.data + c * blocks * kXBlock;
+    for (int64_t b = 0; b < blocks; ++b) {
       const int64_t k = b * kBlock;
       const __mmask32 mask = kc - k >= kBlock ? ~__mmask32(0) : __mmask32((1u << (kc - k)) - 1u);
       if constexpr (F == Fetch::kStream)  // the R rows as one linear stream, R lines a block
-        prefetch_stream(w, kStreamAhead, (c * x.blocks + b) * R * 64, R * 64);
+        prefetch_stream(w, kStreamAhead, (c * blocks + b) * R * 64, R * 64);
       if constexpr (F == Fetch::kLater) later.step();
       __m512bh wv[R];
       for (int r = 0; r < R; ++r) {
         wv[r] = (__m512bh)_mm512_maskz_loadu_epi16(mask, wc + r * row_elems + k);
       }
       for (int t = 0; t < T; ++t) {
-        const uint16_t* xb = xc + t * x.token_stride + b * x.block_stride;
+        const uint16_t* xb = xc + t * token_stride + b * kXBlock;
         const __m512bh hi = (__m512bh)_mm512_loadu_si512(xb);
         for (int r = 0; r < R; ++r) acc[r * T + t] = _mm512_dpbf16_ps(acc[r * T + t], wv[r], hi);
         if constexpr (kSplit) {
