@@ -7,6 +7,8 @@
 # Usage: benchmarks/cpu_compare.sh [BUILD_DIR] [PRESET...]   (defaults: build; small deepseek-math-7b)
 # Environment: THREADS (nproc), NEW_TOKENS (decode steps + 1: 64, or 8 for the 7B preset),
 #   ROUNDS (3: alternated rounds of batch-1 decode, dsmath then llama.cpp, reported as medians),
+#   READ_TURNS (8: dsmath-bench-decode --read-bound in those rounds, decode against a plain read
+#   of the same weights in turns),
 #   PEERS (which peers to run: "llama torch"; torch's bf16 on a CPU without AVX512-BF16 runs
 #   ~100x slower than the others, hours for the 7B: PEERS=llama leaves it out),
 #   DSMATH_BENCH_VENV (/opt/benchvenv), OUT (a folder for the results; benchmarks/results),
@@ -50,14 +52,15 @@ for t in dsmath-bench-decode dsmath-cpu-probe dsmath-make-model; do
   fi
 done
 
-# WORK BATCH PROMPT NEW PRECISION: one dsmath-bench-decode run on $M, as a line of $RESULTS.
+# WORK BATCH PROMPT NEW PRECISION [FLAG...]: one dsmath-bench-decode run on $M (with the extra
+# flags), as a line of $RESULTS.
 # PRECISION highest is dsmath's default (f32-grade activations); medium is bf16 activations, the
 # precision torch and llama.cpp run their bf16 products at (system "dsmath-bf16").
 dsmath() {
   local r key=prefill_tokens_per_s tps system=dsmath
   [ "$5" = highest ] || system=dsmath-bf16
   r=$("$BIN/dsmath-bench-decode" --model "$M" --threads "$T" --format json --batch "$2" \
-    --prompt-tokens "$3" --new-tokens "$4" --matmul-precision "$5" | tail -1)
+    --prompt-tokens "$3" --new-tokens "$4" --matmul-precision "$5" "${@:6}" | tail -1)
   [ "$1" = prefill ] || key=decode_tokens_per_s
   tps=$(python3 -c "import json, sys; print(json.loads(sys.argv[1])['$key'])" "$r")
   echo "{$tag,\"system\":\"$system\",\"work\":\"$1\",\"batch\":$2,\"prompt\":$3,\"tokens_per_s\":$tps,\"result\":$r}" >> "$RESULTS"
@@ -104,11 +107,12 @@ for P in "${PRESETS[@]}"; do
   if [[ " $PEERS " == *" llama "* ]]; then
     # Batch-1 decode is bound by memory, whose speed on a shared VM moves from minute to minute:
     # ROUNDS alternated runs, each after reading its own weights into the page cache (both 7B
-    # files do not fit in it together), compared as medians.
+    # files do not fit in it together), compared as medians. dsmath's also time a plain read of
+    # its weights after each of READ_TURNS (8) more steps: the bound at the same moment.
     for ((round = 1; round <= ${ROUNDS:-3}; round++)); do
       echo "== $P: batch-1 decode, alternated round $round"
       cat "$M"/*.safetensors > /dev/null
-      dsmath decode-alt 1 "$DECODE_PROMPT" "$NEW" highest
+      dsmath decode-alt 1 "$DECODE_PROMPT" "$NEW" highest --read-bound "${READ_TURNS:-8}"
       cat "$M/model-bf16.gguf" > /dev/null
       "$PY" benchmarks/cpu_compare_peers.py llama --gguf "$M/model-bf16.gguf" "${peers[@]}" \
         --prefill --decode-work decode-alt >> "$RESULTS"

@@ -133,6 +133,14 @@ def report(path):
             print(f"{label:<14}{num(d, 10)}{num(l, 11)}{num(t, 10)}{ratio(d, l):>12}"
                   f"{ratio(d, t):>9}{bound:10.1f}{(f'{100 * d / bound:.0f}%' if d else '-'):>10}"
                   f"{num(m, 13)}{ratio(m, l):>12}{ratio(m, t):>9}")
+        turns = [r["result"]["read_bound"] for r in rows
+                 if r["system"] == "dsmath" and "read_bound" in r.get("result", {})]
+        if turns:
+            med = lambda k: statistics.median(t[k] for t in turns)
+            print(f"decode b1 against a plain read of the same weights, in turns in one process "
+                  f"(--read-bound, {len(turns)} runs x {turns[0]['turns']} turns): "
+                  f"{100 * med('decode_of_read'):.0f}% (read {med('read_gb_per_s'):.1f} GB/s, "
+                  f"decode {med('decode_weight_gb_per_s'):.1f} GB/s)")
     print("\ndsmath: default precision (f32-grade activations, within 1e-3 of f32 transformers); "
           "dsmath-bf16: --matmul-precision medium, bf16 activations like torch's and llama.cpp's "
           "bf16 products.")

@@ -22,6 +22,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "stream_read.h"
+
 // GCC 12 warns about the intrinsics' own placeholders (GCC bug 105593), as in kernels/cpu/simd.h.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -58,39 +60,8 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// ---- streaming read: several accumulators so the adds never limit the loop, only memory --------
-__attribute__((target("avx512f"))) float sum_avx512(const float* p, size_t n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (size_t i = 0; i < n; i += 64) {
-    s0 = _mm512_add_ps(s0, _mm512_load_ps(p + i));
-    s1 = _mm512_add_ps(s1, _mm512_load_ps(p + i + 16));
-    s2 = _mm512_add_ps(s2, _mm512_load_ps(p + i + 32));
-    s3 = _mm512_add_ps(s3, _mm512_load_ps(p + i + 48));
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
-__attribute__((target("avx2"))) float sum_avx2(const float* p, size_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (size_t i = 0; i < n; i += 32) {
-    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
-    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
-    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
-    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
-  }
-  float t[8];
-  _mm256_storeu_ps(t, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
-}
-
-float sum_scalar(const float* p, size_t n) {
-  float s[8] = {};
-  for (size_t i = 0; i < n; i += 8)
-    for (int j = 0; j < 8; ++j) s[j] += p[i + j];
-  return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
-}
-
-double read_bandwidth_gbs(const Flags& f, int threads) {
+// ---- streaming read (stream_read.h) -------------------------------------------------------------
+double read_bandwidth_gbs(int threads) {
   const size_t bytes = size_t(1) << 30, n = bytes / sizeof(float);
   const size_t chunk = n / size_t(threads) / 64 * 64;  // whole 256-byte steps per thread
   float* buf = static_cast<float*>(std::aligned_alloc(4096, bytes));
@@ -98,14 +69,14 @@ double read_bandwidth_gbs(const Flags& f, int threads) {
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < threads; ++t)
     std::fill(buf + size_t(t) * chunk, buf + size_t(t + 1) * chunk, 1.0f);
-  auto sum = f.avx512f ? sum_avx512 : f.avx2 ? sum_avx2 : sum_scalar;
   double best = 1e30;
-  volatile float sink = 0;
+  volatile uint32_t sink = 0;
   for (int rep = 0; rep < 5; ++rep) {
     const double t0 = now_s();
-    float total = 0;
+    uint32_t total = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
-    for (int t = 0; t < threads; ++t) total += sum(buf + size_t(t) * chunk, chunk);
+    for (int t = 0; t < threads; ++t)
+      total += dsmath::bench::stream_sum(buf + size_t(t) * chunk, chunk * sizeof(float));
     best = std::min(best, now_s() - t0);
     sink = sink + total;
   }
@@ -223,7 +194,7 @@ int main(int argc, char** argv) {
                     {"avx512f", f.avx512f},
                     {"avx512_bf16", f.avx512_bf16},
                     {"amx_bf16", f.amx_bf16}};
-  j["read_bandwidth_gbs"] = read_bandwidth_gbs(f, threads);
+  j["read_bandwidth_gbs"] = read_bandwidth_gbs(threads);
   if (f.avx512_bf16) j["peak_bf16_gflops"] = peak_gflops(bf16_kernel, kIters * 16.0 * 64, threads);
   if (f.avx512f)
     j["peak_f32_fma_gflops"] = peak_gflops(fma512_kernel, kIters * 16.0 * 32, threads);

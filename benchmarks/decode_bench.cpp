@@ -4,12 +4,17 @@
 //                                      [--new-tokens 32] [--threads T] [--kv-dtype f32|bf16]
 //                                      [--matmul-precision highest|medium] [--pp P]
 //                                      [--micro-batches M] [--device cpu|cuda]
-//                                      [--shared-prompt] [--format text|json]
+//                                      [--shared-prompt] [--read-bound N] [--format text|json]
 // --pp P splits the layers over P stages (tp = N / P); decode then runs the batch as M
 // micro-batches (default P) with up to M steps in flight, as the engine does, so that every
 // stage works at once; --micro-batches 1 runs one step at a time for comparison.
 // --shared-prompt makes the batch n samples of one prompt, as a batch job's --n does: the prompt
 // is prefilled once and its blocks shared by every sequence (forked), which then decode apart.
+// --read-bound N (one rank, CPU): after the timed decode, N more decode steps, each followed by a
+// plain multi-threaded read of the weights a step reads, straight from the checkpoint's mapping
+// (stream_read.h): the decode's rate as a fraction of reading the same bytes, measured in turns
+// in one process. This machine's memory ran at ~45 and at ~75 GB/s in turns seconds apart, so a
+// bound probed at another moment (dsmath-cpu-probe) can be off by either.
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
 // whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
 // and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
@@ -25,6 +30,10 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <span>
+#include <vector>
+
+#include "stream_read.h"
 
 #include "common/checkpoint/checkpoint.h"
 #include "common/core/error.h"
@@ -44,6 +53,40 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The checkpoint bytes a decode step reads: every tensor but the embedding, of which a step
+// reads a few rows (unless it is also the lm_head).
+std::vector<std::span<const std::byte>> step_weights(const dsmath::Checkpoint& ckpt) {
+  const bool tied = ckpt.config().tie_word_embeddings && !ckpt.has("lm_head.weight");
+  std::vector<std::span<const std::byte>> out;
+  for (const auto& [name, t] : ckpt.tensors())
+    if (name != "model.embed_tokens.weight" || tied) out.emplace_back(t.data, t.nbytes);
+  return out;
+}
+
+// Reads `spans` once with every OpenMP thread, each span cut into one piece per thread;
+// returns the bytes read (whole stream_sum steps).
+size_t read_once(const std::vector<std::span<const std::byte>>& spans) {
+  size_t bytes = 0;
+  uint32_t sink = 0;
+#pragma omp parallel reduction(+ : bytes, sink)
+  {
+    const size_t t = size_t(omp_get_thread_num()), n = size_t(omp_get_num_threads());
+    for (const auto& s : spans) {
+      const size_t begin = s.size() * t / n, end = s.size() * (t + 1) / n;
+      sink += dsmath::bench::stream_sum(s.data() + begin, end - begin);
+      bytes += (end - begin) / dsmath::bench::kStreamStep * dsmath::bench::kStreamStep;
+    }
+  }
+  volatile uint32_t keep = sink;
+  (void)keep;
+  return bytes;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 double peak_rss_gib() {
@@ -82,6 +125,10 @@ int main(int argc, char** argv) {
   app.add_option("--pp", pp, "Pipeline stages (tp = ranks / pp)")->capture_default_str();
   app.add_option("--micro-batches", micro_batches, "Decode micro-batches in flight (default: --pp)")
       ->check(CLI::Range(1, 64));
+  int64_t read_bound = 0;
+  app.add_option("--read-bound", read_bound,
+                 "N decode steps alternated with plain reads of the same weights (one rank, CPU)")
+      ->check(CLI::Range(int64_t(0), int64_t(1000)));
   bool shared_prompt = false;
   app.add_flag("--shared-prompt", shared_prompt,
                "The batch is samples of one prompt: prefilled once, its blocks shared");
@@ -100,6 +147,9 @@ int main(int argc, char** argv) {
       backend = make_backend(devices().at(device), kv_dtypes().at(kv_dtype), MPI_COMM_WORLD);
     });
     if (micro_batches == 0) micro_batches = pp;
+    DSMATH_CHECK(read_bound == 0 || (topo.world_size == 1 && device == "cpu"),
+                 "--read-bound times one rank on the CPU: run it without mpirun -np > 1 and ",
+                 "with --device cpu");
     // The stage's tp ranks get a communicator of their own, as in a worker group.
     std::unique_ptr<Communicator> stage_comm;
     if (pp > 1) {
@@ -114,14 +164,14 @@ int main(int argc, char** argv) {
     std::optional<Checkpoint> ckpt;
     std::optional<LlamaModel> model;
     const int32_t block_size = 16;
-    const int32_t blocks_per_seq =
-        int32_t((prompt_tokens + new_tokens + block_size - 1) / block_size);
+    const int64_t steps = new_tokens + read_bound;  // decoded tokens, the timed ones first
+    const int32_t blocks_per_seq = int32_t((prompt_tokens + steps + block_size - 1) / block_size);
     // Shared: the prompt's blocks once, then each sequence's own (a copy of the prompt's partial
     // last block, and its new tokens). The extra block is the warm-up token's.
-    const int32_t kv_blocks =
-        shared_prompt ? int32_t((prompt_tokens + block_size - 1) / block_size +
-                                batch * ((new_tokens + block_size - 1) / block_size + 1) + 1)
-                      : int32_t(batch) * blocks_per_seq + 1;
+    const int32_t kv_blocks = shared_prompt
+                                  ? int32_t((prompt_tokens + block_size - 1) / block_size +
+                                            batch * ((steps + block_size - 1) / block_size + 1) + 1)
+                                  : int32_t(batch) * blocks_per_seq + 1;
     const auto t_load = std::chrono::steady_clock::now();
     collectively(*comm, [&] {
       ckpt.emplace(Checkpoint::open(model_dir));
@@ -139,6 +189,7 @@ int main(int argc, char** argv) {
     // --pp), and the next tokens stay a fixed function of the step.
     ModelRunner runner(*model, *comm);
     double prefill_s = 0, decode_s = 0;
+    std::vector<double> read_gbps, step_s;  // --read-bound's turns
     if (!topo.is_driver()) {
       runner.follow();
     } else {
@@ -203,6 +254,15 @@ int main(int argc, char** argv) {
       }
       for (; in_flight > 0; --in_flight) runner.finish();
       decode_s = seconds_since(t_decode);
+      const auto spans = step_weights(*ckpt);
+      for (int64_t i = 0; i < read_bound; ++i) {  // one rank: no micro-batches in flight
+        const auto t_step = std::chrono::steady_clock::now();
+        runner.step(plan_of(new_tokens + i, 0, batch));
+        step_s.push_back(seconds_since(t_step));
+        const auto t_read = std::chrono::steady_clock::now();
+        const size_t bytes = read_once(spans);
+        read_gbps.push_back(double(bytes) / seconds_since(t_read) / 1e9);
+      }
       runner.shutdown();
     }
 
@@ -235,6 +295,12 @@ int main(int argc, char** argv) {
         2 * (double(c.num_hidden_layers) * layer_params + double(c.vocab_size) * hidden);
     const double decode_gbps =
         new_tokens > 1 ? step_bytes / (decode_s / double(new_tokens - 1)) / 1e9 : 0.0;
+    // --read-bound: each turn's decode rate over its read's, then the median of the turns.
+    std::vector<double> step_gbps, of_read;
+    for (size_t i = 0; i < step_s.size(); ++i) {
+      step_gbps.push_back(step_bytes / step_s[i] / 1e9);
+      of_read.push_back(step_gbps.back() / read_gbps[i]);
+    }
     // Traffic per decoded token: the f32 hidden state crosses each stage boundary once; each
     // layer's two row-parallel all-reduces move the hidden state within a stage (ring: about
     // 2 (tp - 1) / tp of it per rank); the last stage, which samples, sends the driver the
@@ -266,6 +332,12 @@ int main(int argc, char** argv) {
                           {"weight_gib", weight_gib},
                           {"peak_rss_gib_per_rank", rss_per_rank},
                           {"shard_gib_per_rank", shard_per_rank}};
+      if (read_bound > 0) {
+        j["read_bound"] = {{"turns", read_bound},
+                           {"read_gb_per_s", median(read_gbps)},
+                           {"decode_weight_gb_per_s", median(step_gbps)},
+                           {"decode_of_read", median(of_read)}};
+      }
       std::printf("%s\n", j.dump().c_str());
       return 0;
     }
@@ -282,6 +354,11 @@ int main(int argc, char** argv) {
                   1000 * decode_s / double(new_tokens - 1));
     std::printf("achieved         prefill %.3f TFLOP/s, decode %.1f GB/s of weights (%s)\n",
                 prefill_tflops, decode_gbps, device.c_str());
+    if (read_bound > 0)
+      std::printf(
+          "read bound       decode steps at %.0f%% of a plain read of the same weights (medians "
+          "of %lld turns: read %.1f GB/s, decode %.1f GB/s)\n",
+          100 * median(of_read), (long long)read_bound, median(read_gbps), median(step_gbps));
     std::printf("weights          %.3f GiB (whole checkpoint)\n", weight_gib);
     std::printf(
         "traffic/token    %.0f B per stage boundary, %.0f B of all-reduce, %.0f B of "

@@ -147,6 +147,20 @@ else
       bad "--threads 4 under --bind-to core: $got threads"; cat "$TMP/threads.err"
     fi
   fi
+  # --read-bound: decode steps in turns with plain reads of the same weights, on one rank only.
+  turns=$("$BIN/dsmath-bench-decode" --model "$TMP/model" --prompt-tokens 2 --new-tokens 2 \
+    --read-bound 3 --format json 2> "$TMP/read.err" | python3 -c 'import json, sys
+r = json.loads(sys.stdin.read())["read_bound"]
+print(r["turns"] if min(r["read_gb_per_s"], r["decode_weight_gb_per_s"], r["decode_of_read"]) > 0 else 0)')
+  [ "$turns" = 3 ] && ok "--read-bound 3: three timed turns of decode and read" ||
+    { bad "--read-bound 3: '$turns'"; cat "$TMP/read.err"; }
+  if mpirun --oversubscribe --allow-run-as-root -np 2 "$BIN/dsmath-bench-decode" --model "$TMP/model" \
+    --read-bound 2 > "$TMP/read2.out" 2>&1; then
+    bad "--read-bound at 2 ranks ran"
+  else
+    grep -q -- "--read-bound times one rank" "$TMP/read2.out" && ok "--read-bound at 2 ranks: refused by name" ||
+      { bad "--read-bound at 2 ranks: no message naming the flag"; cat "$TMP/read2.out"; }
+  fi
 fi
 
 echo "$passed passed, $fails failed"
