@@ -189,7 +189,8 @@ int main(int argc, char** argv) {
     // --pp), and the next tokens stay a fixed function of the step.
     ModelRunner runner(*model, *comm);
     double prefill_s = 0, decode_s = 0;
-    std::vector<double> read_gbps, step_s;  // --read-bound's turns
+    std::vector<double> read_s, step_s;  // --read-bound's turns
+    size_t read_bytes = 0;
     if (!topo.is_driver()) {
       runner.follow();
     } else {
@@ -260,8 +261,8 @@ int main(int argc, char** argv) {
         runner.step(plan_of(new_tokens + i, 0, batch));
         step_s.push_back(seconds_since(t_step));
         const auto t_read = std::chrono::steady_clock::now();
-        const size_t bytes = read_once(spans);
-        read_gbps.push_back(double(bytes) / seconds_since(t_read) / 1e9);
+        read_bytes = read_once(spans);
+        read_s.push_back(seconds_since(t_read));
       }
       runner.shutdown();
     }
@@ -295,11 +296,13 @@ int main(int argc, char** argv) {
         2 * (double(c.num_hidden_layers) * layer_params + double(c.vocab_size) * hidden);
     const double decode_gbps =
         new_tokens > 1 ? step_bytes / (decode_s / double(new_tokens - 1)) / 1e9 : 0.0;
-    // --read-bound: each turn's decode rate over its read's, then the median of the turns.
-    std::vector<double> step_gbps, of_read;
+    // --read-bound: both rates over the bytes the read took (the step's weights as stored), and
+    // each turn's decode rate over its read's (read time / step time), as medians of the turns.
+    std::vector<double> read_gbps, step_gbps, of_read;
     for (size_t i = 0; i < step_s.size(); ++i) {
-      step_gbps.push_back(step_bytes / step_s[i] / 1e9);
-      of_read.push_back(step_gbps.back() / read_gbps[i]);
+      read_gbps.push_back(double(read_bytes) / read_s[i] / 1e9);
+      step_gbps.push_back(double(read_bytes) / step_s[i] / 1e9);
+      of_read.push_back(read_s[i] / step_s[i]);
     }
     // Traffic per decoded token: the f32 hidden state crosses each stage boundary once; each
     // layer's two row-parallel all-reduces move the hidden state within a stage (ring: about
