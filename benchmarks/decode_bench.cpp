@@ -327,6 +327,7 @@ int main(int argc, char** argv) {
                           {"kv_dtype", kv_dtype},
                           {"matmul_precision", precision},
                           {"device", device},
+                          {"cpu_linear_path", cpu::linear_path_name(cpu::linear_best_path())},
                           {"prefill_tflops", prefill_tflops},
                           {"decode_weight_gb_per_s", decode_gbps},
                           {"load_s", load_s},

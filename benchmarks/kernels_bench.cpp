@@ -10,8 +10,8 @@
 //     plain sum (chunks 1) on the best path, hot, for the cost of bitwise-equal tp.
 //   attention: one decode step over a 1024-token cache, 32 heads x 128; a 512-token prompt.
 //   silu_mul: 64 rows x 11008 on each instruction set, against the scalar std::exp loop.
-//   Each linear path (avx512-bf16, avx512, avx2, portable) is measured; linear() takes the
-//   best one.
+//   Each linear path (amx-bf16, avx512-bf16, avx512, avx2, portable) is measured; linear() takes
+//   the best one.
 // Run: kernels_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
@@ -132,6 +132,7 @@ void LinearShapes(benchmark::internal::Benchmark* b) {
   b->UseRealTime();
 }
 
+BENCHMARK_CAPTURE(BM_Linear, amx_bf16, dsmath::cpu::LinearPath::Amx)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, avx512_bf16, dsmath::cpu::LinearPath::Avx512Bf16)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, avx512, dsmath::cpu::LinearPath::Avx512)->Apply(LinearShapes);
 BENCHMARK_CAPTURE(BM_Linear, avx2, dsmath::cpu::LinearPath::Avx2)->Apply(LinearShapes);

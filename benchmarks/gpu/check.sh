@@ -7,7 +7,9 @@
 #   3. time decode at batch 1, 32 and 256 and a 2,048-token prefill on `small` and on a
 #      deepseek-math-7b-shaped checkpoint made on the spot, printing achieved GB/s and TFLOP/s
 #      next to the H200's 4.8 TB/s and ~990 TFLOP/s dense bf16,
-#   4. run a batch job with --overlap off and on: the same samples, and the gain in tokens/s.
+#   4. run a batch job with --overlap off and on: the same samples, and the gain in tokens/s,
+#   5. where the host CPU has AMX-BF16: the CPU linear paths' tests (the tile path against its
+#      emulation) and 7B prefill and batch-1 decode on the AMX path against AVX512-BF16.
 # Usage: benchmarks/gpu/check.sh [BUILD_DIR]     Output also goes to $OUT/check.log when set.
 #
 # Dependencies: the Debian packages of launch/install-deps.sh (MPI, gRPC, ...), installed by it
@@ -69,7 +71,7 @@ else
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDSMATH_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DDSMATH_MPI_TEST_NP="1;2" > /dev/null
   cmake --build "$BUILD" -j "$(nproc)" --target cuda_ops_test cuda_model_test \
-    cuda_sampling_test nccl_test dsmath-bench-decode dsmath-make-model dsmath-worker
+    cuda_sampling_test nccl_test dsmath-bench-decode dsmath-make-model dsmath-worker test_kernels
 
   stamp "gpu tests"
   status=0
@@ -152,6 +154,32 @@ print(f"overlap off {speed['off']:.0f} tokens/s, on {speed['on']:.0f} tokens/s: 
 assert samples("off") == samples("on"), "--overlap on changed the samples"
 print("overlap: the same samples")
 PY
+
+# The GPU machine's host CPU may be a Xeon with AMX, which no CPU session here has had: the tile
+# path's tests, then the same CPU runs with it (default) and without (DSMATH_KERNELS_ISA).
+if grep -qw amx_bf16 /proc/cpuinfo; then
+  stamp "host CPU has AMX-BF16: the linear paths' tests and 7B on the CPU, AMX against AVX512-BF16"
+  "$BUILD/bin/test_kernels" --gtest_brief=1 --gtest_filter='Amx*:Linear*' || status=1
+  : > "$BUILD/cpu-amx.jsonl"
+  for cap in "" avx512_bf16; do  # "": linear()'s own choice
+    for work in "--prompt-tokens 256 --new-tokens 1" "--prompt-tokens 4 --new-tokens 4"; do
+      # shellcheck disable=SC2086  # $work is two flags
+      DSMATH_KERNELS_ISA=$cap "$BUILD/bin/dsmath-bench-decode" --model "$BUILD/7b" \
+        --threads "$(nproc)" --batch 1 $work --format json | tail -1 >> "$BUILD/cpu-amx.jsonl" ||
+        status=1
+    done
+  done
+  py - "$BUILD/cpu-amx.jsonl" <<'PY'
+import json, sys
+for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
+    if r["decode_tokens_per_s"] > 0:
+        print(f"cpu {r['cpu_linear_path']:>12}: decode batch 1 {r['decode_tokens_per_s']:7.2f} tokens/s"
+              f" ({r['decode_weight_gb_per_s']:.0f} GB/s)")
+    else:
+        print(f"cpu {r['cpu_linear_path']:>12}: prefill {r['prompt_tokens']} {r['prefill_tokens_per_s']:8.1f}"
+              f" tokens/s ({r['prefill_tflops']:.2f} TFLOP/s)")
+PY
+fi
 
 stamp "done (status $status)"
 exit $status

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 ARCH=${1:-90}
 BUILD=build-gpukit
 TARGETS=(cuda_ops_test cuda_model_test cuda_sampling_test nccl_test dsmath-bench-decode
-  dsmath-make-model dsmath-worker)
+  dsmath-make-model dsmath-worker test_kernels)
 command -v nvcc > /dev/null || [ -x /usr/local/cuda/bin/nvcc ] || {
   echo "make-kit: no nvcc (CUDA toolkit) on this machine" >&2
   exit 1

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/core/error.h"
+#include "kernels/cpu/gemm_amx.h"
 #include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/row_groups.h"
 #include "kernels/cpu/simd.h"
@@ -405,6 +406,7 @@ void linear_simd(const float* x, int64_t m, const WeightView& w, int64_t chunks,
 
 detail::Isa isa_of(LinearPath p) {
   switch (p) {
+    case LinearPath::Amx:
     case LinearPath::Avx512Bf16:
     case LinearPath::Avx512:
       return detail::Isa::Avx512;
@@ -416,10 +418,11 @@ detail::Isa isa_of(LinearPath p) {
   return detail::Isa::Portable;
 }
 
-// DSMATH_KERNELS_ISA=avx512 keeps the f32 AVX-512 path on a CPU with AVX512-BF16.
-bool bf16_path_allowed() {
+// DSMATH_KERNELS_ISA=avx512 keeps the f32 AVX-512 path on a CPU with AVX512-BF16 or AMX;
+// DSMATH_KERNELS_ISA=avx512_bf16 keeps the AVX512-BF16 path on a CPU with AMX.
+bool cap_is(const char* name) {
   const char* cap = std::getenv("DSMATH_KERNELS_ISA");
-  return cap == nullptr || std::strcmp(cap, "avx512") != 0;
+  return cap != nullptr && std::strcmp(cap, name) == 0;
 }
 
 }  // namespace
@@ -443,10 +446,11 @@ const std::map<std::string, MatmulPrecision>& matmul_precisions() {
 }
 
 LinearPath linear_best_path() {
-  static const bool bf16 = detail::cpu_has_avx512_bf16() && bf16_path_allowed();
+  static const bool bf16 = detail::cpu_has_avx512_bf16() && !cap_is("avx512");
+  static const bool amx = bf16 && !cap_is("avx512_bf16") && detail::cpu_has_amx_bf16();
   switch (detail::cpu_isa()) {
     case detail::Isa::Avx512:
-      return bf16 ? LinearPath::Avx512Bf16 : LinearPath::Avx512;
+      return amx ? LinearPath::Amx : bf16 ? LinearPath::Avx512Bf16 : LinearPath::Avx512;
     case detail::Isa::Avx2:
       return LinearPath::Avx2;
     case detail::Isa::Portable:
@@ -455,10 +459,27 @@ LinearPath linear_best_path() {
   return LinearPath::Portable;
 }
 
+const char* linear_path_name(LinearPath path) {
+  switch (path) {
+    case LinearPath::Amx:
+      return "amx-bf16";
+    case LinearPath::Avx512Bf16:
+      return "avx512-bf16";
+    case LinearPath::Avx512:
+      return "avx512";
+    case LinearPath::Avx2:
+      return "avx2";
+    case LinearPath::Portable:
+      break;
+  }
+  return "portable";
+}
+
 // The hardware decides, not the DSMATH_KERNELS_ISA cap: tests and benchmarks may run a
 // path that linear() itself is told to avoid.
 bool linear_path_supported(LinearPath path) {
   if (path == LinearPath::Avx512Bf16 && !detail::cpu_has_avx512_bf16()) return false;
+  if (path == LinearPath::Amx && !detail::cpu_has_amx_bf16()) return false;
   return detail::hardware_isa() >= isa_of(path);
 }
 
@@ -471,10 +492,12 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
                int(path));
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
+  const bool split = matmul_precision() == MatmulPrecision::Highest;
+  if (path == LinearPath::Amx && w.dtype == DType::BF16)
+    return detail::linear_amx(x, m, w, chunks, split, y);
   if (path == LinearPath::Avx512Bf16 && w.dtype == DType::BF16)
-    return detail::linear_avx512_bf16(x, m, w, chunks,
-                                      matmul_precision() == MatmulPrecision::Highest, y);
-  if (path == LinearPath::Avx512 || path == LinearPath::Avx512Bf16)
+    return detail::linear_avx512_bf16(x, m, w, chunks, split, y);
+  if (path == LinearPath::Avx512 || path == LinearPath::Avx512Bf16 || path == LinearPath::Amx)
     return linear_simd<Avx512Blocks>(x, m, w, chunks, y);
   if (path == LinearPath::Avx2) return linear_simd<Avx2Blocks>(x, m, w, chunks, y);
 #endif

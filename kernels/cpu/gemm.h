@@ -32,15 +32,16 @@ const std::map<std::string, MatmulPrecision>& matmul_precisions();  // by --matm
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);
 
-// The code paths linear() chooses between at run time, best first: AVX512-BF16 (vdpbf16ps on
-// bf16 weights with x split into two bf16 parts, gemm_bf16.cpp; f16/f32 weights take the
-// AVX-512F path), AVX-512F, AVX2 + FMA + F16C, and portable C++ for any other CPU. Each gives
-// batch-invariant results (a token's output does not depend on the other rows of x) but they round
-// differently from each other. linear_path_supported() says whether this CPU can run one;
-// linear_on_path() runs a given one (tests cover every path the machine supports, benchmarks
-// compare them).
-enum class LinearPath { Portable, Avx2, Avx512, Avx512Bf16 };
+// The code paths linear() chooses between at run time, best first: AMX-BF16 (tile dot products
+// on bf16 weights, x split as below, gemm_amx.cpp), AVX512-BF16 (vdpbf16ps on bf16 weights with x
+// split into two bf16 parts, gemm_bf16.cpp; f16/f32 weights take the AVX-512F path on both),
+// AVX-512F, AVX2 + FMA + F16C, and portable C++ for any other CPU. Each gives batch-invariant
+// results (a token's output does not depend on the other rows of x) but they round differently
+// from each other. linear_path_supported() says whether this CPU can run one; linear_on_path()
+// runs a given one (tests cover every path the machine supports, benchmarks compare them).
+enum class LinearPath { Portable, Avx2, Avx512, Avx512Bf16, Amx };
 LinearPath linear_best_path();
+const char* linear_path_name(LinearPath path);  // "amx-bf16", "avx512-bf16", ... "portable"
 bool linear_path_supported(LinearPath path);
 void linear_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w, float* y);
 void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const WeightView& w,

@@ -58,24 +58,14 @@ std::vector<unsigned char> store(const std::vector<float>& v, DType t) {
 // Every linear() code path this CPU can run (the portable one always).
 std::vector<LinearPath> paths() {
   std::vector<LinearPath> out;
-  for (LinearPath p :
-       {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512, LinearPath::Avx512Bf16})
+  for (LinearPath p : {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512,
+                       LinearPath::Avx512Bf16, LinearPath::Amx})
     if (linear_path_supported(p)) out.push_back(p);
   return out;
 }
 
 const char* path_name(LinearPath p) {
-  switch (p) {
-    case LinearPath::Avx512Bf16:
-      return "avx512-bf16";
-    case LinearPath::Avx512:
-      return "avx512";
-    case LinearPath::Avx2:
-      return "avx2";
-    case LinearPath::Portable:
-      break;
-  }
-  return "portable";
+  return linear_path_name(p);
 }
 
 struct LinearCase {
@@ -129,16 +119,18 @@ bool cpuinfo_supports(const std::set<std::string>& flags, LinearPath p) {
   const bool avx2 = flags.count("avx2") && flags.count("fma") && flags.count("f16c");
   if (p == LinearPath::Avx2) return avx2;
   if (p == LinearPath::Avx512) return avx2 && flags.count("avx512f");
-  if (p == LinearPath::Avx512Bf16)
-    return avx2 && flags.count("avx512f") && flags.count("avx512bw") && flags.count("avx512_bf16");
+  const bool bf16 =
+      avx2 && flags.count("avx512f") && flags.count("avx512bw") && flags.count("avx512_bf16");
+  if (p == LinearPath::Avx512Bf16) return bf16;
+  if (p == LinearPath::Amx) return bf16 && flags.count("amx_tile") && flags.count("amx_bf16");
   return true;
 }
 
 TEST(Linear, DetectsThePathsThisCpuHas) {
   const auto flags = cpuinfo_flags();
   if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to compare with";
-  for (LinearPath p :
-       {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512, LinearPath::Avx512Bf16})
+  for (LinearPath p : {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512,
+                       LinearPath::Avx512Bf16, LinearPath::Amx})
     EXPECT_EQ(linear_path_supported(p), cpuinfo_supports(flags, p)) << path_name(p);
   std::cout << "linear paths on this CPU:";
   for (LinearPath p : paths()) std::cout << " " << path_name(p);
@@ -161,14 +153,16 @@ TEST(Linear, MatchesReferenceAllDTypesAndOddShapes) {
 TEST(Linear, LinearUsesTheBestPath) {
   const auto flags = cpuinfo_flags();
   if (flags.empty()) GTEST_SKIP() << "no /proc/cpuinfo flags to compare with";
-  LinearPath want = cpuinfo_supports(flags, LinearPath::Avx512Bf16) ? LinearPath::Avx512Bf16
-                    : cpuinfo_supports(flags, LinearPath::Avx512)   ? LinearPath::Avx512
-                    : cpuinfo_supports(flags, LinearPath::Avx2)     ? LinearPath::Avx2
-                                                                    : LinearPath::Portable;
+  LinearPath want = cpuinfo_supports(flags, LinearPath::Amx)          ? LinearPath::Amx
+                    : cpuinfo_supports(flags, LinearPath::Avx512Bf16) ? LinearPath::Avx512Bf16
+                    : cpuinfo_supports(flags, LinearPath::Avx512)     ? LinearPath::Avx512
+                    : cpuinfo_supports(flags, LinearPath::Avx2)       ? LinearPath::Avx2
+                                                                      : LinearPath::Portable;
   if (const char* cap = std::getenv("DSMATH_KERNELS_ISA")) {
     if (std::string(cap) == "portable") want = LinearPath::Portable;
     if (std::string(cap) == "avx2" && want >= LinearPath::Avx512) want = LinearPath::Avx2;
-    if (std::string(cap) == "avx512" && want == LinearPath::Avx512Bf16) want = LinearPath::Avx512;
+    if (std::string(cap) == "avx512" && want >= LinearPath::Avx512Bf16) want = LinearPath::Avx512;
+    if (std::string(cap) == "avx512_bf16" && want == LinearPath::Amx) want = LinearPath::Avx512Bf16;
   }
   EXPECT_EQ(path_name(linear_best_path()), std::string(path_name(want)));
   for (DType t : kDTypes) {

@@ -61,8 +61,8 @@ TEST(NoAllocationPerCall, LinearOnEveryPathAndChunked) {
   const auto w = as_bf16(random_floats(size_t(n * k), 2));
   const WeightView view{w.data(), DType::BF16, n, k};
   std::vector<float> y(size_t(16 * n));
-  for (LinearPath path :
-       {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512, LinearPath::Avx512Bf16}) {
+  for (LinearPath path : {LinearPath::Portable, LinearPath::Avx2, LinearPath::Avx512,
+                          LinearPath::Avx512Bf16, LinearPath::Amx}) {
     if (!linear_path_supported(path)) continue;
     for (int64_t m : {1, 16}) {
       EXPECT_EQ(0, allocations_once_warm(
