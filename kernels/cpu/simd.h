@@ -45,15 +45,18 @@ inline bool cpu_has_avx2() {
 //   eight rows in lockstep are eight streams, which an EPYC Zen 5 core's prefetchers followed
 //   at ~30 GB/s for two cores where one linear stream ran at ~40; the kernels take two rows at
 //   a time, kStreamAhead on, handed out kStreamRowGroup rows at a time when m is 1;
-// - short rows on AVX2 (gemm.cpp): streams a few hundred bytes long.
+// - short rows on AVX2 (gemm.cpp): streams a few hundred bytes long;
+// - the AMX kernel (gemm_amx.inc), a call's next 32 rows into L2 (kHint _MM_HINT_T1).
 constexpr uintptr_t kStreamAhead = 64 * 1024;  // 32 and 128 KiB: no better
 constexpr int64_t kStreamRowGroup = 96;        // 48 and 192: no better
+template <int kHint = _MM_HINT_T0>
 inline void prefetch_stream(const void* rows, uintptr_t ahead, int64_t consumed, int64_t bytes) {
   // As an integer: past the last rows the address is beyond the weight (a prefetch never
   // faults, but a pointer may not point there).
   const uintptr_t at = reinterpret_cast<uintptr_t>(rows) + ahead + uintptr_t(consumed);
   for (int64_t b = 0; b < bytes; b += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(at + uintptr_t(b)), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(at + uintptr_t(b)),
+                 static_cast<decltype(_MM_HINT_T0)>(kHint));
 }
 
 // Sum of the 8 lanes in a fixed order, so every caller rounds the same way.
