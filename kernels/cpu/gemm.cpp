@@ -488,8 +488,8 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
   check_shapes(w, m);
   DSMATH_CHECK(chunks >= 1 && chunks <= kMaxChunks && w.cols % chunks == 0, "linear: ", w.cols,
                " input columns do not split into ", chunks, " chunks (at most ", kMaxChunks, ")");
-  DSMATH_CHECK(linear_path_supported(path), "linear: this CPU lacks the instructions of path ",
-               int(path));
+  DSMATH_CHECK(linear_path_supported(path), "linear: this CPU cannot run the ",
+               linear_path_name(path), " path");
   if (m == 0 || w.rows == 0) return;
 #if DSMATH_HAVE_X86_SIMD
   const bool split = matmul_precision() == MatmulPrecision::Highest;
