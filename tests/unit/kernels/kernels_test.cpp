@@ -7,12 +7,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iostream>
-#include <iterator>
-#include <random>
-#include <set>
-#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
