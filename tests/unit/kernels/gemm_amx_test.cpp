@@ -55,13 +55,13 @@ TEST(AmxEmulated, HandComputed) {
 }
 
 // Odd shapes: 1, 2 and 3 token tiles with ragged ends (m), ragged 32-row micro-calls and groups
-// (n), ragged 32-column blocks (k). split: within f32 summation of the reference (x = hi + lo
-// keeps ~17 bits); one part: the reference of x rounded to bf16.
+// (n), ragged 32-column blocks and no columns at all (k). split: within f32 summation of the
+// reference (x = hi + lo keeps ~17 bits); one part: the reference of x rounded to bf16.
 TEST(AmxEmulated, MatchesReferenceOnOddShapes) {
   uint32_t seed = 100;
   for (int64_t m : {1, 15, 16, 17, 33, 40})
     for (int64_t n : {1, 31, 33, 70})
-      for (int64_t k : {1, 31, 32, 33, 100})
+      for (int64_t k : {0, 1, 31, 32, 33, 100})
         for (bool split : {true, false}) {
           SCOPED_TRACE(::testing::Message()
                        << "m " << m << " n " << n << " k " << k << " split " << split);
