@@ -11,10 +11,10 @@
 // --shared-prompt makes the batch n samples of one prompt, as a batch job's --n does: the prompt
 // is prefilled once and its blocks shared by every sequence (forked), which then decode apart.
 // --read-bound N (one rank, CPU): after the timed decode, N more decode steps, each followed by a
-// plain multi-threaded read of the weights a step reads, straight from the checkpoint's mapping
-// (stream_read.h): the decode's rate as a fraction of reading the same bytes, measured in turns
-// in one process. This machine's memory ran at ~45 and at ~75 GB/s in turns seconds apart, so a
-// bound probed at another moment (dsmath-cpu-probe) can be off by either.
+// plain multi-threaded read of the weights a step reads, as the kernels read them (the packed
+// copies where the CPU keeps them; stream_read.h): the decode's rate as a fraction of reading the
+// same bytes, measured in turns in one process. This machine's memory ran at ~45 and at ~75 GB/s in
+// turns seconds apart, so a bound probed at another moment (dsmath-cpu-probe) can be off by either.
 // Prints prefill and decode tokens/s, and each rank's peak RSS against the weight bytes of a
 // whole checkpoint; the achieved TFLOP/s of the prefill (the matmul and attention products)
 // and GB/s of a decode step (the bf16 weights every step reads once, per rank), to set
@@ -53,16 +53,6 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// The checkpoint bytes a decode step reads: every tensor but the embedding, of which a step
-// reads a few rows (unless it is also the lm_head).
-std::vector<std::span<const std::byte>> step_weights(const dsmath::Checkpoint& ckpt) {
-  const bool tied = ckpt.config().tie_word_embeddings && !ckpt.has("lm_head.weight");
-  std::vector<std::span<const std::byte>> out;
-  for (const auto& [name, t] : ckpt.tensors())
-    if (name != "model.embed_tokens.weight" || tied) out.emplace_back(t.data, t.nbytes);
-  return out;
 }
 
 // Reads `spans` once with every OpenMP thread, each span cut into one piece per thread;
@@ -255,7 +245,7 @@ int main(int argc, char** argv) {
       }
       for (; in_flight > 0; --in_flight) runner.finish();
       decode_s = seconds_since(t_decode);
-      const auto spans = step_weights(*ckpt);
+      const auto spans = model->weights().step_reads(model->config());
       for (int64_t i = 0; i < read_bound; ++i) {  // one rank: no micro-batches in flight
         const auto t_step = std::chrono::steady_clock::now();
         runner.step(plan_of(new_tokens + i, 0, batch));

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -47,10 +48,12 @@ std::vector<uint16_t> random_half(size_t n, DType t) {
 
 // Copies of one random weight matrix per (dtype, rows, cols): "hot" runs reuse copy 0
 // (served from the large shared L3 of server CPUs), "cold" runs cycle through enough copies
-// (>= 1 GiB) that every call streams its weights from DRAM, as a 13.8 GB model does.
+// (>= 1 GiB) that every call streams its weights from DRAM, as a 13.8 GB model does. Each
+// copy also has the packed copy the CPU backend keeps where linear() reads one (AVX512-BF16).
 const std::vector<WeightView>& weights(DType t, int64_t rows, int64_t cols) {
   struct Pool {
     std::vector<std::vector<unsigned char>> copies;
+    std::vector<std::shared_ptr<const void>> packed;  // as the CPU backend holds them
     std::vector<WeightView> views;
   };
   static std::map<std::tuple<DType, int64_t, int64_t>, Pool> cache;
@@ -67,7 +70,12 @@ const std::vector<WeightView>& weights(DType t, int64_t rows, int64_t cols) {
     }
     const size_t copies = std::max<size_t>(2, ((size_t(1) << 30) + bytes - 1) / bytes);
     pool.copies.assign(copies, first);
-    for (auto& c : pool.copies) pool.views.push_back(WeightView{c.data(), t, rows, cols});
+    for (auto& c : pool.copies) {
+      WeightView view{c.data(), t, rows, cols};
+      pool.packed.push_back(dsmath::cpu::pack_for_linear(view));
+      view.packed = pool.packed.back().get();
+      pool.views.push_back(view);
+    }
   }
   return pool.views;
 }

@@ -14,6 +14,10 @@ struct WeightView {
   DType dtype = DType::BF16;
   int64_t rows = 0;
   int64_t cols = 0;
+  // Optional: the same matrix in the layout this CPU's linear() reads fastest
+  // (cpu::pack_for_linear, made once at load). linear() computes the same bits either way, and
+  // `data` may then be nullptr (see pack_for_linear).
+  const void* packed = nullptr;
 };
 
 }  // namespace dsmath

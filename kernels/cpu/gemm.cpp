@@ -82,7 +82,8 @@ inline float chunk_tree_sum(float* p, int64_t chunks) {
 }
 
 void check_shapes(const WeightView& w, int64_t m) {
-  DSMATH_CHECK(w.data != nullptr || w.rows * w.cols == 0, "linear: weight has no data");
+  DSMATH_CHECK(w.data != nullptr || w.packed != nullptr || w.rows * w.cols == 0,
+               "linear: weight has no data");
   DSMATH_CHECK(m >= 0 && w.rows >= 0 && w.cols >= 0, "linear: negative shape m=", m,
                " rows=", w.rows, " cols=", w.cols);
 }
@@ -491,6 +492,9 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
   DSMATH_CHECK(linear_path_supported(path), "linear: this CPU cannot run the ",
                linear_path_name(path), " path");
   if (m == 0 || w.rows == 0) return;
+  DSMATH_CHECK(w.data != nullptr || (path == LinearPath::Avx512Bf16 && w.packed != nullptr),
+               "linear: the ", w.rows, " x ", w.cols, " weight has no rows for the ",
+               linear_path_name(path), " path (only a packed copy)");
 #if DSMATH_HAVE_X86_SIMD
   const bool split = matmul_precision() == MatmulPrecision::Highest;
   if (path == LinearPath::Amx && w.dtype == DType::BF16)
@@ -516,8 +520,15 @@ void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chun
   linear_chunked_on_path(linear_best_path(), x, m, w, chunks, y);
 }
 
+std::shared_ptr<const void> pack_for_linear(const WeightView& w, int64_t chunks) {
+  if (w.dtype != DType::BF16 || w.rows == 0 || linear_best_path() != LinearPath::Avx512Bf16)
+    return nullptr;
+  return detail::pack_bf16_panels(w, chunks);
+}
+
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y) {
   check_shapes(w, m);
+  DSMATH_CHECK(w.data != nullptr || w.rows * w.cols == 0, "linear_reference: needs the rows");
   for (int64_t t = 0; t < m; ++t) {
     for (int64_t n = 0; n < w.rows; ++n) {
       double s = 0;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "kernels/weight_view.h"
@@ -28,6 +29,14 @@ enum class MatmulPrecision { Highest, Medium };
 void set_matmul_precision(MatmulPrecision precision);
 MatmulPrecision matmul_precision();
 const std::map<std::string, MatmulPrecision>& matmul_precisions();  // by --matmul-precision name
+
+// A bf16 weight repacked for the path linear() takes on this CPU, for products summed in
+// `chunks` column ranges (linear_chunked; 1 for linear), or nullptr where that path reads the
+// row-major rows as they are (all but AVX512-BF16: gemm_bf16.cpp says why it packs). Set it as
+// the view's `packed` and keep it alive as long as the view. The products are bitwise the same
+// with or without it, only faster; with it, `data` may be dropped (nullptr) when the weight is
+// only ever multiplied on this path in that many chunks.
+std::shared_ptr<const void> pack_for_linear(const WeightView& w, int64_t chunks = 1);
 
 // Plain triple loop (f64 sums), the reference the tests compare against.
 void linear_reference(const float* x, int64_t m, const WeightView& w, float* y);

@@ -25,6 +25,10 @@ void check_token_ids(std::span<const int32_t> token_ids) {
                  ": a placeholder for a sampled token that nothing filled");
 }
 
+WeightView Backend::place_row_parallel(const WeightView& host, int64_t) {
+  return place(host);
+}
+
 StackedWeights Backend::place_stacked(std::span<const WeightView> host_parts) {
   StackedWeights placed;
   for (const WeightView& part : host_parts) placed.parts.push_back(place(part));

@@ -114,8 +114,15 @@ class Backend {
   // Makes `t` rows x cols of f32, reusing its storage when big enough. Ops below size their
   // outputs themselves, so the model only sizes what it hands to the communicator.
   virtual void resize(Tensor& t, int64_t rows, int64_t cols) = 0;
-  // Makes host weights usable by this backend (CPU: returned as they are).
+  // Makes host weights usable by this backend as a matrix the model multiplies by (CPU: the
+  // rows as mapped, plus the copy its kernel reads fastest, cpu::pack_for_linear).
   virtual WeightView place(const WeightView& host) = 0;
+  // A row-parallel layer's slice, which linear_chunked sums in `chunks` column ranges (0: a
+  // plain linear). Default: place().
+  virtual WeightView place_row_parallel(const WeightView& host, int64_t chunks);
+  // An embedding table only looked up by row, never multiplied (CPU: as mapped). Default:
+  // place().
+  virtual WeightView place_table(const WeightView& host) { return place(host); }
   virtual NormWeight place(const NormWeight& host, int64_t size) = 0;
   // Default: each part placed on its own, nothing stacked.
   virtual StackedWeights place_stacked(std::span<const WeightView> host_parts);

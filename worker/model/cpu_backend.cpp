@@ -29,6 +29,15 @@ void CpuBackend::resize(Tensor& t, int64_t rows, int64_t cols) {
   t = Tensor(Device::kCpu, DType::F32, std::move(storage), rows, cols, rows * cols);
 }
 
+WeightView CpuBackend::place_packed(const WeightView& host, int64_t chunks) {
+  WeightView placed = host;
+  if (auto panels = cpu::pack_for_linear(host, chunks)) {
+    placed.packed = panels.get();
+    packed_weights_.push_back(std::move(panels));
+  }
+  return placed;
+}
+
 void CpuBackend::upload(const float* host, int64_t rows, int64_t cols, Tensor& t) {
   resize(t, rows, cols);
   std::memcpy(t.data(), host, size_t(t.size()) * sizeof(float));

@@ -1,7 +1,10 @@
 // The CPU backend: the kernels of kernels/cpu (OpenMP threads, AVX2/AVX-512 where the CPU has
-// them) on host memory. Weights stay where the checkpoint maps them.
+// them) on host memory. Weights stay where the checkpoint maps them; where the CPU's matmul path
+// reads bf16 faster in another layout (AVX512-BF16: dot-pair panels), place() also keeps that
+// copy, made once here.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -20,7 +23,11 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::kCpu; }
   bool fixed_order_sums() const override { return true; }
   void resize(Tensor& t, int64_t rows, int64_t cols) override;
-  WeightView place(const WeightView& host) override { return host; }
+  WeightView place(const WeightView& host) override { return place_packed(host, 1); }
+  WeightView place_row_parallel(const WeightView& host, int64_t chunks) override {
+    return place_packed(host, std::max<int64_t>(1, chunks));
+  }
+  WeightView place_table(const WeightView& host) override { return host; }
   NormWeight place(const NormWeight& host, int64_t) override { return host; }
   void upload(const float* host, int64_t rows, int64_t cols, Tensor& t) override;
   void to_host(const Tensor& t, float* host) override;
@@ -58,6 +65,9 @@ class CpuBackend final : public Backend {
   void attend_alone(int64_t layer, const AttentionSequence& s, const Tensor& q, Tensor& out);
   void shared_decode(int64_t layer, const AttentionGroup& g, const Tensor& q, Tensor& out);
 
+  WeightView place_packed(const WeightView& host, int64_t chunks);
+
+  std::vector<std::shared_ptr<const void>> packed_weights_;  // what placed views' `packed` are
   DType kv_dtype_;
   int64_t heads_ = 0, kv_heads_ = 0, head_dim_ = 0;
   std::optional<cpu::RopeTable> rope_;

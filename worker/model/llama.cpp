@@ -181,14 +181,13 @@ void LlamaModel::mlp_block(const LayerWeights& w) {
 // ...) uses a plain all-reduce and differs in the last bits, as does a backend without
 // fixed-order sums (CUDA: cuBLAS picks its own split of K by shape).
 void LlamaModel::row_parallel_linear(const Tensor& x, const WeightView& w, Tensor& y) {
-  const int64_t tp = layout_.tp_size;
-  if (!backend_.fixed_order_sums() || kCanonicalChunks % tp != 0 ||
-      w.cols % (kCanonicalChunks / tp) != 0) {
+  const int64_t tp = layout_.tp_size, chunks = row_parallel_chunks(tp, w.cols);
+  if (!backend_.fixed_order_sums() || chunks == 0) {
     backend_.linear(x, w, y);
     comm_.all_reduce_sum(y.data(), size_t(y.size()));
     return;
   }
-  backend_.linear_chunked(x, w, kCanonicalChunks / tp, tp == 1 ? y : rank_sum_);
+  backend_.linear_chunked(x, w, chunks, tp == 1 ? y : rank_sum_);
   if (tp == 1) return;
   backend_.resize(gathered_, tp * rank_sum_.rows(), rank_sum_.cols());
   comm_.all_gather(rank_sum_.data(), size_t(rank_sum_.size()), gathered_.data());

@@ -45,6 +45,7 @@ class LlamaModel {
   int32_t kv_blocks() const { return kv_blocks_; }
   int32_t block_size() const { return block_size_; }
   size_t shard_bytes() const { return weights_.bytes(config_); }  // this rank's weights
+  const LlamaWeights& weights() const { return weights_; }
   // The KV cache's layer count for `stage`, which holds the KV of its own layers only.
   static ModelConfig stage_config(const ModelConfig& config, const PipelineStage& stage);
 
@@ -100,7 +101,6 @@ class LlamaModel {
   Tensor scratch_;              // the backend's, for qkv_rope and gate_up_silu
   Tensor rank_sum_, gathered_;  // row_parallel_linear's fixed-order sum
   Tensor gathered_logits_;      // [tp * rows, local_vocab]
-  static constexpr int64_t kCanonicalChunks = 8;
 };
 
 }  // namespace dsmath

@@ -2,11 +2,14 @@
 // cut as TpLayout says. Row blocks (column-parallel and vocab-parallel layers) are views
 // straight into the memory-mapped checkpoint, so a rank only ever touches its own pages;
 // column blocks (row-parallel o_proj / down_proj) are copied once into memory of the rank's
-// own, after which the mapped pages are released. Shapes are checked against config.json
+// own, after which the mapped pages are released. Where the backend keeps a packed copy of a
+// matrix (CPU, AVX512-BF16), the mapped pages are released too, and a column block's copy is
+// dropped once packed. Shapes are checked against config.json
 // when binding (the error names tensor and file).
 #pragma once
 
 #include <cstddef>
+#include <span>
 #include <vector>
 
 #include "common/checkpoint/checkpoint.h"
@@ -41,6 +44,11 @@ struct LlamaWeights {
 
   // Bytes of this rank's shard (the lm_head counted once when tied to the embedding).
   size_t bytes(const ModelConfig& config) const;
+
+  // The host bytes a decode step reads, as the kernels read them (a matrix's packed copy where
+  // the backend keeps one): every matrix and norm but the embedding table, which a step reads a
+  // few rows of (unless it is the head). For benchmarks that set a step against a plain read.
+  std::vector<std::span<const std::byte>> step_reads(const ModelConfig& config) const;
 };
 
 }  // namespace dsmath

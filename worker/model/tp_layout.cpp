@@ -38,4 +38,10 @@ TpLayout TpLayout::make(const ModelConfig& c, int64_t tp_size, int64_t tp_rank) 
   return t;
 }
 
+int64_t row_parallel_chunks(int64_t tp_size, int64_t local_cols) {
+  if (kCanonicalChunks % tp_size != 0) return 0;
+  const int64_t chunks = kCanonicalChunks / tp_size;
+  return local_cols % chunks == 0 ? chunks : 0;
+}
+
 }  // namespace dsmath

@@ -26,4 +26,10 @@ struct TpLayout {
   static TpLayout make(const ModelConfig& config, int64_t tp_size, int64_t tp_rank);
 };
 
+// The row-parallel layers sum K in kCanonicalChunks ranges added by a fixed tree, whatever the
+// tp (LlamaModel::row_parallel_linear): a rank's product sums its kCanonicalChunks / tp chunks.
+// 0 where tp or the rank's columns do not split that way (a plain product and all-reduce).
+inline constexpr int64_t kCanonicalChunks = 8;
+int64_t row_parallel_chunks(int64_t tp_size, int64_t local_cols);
+
 }  // namespace dsmath

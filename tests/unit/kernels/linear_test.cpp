@@ -18,6 +18,7 @@
 #include "common/core/dtype.h"
 #include "common/core/error.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "tests/support/random_floats.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
@@ -90,8 +91,8 @@ bool cpuinfo_supports(const std::set<std::string>& flags, LinearPath p) {
   const bool avx2 = flags.count("avx2") && flags.count("fma") && flags.count("f16c");
   if (p == LinearPath::Avx2) return avx2;
   if (p == LinearPath::Avx512) return avx2 && flags.count("avx512f");
-  const bool bf16 =
-      avx2 && flags.count("avx512f") && flags.count("avx512bw") && flags.count("avx512_bf16");
+  const bool bf16 = avx2 && flags.count("avx512f") && flags.count("avx512bw") &&
+                    flags.count("avx512vl") && flags.count("avx512_bf16");
   if (p == LinearPath::Avx512Bf16) return bf16;
   if (p == LinearPath::Amx) return bf16 && flags.count("amx_tile") && flags.count("amx_bf16");
   return true;
@@ -176,7 +177,7 @@ TEST(Linear, MatchesReferenceWithUnevenThreadSplits) {
 TEST(Linear, BatchInvariant) {
   for (LinearPath path : paths()) {
     for (DType t : kDTypes) {
-      // n: two 96-row groups and a ragged end for one token, 24-row groups for a batch.
+      // n: three 64-row panels and a ragged end of one register and five rows.
       const int64_t m = 17, n = 197, k = 203;
       const auto x = random_floats(size_t(m * k), 31);
       const auto wb = store(random_floats(size_t(n * k), 32), t);
@@ -257,6 +258,44 @@ TEST(Linear, MediumPrecisionKeepsTheInvariantsWithinBf16Rounding) {
   }
   EXPECT_LT(worst, 1e-4);  // the rounded product, summed in f32
   EXPECT_GT(moved, 0.0) << "medium rounded nothing: is it really bf16?";
+}
+
+// The AVX512-BF16 path reads the load-time dot-pair panels (pack_for_linear) when a view has
+// them and packs each panel per call when not: the same bits either way, for every remainder of
+// rows (panels of 64, registers of 16), columns (pairs, 32-column packing blocks), tokens (blocks
+// of 6), both precisions, and chunks: panels packed for the call's chunks (then the rows are not
+// needed), and one-chunk panels, which serve chunks of even width (odd ones pack per call).
+TEST(Linear, PackedPanelsGiveTheBitsOfTheRows) {
+  if (!linear_path_supported(LinearPath::Avx512Bf16)) GTEST_SKIP() << "no AVX512-BF16 here";
+  uint32_t seed = 70;
+  for (MatmulPrecision precision : {MatmulPrecision::Highest, MatmulPrecision::Medium}) {
+    set_matmul_precision(precision);
+    for (int64_t m : {1, 5, 6, 7, 13})
+      for (int64_t n : {1, 15, 17, 64, 65, 130})
+        for (int64_t k : {1, 2, 31, 33, 64, 100}) {
+          const auto x = random_floats(size_t(m * k), ++seed);
+          const auto wb = store(random_floats(size_t(n * k), ++seed), DType::BF16);
+          const WeightView rows{wb.data(), DType::BF16, n, k};
+          const auto one_chunk = detail::pack_bf16_panels(rows, 1);
+          for (int64_t chunks : {1, 2, 4}) {
+            if (k % chunks != 0) continue;
+            const auto own = detail::pack_bf16_panels(rows, chunks);
+            const WeightView views[] = {{rows.data, DType::BF16, n, k, one_chunk.get()},
+                                        {nullptr, DType::BF16, n, k, own.get()}};
+            std::vector<float> want(size_t(m * n), NAN);
+            linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, rows, chunks, want.data());
+            for (const WeightView& w : views) {
+              std::vector<float> got(size_t(m * n), NAN);
+              linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, w, chunks, got.data());
+              ASSERT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * 4))
+                  << "m " << m << " n " << n << " k " << k << " chunks " << chunks
+                  << (w.data ? " (one-chunk panels)" : " (own panels, no rows)")
+                  << (precision == MatmulPrecision::Medium ? " medium" : " highest");
+            }
+          }
+        }
+  }
+  set_matmul_precision(MatmulPrecision::Highest);
 }
 
 TEST(Linear, HandComputed) {

@@ -14,6 +14,7 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_bf16.h"
 #include "kernels/cpu/norm.h"
 #include "kernels/cpu/rope.h"
 #include "tests/support/random_floats.h"
@@ -70,6 +71,14 @@ TEST(NoAllocationPerCall, LinearOnEveryPathAndChunked) {
           << "path " << int(path) << " m " << m;
     }
   }
+  if (!linear_path_supported(LinearPath::Avx512Bf16)) return;
+  const auto panels = detail::pack_bf16_panels(view, 8);  // as the CPU backend holds weights
+  const WeightView packed{nullptr, DType::BF16, n, k, panels.get()};
+  for (int64_t m : {1, 16})
+    EXPECT_EQ(0, allocations_once_warm([&] {
+                linear_chunked_on_path(LinearPath::Avx512Bf16, x.data(), m, packed, 8, y.data());
+              }))
+        << "packed panels, m " << m;
 }
 
 TEST(NoAllocationPerCall, NormRopeSiluEmbedding) {
