@@ -41,10 +41,11 @@ inline bool cpu_has_avx2() {
 // Prefetches `bytes` of a weight's rows read as one linear stream: the span starting `ahead` +
 // `consumed` bytes past `rows` (the rows of a weight are contiguous, so R rows read in lockstep
 // are one span of R * row bytes). Used where the hardware prefetchers fall behind:
-// - batch-1 decode and the first token block of a batch on AVX-512 (gemm.cpp, gemm_bf16.cpp):
-//   eight rows in lockstep are eight streams, which an EPYC Zen 5 core's prefetchers followed
-//   at ~30 GB/s for two cores where one linear stream ran at ~40; the kernels take two rows at
-//   a time, kStreamAhead on, handed out kStreamRowGroup rows at a time when m is 1;
+// - batch-1 decode and the first token block of a batch on AVX-512 (gemm.cpp): eight rows in
+//   lockstep are eight streams, which an EPYC Zen 5 core's prefetchers followed at ~30 GB/s for
+//   two cores where one linear stream ran at ~40; the kernel takes two rows at a time,
+//   kStreamAhead on, handed out kStreamRowGroup rows at a time when m is 1;
+// - the same on AVX512-BF16 (gemm_bf16.cpp), over a 64-row panel, which is one stream already;
 // - short rows on AVX2 (gemm.cpp): streams a few hundred bytes long;
 // - the AMX kernel (gemm_amx.inc), a call's next 32 rows into L2 (kHint _MM_HINT_T1).
 constexpr uintptr_t kStreamAhead = 64 * 1024;  // 32 and 128 KiB: no better
