@@ -20,8 +20,8 @@
 // row-major checkpoint does not have. So the weights are repacked once at load into "dot-pair
 // panels" (pack_for_linear, called by the CPU backend's place()): per 64 rows, per pair, the
 // rows' pairs in order, so one micro-kernel reads one panel as one linear stream. A view without
-// a packed copy (tests, a tied head) gets each panel packed into per-thread scratch per call,
-// which computes the same bits, more slowly.
+// panels for its chunks (a test, a caller that did not pack) gets each panel packed into
+// per-thread scratch per call, which computes the same bits, more slowly.
 //
 // Batch invariance: every (row, token) sum is its own accumulator lane taking the same
 // instructions in the same order whatever the token block, m or thread count. Chunks
@@ -70,8 +70,8 @@ constexpr int kTokens = 6;  // tokens per micro-kernel: 4 x 6 accumulators + 4 +
 // Where the panels of a [rows, cols] weight summed in `chunks` ranges put things, in uint32
 // pairs. Panel j holds rows [64 j, 64 j + 64) padded with zero rows to whole registers; within
 // it, chunk c's pair p of register v's 16 rows starts at ((c * pairs + p) * regs(j) + v) * 16.
-// A chunk of odd width ends with a pair whose second half is zero. With one chunk (or chunks of
-// even width, whose pairs are the one-chunk layout's) this is what pack_for_linear stores.
+// A chunk of odd width ends with a pair whose second half is zero. pack_bf16_panels stores this
+// for the chunks it is given; chunks of even width all share the one-chunk layout.
 struct Panels {
   int64_t rows, chunks, pairs;  // pairs per chunk
   int regs(int64_t j) const {
