@@ -176,8 +176,8 @@ double prefix_throughput(ModelRunner& runner, EngineConfig config, bool cache, i
 int run(const Options& o, Communicator& comm) {
   MpiSession::set_threads_per_rank(o.threads);
   std::optional<Checkpoint> checkpoint;
+  CpuBackend backend;  // outlives the model, whose weights it may hold
   std::optional<LlamaModel> model;
-  CpuBackend backend;
   collectively(comm, [&] {
     checkpoint.emplace(Checkpoint::open(o.model_dir));
     const TpLayout layout =

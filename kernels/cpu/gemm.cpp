@@ -492,9 +492,10 @@ void linear_chunked_on_path(LinearPath path, const float* x, int64_t m, const We
   DSMATH_CHECK(linear_path_supported(path), "linear: this CPU cannot run the ",
                linear_path_name(path), " path");
   if (m == 0 || w.rows == 0) return;
-  DSMATH_CHECK(w.data != nullptr || (path == LinearPath::Avx512Bf16 && w.packed != nullptr),
-               "linear: the ", w.rows, " x ", w.cols, " weight has no rows for the ",
-               linear_path_name(path), " path (only a packed copy)");
+  DSMATH_CHECK(
+      w.data != nullptr || w.cols == 0 || (path == LinearPath::Avx512Bf16 && w.packed != nullptr),
+      "linear: the ", w.rows, " x ", w.cols, " weight has no rows for the ", linear_path_name(path),
+      " path (only a packed copy)");
 #if DSMATH_HAVE_X86_SIMD
   const bool split = matmul_precision() == MatmulPrecision::Highest;
   if (path == LinearPath::Amx && w.dtype == DType::BF16)
@@ -521,7 +522,8 @@ void linear_chunked(const float* x, int64_t m, const WeightView& w, int64_t chun
 }
 
 std::shared_ptr<const void> pack_for_linear(const WeightView& w, int64_t chunks) {
-  if (w.dtype != DType::BF16 || w.rows == 0 || linear_best_path() != LinearPath::Avx512Bf16)
+  if (w.dtype != DType::BF16 || w.rows == 0 || w.cols == 0 ||
+      linear_best_path() != LinearPath::Avx512Bf16)
     return nullptr;
   return detail::pack_bf16_panels(w, chunks);
 }

@@ -124,9 +124,9 @@ TEST(CudaOps, EmbeddingGathersThisRanksRowsAndZerosTheRest) {
     OneSequence step(40, 0, 16, /*vocab=*/1000);  // ids up to 999: most are another rank's
     p.begin_step(step.inputs());
     Tensor c, g;
-    p.cpu.embedding(p.cpu.place(host), 200, c);
+    p.cpu.embedding(p.cpu.place_table(host), 200, c);
     poison(p.gpu, g, 40, cols);
-    p.gpu.embedding(p.gpu.place(host), 200, g);
+    p.gpu.embedding(p.gpu.place_table(host), 200, g);
     expect_close(host_of(p.gpu, g), host_of(p.cpu, c), 0, 0,
                  "embedding cols " + std::to_string(cols));
   }

@@ -60,7 +60,7 @@ class Binder {
     release_pages(t.data, t.nbytes);
     WeightView placed =
         backend_.place_row_parallel(WeightView{copy.data(), t.dtype, rows, count}, chunks);
-    if (placed.packed != nullptr && chunks > 0) {  // only ever read as packed: drop the copy
+    if (placed.packed != nullptr) {  // only ever read as packed: drop the copy
       placed.data = nullptr;
       out_.owned.pop_back();
     }

@@ -121,6 +121,19 @@ TEST(Linear, MatchesReferenceAllDTypesAndOddShapes) {
             check_linear(path, {t, m, n, k}, ++seed);
 }
 
+// A layer of no input columns (k 0) gives zeros on every path, whether or not its view points at
+// any rows, and there is nothing to pack for it.
+TEST(Linear, NoColumnsGivesZeros) {
+  const std::vector<float> x(2, 1.0f);
+  const WeightView w{nullptr, DType::BF16, 5, 0};
+  for (LinearPath path : paths()) {
+    std::vector<float> y(10, NAN);
+    linear_on_path(path, x.data(), 2, w, y.data());
+    for (float v : y) ASSERT_EQ(v, 0.0f) << path_name(path);
+  }
+  EXPECT_EQ(pack_for_linear(w), nullptr);
+}
+
 // linear() runs the most capable path /proc/cpuinfo allows (DSMATH_KERNELS_ISA may cap it).
 TEST(Linear, LinearUsesTheBestPath) {
   const auto flags = cpuinfo_flags();
