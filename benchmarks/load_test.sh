@@ -18,8 +18,8 @@ STREAMS=${STREAMS:-200} DURATION=${SECONDS_:-60} MAX_QUEUE=${MAX_QUEUE:-64} NP=$
 # first written, and the prefix cache keeps freed blocks until the free list runs out, so a
 # rank's RSS grows up to --kv-cache-gib by design before it is flat.
 KV_GIB=${KV_GIB:-0.05}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=$(free_port) WORKER_PORT=$(free_port)
+# Two distinct loopback ports that no other process is handed meanwhile (tests/e2e/ports.py).
+read -r PORT WORKER_PORT < <(PYTHONPATH=tests/e2e python3 -c 'from ports import *; print(*free_ports(2))')
 LOG=$(mktemp -d)
 pids=()
 cleanup() {

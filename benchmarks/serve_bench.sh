@@ -33,8 +33,8 @@ THREADS=${THREADS:-$(( GROUP_CORES / NP > 0 ? GROUP_CORES / NP : 1 ))}
 [ -f "$MODEL/config.json" ] || "$BIN/dsmath-make-model" --preset small --seed 0 --out "$MODEL"
 
 calc() { python3 -c "print($1)"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port) WPORT=$(free_port)
+# Two distinct loopback ports that no other process is handed meanwhile (tests/e2e/ports.py).
+read -r PORT WPORT < <(PYTHONPATH=tests/e2e python3 -c 'from ports import *; print(*free_ports(2))')
 LOG=$(mktemp -d)
 cleanup() { kill "$COORD" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$LOG"; }
 trap cleanup EXIT

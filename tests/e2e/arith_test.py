@@ -17,6 +17,8 @@ import tempfile
 import time
 import unittest
 
+from ports import free_ports
+
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.environ.get("DSMATH_ARITH_MODEL", os.path.join(SRC, "tests", "data", "models", "arith"))
@@ -112,14 +114,7 @@ class ArithModelTest(unittest.TestCase):
 
 class ServedStopTest(unittest.TestCase):
     def test_stop_at_boxed_ends_before_it(self):
-        import socket
-
-        def free_port():
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return s.getsockname()[1]
-
-        address, workers = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        address, workers = (f"127.0.0.1:{p}" for p in free_ports(2))
         log = open(os.path.join(TMP, "served.log"), "w+")
         coordinator = subprocess.Popen([f"{BIN}/dsmath-coordinator", "--model", MODEL,
                                         "--listen", address, "--worker-listen", workers],

@@ -13,6 +13,8 @@ import tempfile
 import time
 import unittest
 
+from ports import free_ports
+
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TMP = tempfile.mkdtemp(prefix="dsmath-batch-test-")
@@ -204,13 +206,6 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(list(out[0].keys()), ["text", "answer", "extracted_answer", "correct"])
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServedBatchTest(unittest.TestCase):
     """The same job through a coordinator (`dsmath batch submit`), the coordinator killed and
     restarted mid-job: the output equals the offline run's."""
@@ -239,8 +234,7 @@ class ServedBatchTest(unittest.TestCase):
         """A coordinator over a data dir of its own (jobs recorded there resume at its start)."""
         self.data = tempfile.mkdtemp(prefix="data-", dir=TMP)
         write_jsonl(os.path.join(self.data, "problems.jsonl"), self.PROBLEMS)
-        self.address = f"127.0.0.1:{free_port()}"
-        self.workers = f"127.0.0.1:{free_port()}"
+        self.address, self.workers = (f"127.0.0.1:{p}" for p in free_ports(2))
         self.log = open(os.path.join(TMP, f"served-{self.workers[-5:]}.log"), "w+")
         self.coordinator_args = list(coordinator_args)
         return self.coordinator()

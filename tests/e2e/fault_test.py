@@ -11,13 +11,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unittest
+
+from ports import free_ports
 
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,12 +41,6 @@ PROBLEMS = [{"id": f"s{i}", "question": f"What is {i} * 3?", "answer": f"#### {3
             for i in range(120)]
 SAMPLING = ["--n", "2", "--temperature", "0.9", "--seed", "4", "--max-new-tokens", "24"]
 SAMPLES = len(PROBLEMS) * 2
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_jsonl(path, rows):
@@ -130,18 +125,17 @@ class SupervisedCluster:
 
     def __init__(self, groups, tp, coordinator_args=(), model=MODEL, supervisor_args=(),
                  wait=True):
-        self.address = f"127.0.0.1:{free_port()}"
+        self.address, self.metrics, workers = (f"127.0.0.1:{p}" for p in free_ports(3))
         self.data = tempfile.mkdtemp(prefix="data-", dir=TMP)
         write_jsonl(os.path.join(self.data, "problems.jsonl"), PROBLEMS)
         self.state_file = os.path.join(self.data, "cluster.json")
         self.log_path = os.path.join(self.data, "cluster.log")
         self.log = open(self.log_path, "w")
-        self.metrics = f"127.0.0.1:{free_port()}"
         args = ["--data-dir", self.data, "--metrics-listen", self.metrics, *coordinator_args]
         self.proc = subprocess.Popen(
             [f"{SRC}/launch/dsmath-cluster", "--host", f"localhost:{tp}", "--groups", str(groups),
              "--tp", str(tp), "--model", model, "--bin", BIN, "--listen", self.address,
-             "--worker-listen", f"127.0.0.1:{free_port()}", "--state-file", self.state_file,
+             "--worker-listen", workers, "--state-file", self.state_file,
              "--max-backoff", "1", *supervisor_args, "--coordinator-args", " ".join(args), "--",
              "--threads", "1", "--kv-cache-gib", "0.05", "--max-reconnect-seconds", "1"],
             stdout=self.log, stderr=subprocess.STDOUT)

@@ -11,7 +11,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import threading
 import time
 import unittest
 import urllib.request
+
+from ports import free_port, free_ports
 
 BIN = os.path.abspath(sys.argv.pop(1))
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,12 +73,6 @@ MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none"] + (
     ["--allow-run-as-root"] if os.geteuid() == 0 else [])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_model(name, seed=5, context=4096):
     """A tiny random checkpoint; a long context so that long requests stay live for a while."""
     path = os.path.join(TMP, name)
@@ -98,7 +93,7 @@ class Cluster:
     """One coordinator and the worker groups started against it; everything is killed at stop()."""
 
     def __init__(self, *coordinator_args, start=True, credentials=None):
-        self.port, self.worker_port, self.metrics_port = free_port(), free_port(), free_port()
+        self.port, self.worker_port, self.metrics_port = free_ports(3)
         self.address = f"127.0.0.1:{self.port}"
         self.worker_address = f"127.0.0.1:{self.worker_port}"
         self.args = list(coordinator_args)
