@@ -51,7 +51,7 @@ void causal_attention_paged(const float* q, const uint16_t* k_blocks_bf16,
 
 // Decode attention of `count` sequences, one query each, whose caches start with the same
 // `shared_keys` positions in the same blocks: n samples forked from one prompt. The shared keys
-// are read once for each eight of the sequences instead of once per sequence (a batch of 64
+// are read once for each 16 of the sequences instead of once per sequence (a batch of 64
 // samples of a 2,000-token prompt otherwise reads the prompt's K and V 64 times a step). Each
 // query gets exactly the bits causal_attention_paged gives it alone. shared_keys must be a
 // multiple of kAttentionChunk and at most every kv_len; the caller checks the blocks are shared.
