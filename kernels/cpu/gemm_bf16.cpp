@@ -325,10 +325,6 @@ void linear_avx512_bf16(const float* x, int64_t m, const WeightView& w, int64_t 
   DSMATH_CHECK(cpu_has_avx512_bf16() && w.dtype == DType::BF16,
                "linear_avx512_bf16: needs AVX512_BF16 and bf16 weights");
   const int64_t n_out = w.rows, k_dim = w.cols, kc = k_dim / chunks;
-  if (k_dim == 0) {  // empty sums, and maybe no rows to point at
-    std::fill(y, y + m * n_out, 0.0f);
-    return;
-  }
   const Panels p{n_out, chunks, (kc + 1) / 2};
   // Panels packed for other chunks serve when both layouts are the one-chunk layout (even
   // chunk widths); otherwise each panel is packed per call from the rows.
